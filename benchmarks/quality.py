@@ -1,0 +1,82 @@
+"""Retrieval quality on a benchmark protocol: every method at several code lengths.
+
+Writes ``benchmarks/results/quality-<protocol>.json`` as
+``{"protocol", "commit", "runs": [{"method", "bits", "features", "map_at_1000", "map_all", "p_at_h2",
+"train_seconds", ...}]}`` and a Markdown table beside it. Rows of earlier runs with another
+(method, bits, features) are kept, so each issue adds its methods to the same file.
+
+    python benchmarks/quality.py --protocol fmnist-1k --methods lsh,pcah,sh,itq,sdh,ksh --bits 16,32,64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+from hashdistill import _io
+from hashdistill.data import PROTOCOLS, load_protocol
+from hashdistill.evaluate import git_commit, results_table, run_shallow
+from hashdistill.shallow import SHALLOW_METHODS
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _key(row: dict) -> tuple:
+    return (row["method"], row["bits"], row["features"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--protocol", default="fmnist-1k", choices=list(PROTOCOLS))
+    ap.add_argument("--methods", default=",".join(SHALLOW_METHODS))
+    ap.add_argument("--bits", default="16,32,64")
+    ap.add_argument("--features", default="pixels")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out-dir", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+
+    methods = [m.strip().lower() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in SHALLOW_METHODS]
+    if unknown:
+        ap.error(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(SHALLOW_METHODS)}")
+    bits = [int(b) for b in args.bits.split(",")]
+
+    protocol = load_protocol(args.protocol)
+    json_path = args.out_dir / f"quality-{args.protocol}.json"
+    old = json.loads(json_path.read_text()) if json_path.is_file() else {"runs": []}
+    rows = {_key(r): r for r in old["runs"]}
+    command = "python benchmarks/" + " ".join(shlex.quote(a) for a in [Path(__file__).name, *(argv or sys.argv[1:])])
+    machine = f"{platform.machine()}, {os.cpu_count()} cores"
+    for m in methods:
+        for b in bits:
+            row, _, _ = run_shallow(protocol, m, b, args.features, args.seed)
+            row["command"], row["machine"] = command, machine
+            rows[_key(row)] = row
+            print(
+                f"{m:>6} {b:>3} bits  " + "  ".join(f"{k} {row[k]:.4f}" for k in protocol.spec.metrics)
+                + f"  train {row['train_seconds']:.1f}s",
+                flush=True,
+            )  # fmt: skip
+
+    order = {m: i for i, m in enumerate(SHALLOW_METHODS)}
+    runs = sorted(rows.values(), key=lambda r: (r["features"], order.get(r["method"], 99), r["method"], r["bits"]))
+    result = {"protocol": args.protocol, "commit": git_commit(Path(__file__).parent), "runs": runs}
+    _io.write_json(json_path, result)
+    cols = ["method", "bits", "features", *protocol.spec.metrics, "train_seconds", "encode_seconds"]
+    md = (
+        f"# Retrieval quality on `{args.protocol}`\n\n{protocol.spec.description}.\n\n"
+        f"Commit `{result['commit']}`. Each row's `command` field in the JSON names the command that produced it.\n\n"
+        + results_table(runs, cols)
+    )
+    _io.write_text(json_path.with_suffix(".md"), md)
+    print(f"wrote {json_path} and {json_path.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

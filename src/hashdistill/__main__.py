@@ -1,0 +1,5 @@
+"""``python -m hashdistill``."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,151 @@
+"""Binary codes: sign, bit packing, Hamming distances and bit statistics.
+
+Conventions (DESIGN.md): a code is a vector in {-1, +1}^K with sign(0) = +1; packed codes are
+``uint8`` arrays of shape (N, K/8) in numpy ``packbits`` order (bit +1 -> 1, first bit is the
+most significant bit of the first byte). K must be a multiple of 8 for packing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "binarize",
+    "pack",
+    "unpack",
+    "as_packed",
+    "hamming",
+    "bit_balance",
+    "BitStats",
+]
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    """Return ``x`` as a numpy array (accepts torch tensors without importing torch)."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def binarize(h: Any) -> np.ndarray:
+    """sign(h) as ``int8`` in {-1, +1}, with sign(0) = +1."""
+    h = _to_numpy(h)
+    if h.dtype == np.bool_:
+        return np.where(h, 1, -1).astype(np.int8)
+    return np.where(h >= 0, 1, -1).astype(np.int8)
+
+
+def _check_bits(bits: int) -> None:
+    if bits <= 0 or bits % 8:
+        raise ValueError(f"code length must be a positive multiple of 8 bits to pack, got {bits}")
+
+
+def pack(codes: Any) -> np.ndarray:
+    """Pack ±1 (or real-valued, binarized by sign) codes of shape (N, K) into ``uint8`` (N, K/8)."""
+    b = binarize(codes)
+    if b.ndim == 1:
+        b = b[None, :]
+    if b.ndim != 2:
+        raise ValueError(f"codes must be 2-D (N, K), got shape {b.shape}")
+    _check_bits(b.shape[1])
+    return np.packbits(b > 0, axis=1)
+
+
+def unpack(packed: Any, bits: int | None = None) -> np.ndarray:
+    """Inverse of :func:`pack`: ``uint8`` (N, K/8) -> ±1 ``int8`` (N, K)."""
+    p = _to_numpy(packed)
+    if p.dtype != np.uint8:
+        raise ValueError(f"packed codes must be uint8, got {p.dtype}")
+    if p.ndim == 1:
+        p = p[None, :]
+    bits = p.shape[1] * 8 if bits is None else bits
+    _check_bits(bits)
+    if bits != p.shape[1] * 8:
+        raise ValueError(f"packed width {p.shape[1]} bytes does not hold {bits} bits")
+    return np.unpackbits(p, axis=1).astype(np.int8) * 2 - 1
+
+
+def as_packed(codes: Any) -> np.ndarray:
+    """Accept ±1 / real codes (numpy or torch) or packed ``uint8``; return packed ``uint8`` (N, K/8).
+
+    ``uint8`` input is taken to be packed already; anything else is binarized by sign.
+    """
+    c = _to_numpy(codes)
+    if c.dtype == np.uint8:
+        return np.atleast_2d(c)
+    return pack(c)
+
+
+def _words(packed: np.ndarray) -> np.ndarray:
+    """View packed codes as uint64 words (zero-padded to a multiple of 8 bytes)."""
+    n, nbytes = packed.shape
+    pad = (-nbytes) % 8
+    if pad:
+        packed = np.concatenate([packed, np.zeros((n, pad), np.uint8)], axis=1)
+    return np.ascontiguousarray(packed).view(np.uint64)
+
+
+def hamming(a: Any, b: Any) -> np.ndarray:
+    """Pairwise Hamming distances, shape (len(a), len(b)), ``int32``.
+
+    Either argument may be ±1 codes or packed ``uint8``; both must have the same length K.
+    """
+    pa, pb = as_packed(a), as_packed(b)
+    if pa.shape[1] != pb.shape[1]:
+        raise ValueError(f"code lengths differ: {pa.shape[1] * 8} vs {pb.shape[1] * 8} bits")
+    wa, wb = _words(pa), _words(pb)
+    out = np.zeros((wa.shape[0], wb.shape[0]), np.int32)
+    for w in range(wa.shape[1]):
+        out += np.bitwise_count(wa[:, w, None] ^ wb[None, :, w])
+    return out
+
+
+@dataclass(frozen=True)
+class BitStats:
+    """Bit-balance statistics of a set of codes."""
+
+    mean: np.ndarray  # per-bit mean in [-1, 1]; 0 is perfectly balanced
+    ones_fraction: np.ndarray  # per-bit fraction of +1
+    balance: float  # 1 - mean |per-bit mean|; 1 is perfectly balanced
+    mean_abs_correlation: float  # mean |corr| between distinct bits; 0 is independent
+    unique_codes: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "balance": self.balance,
+            "mean_abs_correlation": self.mean_abs_correlation,
+            "unique_codes": self.unique_codes,
+            "min_ones_fraction": float(self.ones_fraction.min()),
+            "max_ones_fraction": float(self.ones_fraction.max()),
+        }
+
+
+def bit_balance(codes: Any) -> BitStats:
+    """Per-bit balance, bit correlation and the number of distinct codes."""
+    c = _to_numpy(codes)
+    b = unpack(c) if c.dtype == np.uint8 else binarize(c)
+    bf = b.astype(np.float64)
+    mean = bf.mean(axis=0)
+    k = bf.shape[1]
+    if k > 1 and len(bf) > 1:
+        std = bf.std(axis=0)
+        safe = np.where(std > 0, std, 1.0)
+        z = (bf - mean) / safe
+        corr = (z.T @ z) / len(bf)
+        corr[:, std == 0] = 0
+        corr[std == 0, :] = 0
+        off = corr[~np.eye(k, dtype=bool)]
+        mac = float(np.abs(off).mean())
+    else:
+        mac = 0.0
+    unique = len(np.unique(np.packbits(b > 0, axis=1), axis=0))
+    return BitStats(
+        mean=mean,
+        ones_fraction=(mean + 1) / 2,
+        balance=float(1 - np.abs(mean).mean()),
+        mean_abs_correlation=mac,
+        unique_codes=unique,
+    )

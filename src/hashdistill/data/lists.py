@@ -1,0 +1,139 @@
+"""User image collections: DHD / DeepHash-pytorch list files, class-per-folder trees, unlabelled folders.
+
+A list file has one image per line: a path relative to an image root, then one 0/1 column per
+class (``train/n01440764/x.JPEG 0 1 0 ...``). Errors name the file and line.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+class ListFileError(ValueError):
+    """A problem in a list file or an image it names; the message starts with ``file:line:``."""
+
+
+@dataclass
+class ImageList:
+    """Image paths with optional labels (multi-hot (N, C) or class vector (N,))."""
+
+    paths: list[Path]
+    labels: np.ndarray | None = None
+    class_names: list[str] = field(default_factory=list)
+    origins: list[str] = field(default_factory=list)  # "file:line" (or the path) per image, for errors
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, i: int, mode: str = "RGB") -> np.ndarray:
+        """Image ``i`` as a uint8 array (H, W, 3) for RGB, (H, W) for L."""
+        return load_image(self.paths[i], mode, self.origins[i] if self.origins else str(self.paths[i]))
+
+
+def load_image(path: str | os.PathLike, mode: str = "RGB", origin: str | None = None) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert(mode))
+    except FileNotFoundError:
+        raise ListFileError(f"{origin or path}: image not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ListFileError(f"{origin or path}: unreadable image {path} ({e})") from None
+
+
+def read_list_file(
+    list_file: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    *,
+    check: str = "exists",
+    class_names: list[str] | None = None,
+) -> ImageList:
+    """Read a DHD-format list file; ``root`` defaults to the list file's folder.
+
+    ``check``: ``"none"``, ``"exists"`` (every image file exists) or ``"open"`` (every image opens).
+    """
+    if check not in ("none", "exists", "open"):
+        raise ValueError(f"check must be none, exists or open, got {check!r}")
+    list_file = Path(list_file)
+    root = Path(root) if root is not None else list_file.parent
+    try:
+        lines = list_file.read_text().splitlines()
+    except FileNotFoundError:
+        raise ListFileError(f"{list_file}: list file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ListFileError(f"{list_file}: unreadable list file ({e})") from None
+
+    paths, rows, origins = [], [], []
+    n_classes = None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        origin = f"{list_file}:{lineno}"
+        name, *cols = line.split()
+        if n_classes is None:
+            n_classes = len(cols)
+            if n_classes == 0:
+                raise ListFileError(f"{origin}: no label columns after the image path")
+        if len(cols) != n_classes:
+            raise ListFileError(f"{origin}: expected {n_classes} label columns, found {len(cols)}")
+        if any(c not in ("0", "1") for c in cols):
+            raise ListFileError(f"{origin}: label columns must be 0 or 1, got {' '.join(cols)}")
+        path = root / name
+        if check != "none" and not path.is_file():
+            raise ListFileError(f"{origin}: image not found: {path}")
+        if check == "open":
+            _verify(path, origin)
+        paths.append(path)
+        rows.append([c == "1" for c in cols])
+        origins.append(origin)
+    if not paths:
+        raise ListFileError(f"{list_file}: empty list file (no images)")
+    if class_names is not None and len(class_names) != n_classes:
+        raise ListFileError(f"{list_file}: {n_classes} label columns but {len(class_names)} class names")
+    names = class_names or [str(i) for i in range(n_classes or 0)]
+    return ImageList(paths, np.array(rows, dtype=np.uint8), names, origins)
+
+
+def _verify(path: Path, origin: str) -> None:
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ListFileError(f"{origin}: unreadable image {path} ({e})") from None
+
+
+def _images_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def read_image_folder(root: str | os.PathLike) -> ImageList:
+    """A class-per-folder tree (``root/<class>/**/*.jpg``), classes in sorted order, as torchvision's ImageFolder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ListFileError(f"{root}: not a folder")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    paths, labels = [], []
+    for i, c in enumerate(classes):
+        found = _images_under(root / c)
+        paths += found
+        labels += [i] * len(found)
+    if not paths:
+        raise ListFileError(f"{root}: no images in class folders (expected {root}/<class>/<image>)")
+    return ImageList(paths, np.array(labels, dtype=np.int64), classes, [str(p) for p in paths])
+
+
+def read_unlabelled_folder(root: str | os.PathLike) -> ImageList:
+    """Every image below ``root``, in sorted path order, without labels."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ListFileError(f"{root}: not a folder")
+    paths = _images_under(root)
+    if not paths:
+        raise ListFileError(f"{root}: no images found")
+    return ImageList(paths, None, [], [str(p) for p in paths])

@@ -1,0 +1,85 @@
+"""Run a protocol end to end: fit a hasher, encode query and database, score with the protocol's metrics."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .codes import hamming
+from .data.protocols import Protocol
+from .metrics import evaluate_retrieval
+from .shallow import create_hasher
+
+
+def protocol_metrics(protocol: Protocol, query_codes: Any, db_codes: Any, **kw: Any) -> dict[str, float]:
+    """The protocol's headline metrics (mAP@K, mAP@all and, for single-label protocols, P@H<=2)."""
+    out = evaluate_retrieval(
+        query_codes,
+        db_codes,
+        protocol.labels[protocol.query],
+        protocol.labels[protocol.database],
+        topks=(protocol.spec.topk, None),
+        radius=2,
+        **kw,
+    )
+    return {k: v for k, v in out.items() if k in protocol.spec.metrics}
+
+
+def top_results(query_codes: Any, db_codes: Any, k: int = 5) -> np.ndarray:
+    """Database positions of the k nearest codes per query (Hamming, ties in database order)."""
+    return np.argsort(hamming(query_codes, db_codes), axis=1, kind="stable")[:, :k]
+
+
+def run_shallow(
+    protocol: Protocol, method: str, bits: int, features: str = "pixels", seed: int = 0
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Fit a shallow hasher on the protocol's training split; return (result row, query codes, database codes)."""
+    hasher = create_hasher(method, n_bits=bits, random_state=seed)
+    t0 = time.perf_counter()
+    hasher.fit(protocol.features("train", features), protocol.labels[protocol.train])
+    train_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    q = hasher.encode(protocol.features("query", features))
+    db = hasher.encode(protocol.features("database", features))
+    encode_seconds = time.perf_counter() - t0
+    row = {
+        "method": method,
+        "bits": bits,
+        "features": features,
+        "seed": seed,
+        **protocol_metrics(protocol, q, db),
+        "train_seconds": round(train_seconds, 3),
+        "encode_seconds": round(encode_seconds, 3),
+        "params": {k: v for k, v in hasher.get_params().items() if k not in ("n_bits", "random_state")},
+    }
+    return row, q, db
+
+
+def git_commit(path: str | Path = ".") -> str:
+    """The current commit (with ``-dirty`` for uncommitted changes), or ``unknown`` outside git."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=path, capture_output=True, text=True
+        ).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def results_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A Markdown table of result rows (missing values shown as -)."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+        return "-" if v is None else str(v)
+
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    return head + "".join("| " + " | ".join(fmt(r.get(c)) for c in columns) + " |\n" for r in rows)
