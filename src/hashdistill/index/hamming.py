@@ -1,0 +1,237 @@
+"""``HammingIndex``: exact Hamming search with faiss's shape (add, search, range_search, remove, save, load).
+
+Results are exact and ranked by (distance, insertion order), the order ``hashdistill.metrics``
+ranks by, so mAP computed from ``search`` equals the metric. Positions are insertion order;
+``remove`` keeps the survivors' relative order.
+"""
+
+from __future__ import annotations
+
+import os
+from math import comb
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..codes import _to_numpy, as_packed
+from . import kernels, storage
+from .mih import MIHTables, choose_substrings, mih_topk, substrings
+
+METHODS = ("flat", "mih")
+
+
+class HammingIndex:
+    """Exact k-nearest-neighbour and radius search over binary codes.
+
+    ``method="flat"``: a vectorised scan (about K/8 bytes per code plus 8 bytes per id).
+    ``method="mih"``: multi-index hashing, sub-linear on clustered codes (m tables hold a copy of
+    the codes each); falls back to the scan per query where that is cheaper. ``m`` substrings are
+    chosen from the code length and database size unless given. ``n_threads`` caps the threads.
+    """
+
+    def __init__(
+        self,
+        bits: int,
+        method: str = "flat",
+        m: int | None = None,
+        n_threads: int | None = None,
+        fallback_ratio: float = 1 / 50,
+    ) -> None:
+        if not isinstance(bits, (int, np.integer)) or bits <= 0 or bits % 8:
+            raise ValueError(f"bits must be a positive multiple of 8, got {bits!r}")
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        if m is not None and (m <= 0 or bits % m or (bits // m) not in (8, 16)):
+            raise ValueError(f"m must split {bits} bits into substrings of 8 or 16 bits, got m={m}")
+        self.bits = int(bits)
+        self.method = method
+        self.m = m
+        self.n_threads = n_threads
+        self.fallback_ratio = fallback_ratio
+        self._words = (self.bits + 63) // 64
+        self._planes = np.zeros((self._words, 0), np.uint64)  # word planes, capacity-grown
+        self._ids = np.zeros(0, np.int64)
+        self._n = 0
+        self._next_id = 0
+        self._mih: MIHTables | None = None
+        self.last_work: np.ndarray | None = None  # codes verified per query in the last MIH search
+
+    # ------------------------------------------------------------------ contents
+    @property
+    def ntotal(self) -> int:
+        return self._n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __repr__(self) -> str:
+        return f"HammingIndex(bits={self.bits}, method={self.method!r}, ntotal={self._n})"
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._ids[: self._n].copy()
+
+    def _pack(self, codes: Any, what: str) -> np.ndarray:
+        c = _to_numpy(codes)
+        if c.ndim == 1:
+            c = c[None, :]
+        if c.ndim != 2:
+            raise ValueError(f"{what} must be 2-D, got shape {c.shape}")
+        width = c.shape[1] * (8 if c.dtype == np.uint8 else 1)
+        if width != self.bits:
+            kind = "packed uint8 bytes" if c.dtype == np.uint8 else "bits"
+            raise ValueError(f"{what} have {c.shape[1]} {kind}, the index holds {self.bits}-bit codes")
+        return as_packed(c)
+
+    def _to_words(self, packed: np.ndarray) -> np.ndarray:
+        pad = self._words * 8 - packed.shape[1]
+        if pad:
+            packed = np.concatenate([packed, np.zeros((len(packed), pad), np.uint8)], axis=1)
+        return np.ascontiguousarray(packed).view(np.uint64)
+
+    def codes(self) -> np.ndarray:
+        """The stored codes as packed ``uint8`` (n, bits/8), in insertion order."""
+        words = np.ascontiguousarray(self._planes[:, : self._n].T)
+        return words.view(np.uint8)[:, : self.bits // 8].copy()
+
+    def add(self, codes: Any, ids: Any = None) -> None:
+        """Append codes (±1, real or packed uint8); ``ids`` default to consecutive integers."""
+        packed = self._pack(codes, "codes")
+        n_new = len(packed)
+        if ids is None:
+            new_ids = np.arange(self._next_id, self._next_id + n_new, dtype=np.int64)
+        else:
+            new_ids = np.asarray(_to_numpy(ids), dtype=np.int64).reshape(-1)
+            if len(new_ids) != n_new:
+                raise ValueError(f"{n_new} codes but {len(new_ids)} ids")
+            if len(np.unique(new_ids)) != n_new or np.isin(new_ids, self._ids[: self._n]).any():
+                raise ValueError("ids must be unique (and not already in the index)")
+        need = self._n + n_new
+        if need > self._planes.shape[1]:
+            grown = np.zeros((self._words, max(need, 2 * self._planes.shape[1], 1024)), np.uint64)
+            grown[:, : self._n] = self._planes[:, : self._n]
+            grown_ids = np.zeros(grown.shape[1], np.int64)
+            grown_ids[: self._n] = self._ids[: self._n]
+            self._planes, self._ids = grown, grown_ids
+        self._planes[:, self._n : need] = self._to_words(packed).T
+        self._ids[self._n : need] = new_ids
+        self._n = need
+        if n_new:
+            self._next_id = max(self._next_id, int(new_ids.max()) + 1)
+        self._mih = None
+
+    def remove(self, ids: Any) -> int:
+        """Remove codes by id; returns how many were removed. Survivors keep their order."""
+        drop = np.isin(self._ids[: self._n], np.asarray(_to_numpy(ids), dtype=np.int64).reshape(-1))
+        n_drop = int(drop.sum())
+        if n_drop:
+            keep = ~drop
+            self._planes = np.ascontiguousarray(self._planes[:, : self._n][:, keep])
+            self._ids = self._ids[: self._n][keep].copy()
+            self._n = len(self._ids)
+            self._mih = None
+        return n_drop
+
+    def reset(self) -> None:
+        self.__init__(self.bits, self.method, self.m, self.n_threads, self.fallback_ratio)
+
+    # ------------------------------------------------------------------ search
+    def _scratch(self, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
+        threads = self.n_threads or os.cpu_count() or 1
+        n_chunks = max(1, min(n_queries, 4 * threads))
+        lanes_per_word = 8 if self.bits < 256 else 4
+        words = np.empty((n_chunks, kernels.BLOCK // lanes_per_word), np.uint64)
+        return words, words.view(np.uint8 if self.bits < 256 else np.uint16)
+
+    def _threads(self):
+        import numba
+
+        return _NumbaThreads(numba, self.n_threads)
+
+    def _tables(self) -> MIHTables:
+        if self._mih is None:
+            m, sub = (self.m, self.bits // self.m) if self.m else choose_substrings(self.bits, self._n)
+            packed = self.codes()
+            words = np.ascontiguousarray(self._planes[:, : self._n].T)
+            self._mih = MIHTables(packed, words, sub)
+        return self._mih
+
+    def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest codes of each query: (distances int32 (nq, k), ids int64 (nq, k)).
+
+        Ranked by distance, ties by insertion order; -1 fills rows where the index holds fewer than k.
+        """
+        if not isinstance(k, (int, np.integer)) or k <= 0:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        qp = self._pack(queries, "queries")
+        nq = len(qp)
+        if self._n == 0 or nq == 0:
+            return np.full((nq, k), -1, np.int32), np.full((nq, k), -1, np.int64)
+        qw = self._to_words(qp)
+        kk = int(min(k, self._n))
+        scratch, lanes = self._scratch(nq)
+        with self._threads():
+            if self.method == "mih":
+                t = self._tables()
+                binom = np.array([comb(t.sub_bits, s) for s in range(t.sub_bits + 1)], np.float64)
+                qsub = np.ascontiguousarray(substrings(qp, t.sub_bits).T)
+                budget = self.fallback_ratio * self._n
+                d, p, self.last_work = mih_topk(
+                    qw, qsub, self._planes, self._n, kk, self.bits, t.order, t.offsets, t.codes, t.sub_masks, t.masks,
+                    t.mask_offsets, binom, budget, scratch, lanes,
+                )  # fmt: skip
+            else:
+                d, p = kernels.flat_topk(qw, self._planes, self._n, kk, self.bits, scratch, lanes)
+        ids = np.where(p >= 0, self._ids[np.maximum(p, 0)], -1)
+        if kk < k:
+            d = np.concatenate([d, np.full((nq, k - kk), -1, np.int32)], axis=1)
+            ids = np.concatenate([ids, np.full((nq, k - kk), -1, np.int64)], axis=1)
+        return d, ids
+
+    def range_search(self, queries: Any, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every code within ``radius``: faiss's (lims, distances, ids); query i owns [lims[i], lims[i+1]).
+
+        Within a query, results are ranked by distance, ties by insertion order.
+        """
+        if not isinstance(radius, (int, np.integer)) or radius < 0:
+            raise ValueError(f"radius must be a non-negative integer, got {radius!r}")
+        qp = self._pack(queries, "queries")
+        if self._n == 0 or len(qp) == 0:
+            return np.zeros(len(qp) + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)
+        scratch, lanes = self._scratch(len(qp))
+        with self._threads():
+            lims, d, p = kernels.flat_range(
+                self._to_words(qp), self._planes, self._n, int(min(radius, self.bits)), self.bits, scratch, lanes
+            )
+        return lims, d, self._ids[p]
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the index atomically (versioned header, checksum)."""
+        header = {"bits": self.bits, "method": self.method, "m": self.m, "n": self._n, "next_id": self._next_id}
+        return storage.write_index(path, header, self.codes(), self._ids[: self._n])
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, n_threads: int | None = None) -> HammingIndex:
+        header, packed, ids = storage.read_index(path)
+        index = cls(header["bits"], header["method"], header.get("m"), n_threads)
+        index.add(packed, ids)
+        index._next_id = int(header.get("next_id", index._next_id))
+        return index
+
+
+class _NumbaThreads:
+    """Temporarily cap numba's threads (restored afterwards)."""
+
+    def __init__(self, numba, n: int | None) -> None:
+        self.numba, self.n, self.old = numba, n, None
+
+    def __enter__(self) -> None:
+        if self.n:
+            self.old = self.numba.get_num_threads()
+            self.numba.set_num_threads(min(self.n, self.numba.config.NUMBA_NUM_THREADS))
+
+    def __exit__(self, *exc: object) -> None:
+        if self.old is not None:
+            self.numba.set_num_threads(self.old)
