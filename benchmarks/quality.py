@@ -1,11 +1,15 @@
 """Retrieval quality on a benchmark protocol: every method at several code lengths.
 
+Shallow methods fit on ``--features`` (pixels); deep methods train from a config
+(``--config configs/dhd-fmnist-small-cnn.yaml``), one run per code length under ``--runs-dir``.
+
 Writes ``benchmarks/results/quality-<protocol>.json`` as
 ``{"protocol", "commit", "runs": [{"method", "bits", "features", "map_at_1000", "map_all", "p_at_h2",
 "train_seconds", ...}]}`` and a Markdown table beside it. Rows of earlier runs with another
 (method, bits, features) are kept, so each issue adds its methods to the same file.
 
     python benchmarks/quality.py --protocol fmnist-1k --methods lsh,pcah,sh,itq,sdh,ksh --bits 16,32,64
+    python benchmarks/quality.py --protocol fmnist-1k --config configs/dhd-fmnist-small-cnn.yaml --bits 16,32,64
 """
 
 from __future__ import annotations
@@ -30,6 +34,28 @@ def _key(row: dict) -> tuple:
     return (row["method"], row["bits"], row["features"])
 
 
+def run_deep(config: Path, protocol: str, bits: int, overrides: list[str], runs_dir: Path) -> dict:
+    """Train one deep run (fresh) and return its result row."""
+    import shutil
+
+    from hashdistill.config import load_config
+    from hashdistill.train import train
+
+    cfg = load_config(config, [*overrides, f"protocol={protocol}", f"bits={bits}"])
+    cfg["name"] = f"{cfg['name']}-{bits}"
+    run_dir = runs_dir / cfg["name"]
+    shutil.rmtree(run_dir, ignore_errors=True)
+    m = train(cfg, run_dir, progress=False)
+    where = f"{cfg['backbone']}@{cfg['input_size']}px ({cfg['mode']})"
+    return {
+        "method": cfg["method"], "bits": bits, "features": where,
+        **{k: m[k] for k in ("map_at_1000", "map_all", "p_at_h2") if k in m},
+        "train_seconds": m["train_seconds"], "features_seconds": m["features_seconds"],
+        "encode_seconds": m["encode_seconds"], "epochs": cfg["epochs"], "seed": cfg["seed"],
+        "config": str(config), "overrides": overrides,
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--protocol", default="fmnist-1k", choices=list(PROTOCOLS))
@@ -37,10 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bits", default="16,32,64")
     ap.add_argument("--features", default="pixels")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--config", type=Path, help="train a deep method from this config instead of shallow methods")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
+    ap.add_argument("--runs-dir", type=Path, default=Path("runs/benchmarks"))
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
 
-    methods = [m.strip().lower() for m in args.methods.split(",") if m.strip()]
+    methods = [] if args.config else [m.strip().lower() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in SHALLOW_METHODS]
     if unknown:
         ap.error(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(SHALLOW_METHODS)}")
@@ -63,11 +92,19 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )  # fmt: skip
 
+    if args.config:
+        for b in bits:
+            row = run_deep(args.config, args.protocol, b, args.overrides, args.runs_dir)
+            row["command"], row["machine"] = command, machine
+            rows[_key(row)] = row
+            print(f"{row['method']:>6} {b:>3} bits  " + "  ".join(f"{k} {row[k]:.4f}" for k in protocol.spec.metrics)
+                  + f"  train {row['train_seconds']:.0f}s  features {row['features_seconds']:.0f}s", flush=True)  # fmt: skip
+
     order = {m: i for i, m in enumerate(SHALLOW_METHODS)}
     runs = sorted(rows.values(), key=lambda r: (r["features"], order.get(r["method"], 99), r["method"], r["bits"]))
     result = {"protocol": args.protocol, "commit": git_commit(Path(__file__).parent), "runs": runs}
     _io.write_json(json_path, result)
-    cols = ["method", "bits", "features", *protocol.spec.metrics, "train_seconds", "encode_seconds"]
+    cols = ["method", "bits", "features", *protocol.spec.metrics, "train_seconds", "features_seconds", "encode_seconds"]
     md = (
         f"# Retrieval quality on `{args.protocol}`\n\n{protocol.spec.description}.\n\n"
         f"Commit `{result['commit']}`. Each row's `command` field in the JSON names the command that produced it.\n\n"

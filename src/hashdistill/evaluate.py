@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from .codes import hamming
 from .data.protocols import Protocol
 from .metrics import evaluate_retrieval
 from .shallow import create_hasher
@@ -27,11 +26,6 @@ def protocol_metrics(protocol: Protocol, query_codes: Any, db_codes: Any, **kw: 
         **kw,
     )
     return {k: v for k, v in out.items() if k in protocol.spec.metrics}
-
-
-def top_results(query_codes: Any, db_codes: Any, k: int = 5) -> np.ndarray:
-    """Database positions of the k nearest codes per query (Hamming, ties in database order)."""
-    return np.argsort(hamming(query_codes, db_codes), axis=1, kind="stable")[:, :k]
 
 
 def run_shallow(
@@ -57,6 +51,40 @@ def run_shallow(
         "params": {k: v for k, v in hasher.get_params().items() if k not in ("n_bits", "random_state")},
     }
     return row, q, db
+
+
+def evaluate_run(run_dir: str | Path, protocol: str | None = None) -> dict[str, Any]:
+    """Metrics of a trained run: on its own query / database splits by default (from its saved codes),
+    or on another protocol's (encoding that protocol's images with the run's model)."""
+    import yaml
+
+    from .datasets import load_training_data
+    from .train import encode_images, load_run
+
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no config.yaml (not a run folder)")
+    cfg = yaml.safe_load(cfg_path.read_text())
+    if protocol is not None and protocol != cfg["protocol"]:
+        cfg = {**cfg, "protocol": protocol, "data": None, "limit_query": None, "limit_database": None, "eval_topk": None}
+    data = load_training_data(cfg)
+    codes = []
+    for split, name in ((data.query, "query"), (data.database, "database")):
+        saved = run_dir / f"codes-{name}.npz"
+        c = None
+        if saved.is_file():
+            with np.load(saved) as z:
+                if np.array_equal(z["ids"], split.ids):
+                    c = z["codes"]
+        if c is None:
+            _, model, clean = load_run(run_dir)
+            c = encode_images(model, clean, split.images)
+        codes.append(c)
+    m = evaluate_retrieval(codes[0], codes[1], data.query.labels, data.database.labels, topks=(data.topk, None))
+    if data.multilabel:
+        m.pop("p_at_h2")
+    return {"run": run_dir.name, "protocol": cfg["protocol"], "bits": cfg["bits"], **m}
 
 
 def git_commit(path: str | Path = ".") -> str:

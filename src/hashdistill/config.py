@@ -1,0 +1,112 @@
+"""Training configuration: YAML files with defaults, ``--set key=value`` overrides, validation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULTS: dict[str, Any] = {
+    "name": None,  # run name (default: the config file's stem)
+    "protocol": "fmnist-1k",  # a benchmark protocol, or null with `data` (list files)
+    "data": None,  # {train, query, database: list files, root: image folder, load_size: 256}
+    "method": "dhd",
+    "bits": 64,
+    "backbone": "small-cnn",
+    "pretrained": False,  # true (offline package / hub) or a weights path
+    "mode": "end-to-end",  # or "cached": frozen backbone, features of many views cached on disk
+    "input_size": 28,
+    "crop_ratio": 1.0,  # centre crop after augmentation (the paper: 224/256 = 0.875)
+    "crop_scale": [0.08, 1.0],  # RandomResizedCrop scale range (official code: kornia's default)
+    "s_teacher": 0.5,  # teacher group = student group with probabilities scaled by s_T
+    "views": 8,  # cached mode: teacher and student views computed per training image
+    "epochs": 30,
+    "batch_size": 128,
+    "lr": 3.0e-4,
+    "backbone_lr_mult": 0.05,
+    "weight_decay": 1.0e-5,
+    "warmup_epochs": 1,
+    "temperature": 0.2,
+    "lambda1": 0.1,
+    "lambda2": 0.1,
+    "sigma": 0.5,
+    "quantize_proxies": False,
+    "seed": 0,
+    "val_fraction": 0.0,  # carve a validation split from the training set for model selection
+    "select": "last",  # or "best" (highest validation mAP; needs val_fraction > 0)
+    "eval_topk": None,  # default: the protocol's K (1000)
+    "limit_train": None,  # use only the first N of each split (quick experiments, tests)
+    "limit_query": None,
+    "limit_database": None,
+    "num_threads": None,
+    "device": "auto",  # auto: cuda when available
+    "amp": True,  # mixed precision on CUDA
+    "feature_batch": 256,
+    "workers": 0,  # DataLoader workers for list-file datasets
+}
+CHOICES = {"mode": ("end-to-end", "cached"), "select": ("last", "best")}
+
+
+class ConfigError(ValueError):
+    """A bad configuration; the message names the key."""
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value, read as YAML (so numbers, booleans, null and lists work)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Defaults <- YAML file <- ``key=value`` overrides; unknown keys and bad values fail clearly."""
+    cfg = dict(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config is a mapping of keys to values")
+        cfg.update(loaded)
+        cfg["name"] = cfg["name"] or path.stem
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        cfg[key.strip()] = parse_value(value)
+    return validate(cfg)
+
+
+def validate(cfg: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
+    for key, allowed in CHOICES.items():
+        if cfg[key] not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {cfg[key]!r}")
+    for key in ("bits", "epochs", "batch_size", "input_size", "views"):
+        if not isinstance(cfg[key], int) or cfg[key] <= 0:
+            raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
+    if cfg["bits"] % 8:
+        raise ConfigError(f"bits must be a multiple of 8, got {cfg['bits']}")
+    if not 0 <= float(cfg["val_fraction"]) < 1:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {cfg['val_fraction']}")
+    if cfg["select"] == "best" and not cfg["val_fraction"]:
+        raise ConfigError("select: best needs val_fraction > 0 (selection never looks at the queries)")
+    if cfg["protocol"] is None and not cfg["data"]:
+        raise ConfigError("set either protocol or data (list files)")
+    if cfg["mode"] == "cached" and cfg["backbone"] == "small-cnn" and not cfg["pretrained"]:
+        raise ConfigError("cached mode freezes the backbone: use a pretrained one (small-cnn trains end to end)")
+    cfg["name"] = cfg["name"] or f"{cfg['method']}-{cfg['protocol'] or 'data'}-{cfg['bits']}"
+    return cfg
+
+
+def dump_config(cfg: dict[str, Any]) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)

@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from hashdistill.augment import ViewTransform, view_groups
+from hashdistill.backbones import BACKBONES, create_backbone
+from hashdistill.model import HashModel
+
+
+def test_small_cnn_and_hash_model_shapes():
+    m = HashModel(32, "small-cnn", n_proxies=10).eval()
+    h = m(torch.rand(4, 3, 28, 28))
+    assert h.shape == (4, 32) and h.abs().max() <= 1
+    assert m.proxies.shape == (10, 32) and m.head.fc.bias is None
+    head = HashModel(16, None, n_proxies=3, feature_dim=20)
+    assert head(torch.randn(5, 20)).shape == (5, 16)
+
+
+def test_offline_imagenet_weights_load():
+    """The offline packages' ImageNet weights: the backbone is no longer its random initialisation."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 64, 64)  # grey input is repeated to 3 channels
+    for name in ("mobilenet_v2", "efficientnet_lite0"):
+        trained, dim = create_backbone(name, pretrained=True)
+        random, _ = create_backbone(name, pretrained=False)
+        assert dim == 1280
+        a, b = trained.eval()(x), random.eval()(x)
+        assert a.shape == (2, 1280) and not torch.allclose(a, b)
+
+
+def test_registry_errors():
+    with pytest.raises(ValueError, match="known: small-cnn"):
+        create_backbone("resnet9000")
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        create_backbone("small-cnn", pretrained=True)
+    assert {"alexnet", "resnet50", "vit_base_patch16_224", "swin_base_patch4_window7_224"} <= set(BACKBONES)
+
+
+def test_view_groups():
+    x = torch.randint(0, 256, (6, 28, 28), dtype=torch.uint8)
+    teacher, student, clean = view_groups(24, 0.5, crop_ratio=0.875)
+    assert teacher.s == 0.5 and student.s == 1.0 and clean.s == 0.0
+    c1, c2 = clean(x), clean(x)
+    assert c1.shape == (6, 3, 24, 24) and torch.equal(c1, c2)  # clean views are deterministic
+    torch.manual_seed(1)
+    s1 = student(x)
+    torch.manual_seed(1)
+    assert torch.equal(s1, student(x))  # augmentation follows the torch seed
+    assert not torch.equal(s1, c1)
+    # the teacher group scales every probability by s_T
+    probs = [t.p for t in teacher.augment]
+    assert probs == pytest.approx([0.5 * p for p in (t.p for t in student.augment)])
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        ViewTransform(24, 1.5)
