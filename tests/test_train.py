@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from hashdistill.cli import app
-from hashdistill.config import ConfigError, load_config
+from hashdistill.config import ConfigError, load_config, validate
 from hashdistill.train import Trainer, train
 
 SMALL = ["limit_train=600", "limit_query=100", "limit_database=1500", "batch_size=100", "crop_scale=[0.5,1.0]",
@@ -71,6 +71,9 @@ def test_validation_split_never_uses_queries(tmp_path):
 def test_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="unknown config key"):
         load_config(None, ["learning_rate=1"])
+    with pytest.raises(ConfigError, match="lr must be a number"):
+        load_config(None, ["lr=fast"])
+    assert load_config(None, ["lr=1e-3"])["lr"] == 0.001
     with pytest.raises(ConfigError, match="mode must be"):
         load_config(None, ["mode=fast"])
     with pytest.raises(ConfigError, match="select: best needs"):
@@ -118,10 +121,12 @@ def test_list_file_dataset_trains(tmp_path, fmnist):
             lines.append(f"{i}.png " + " ".join(cols))
         lists[split] = tmp_path / f"{split}.txt"
         lists[split].write_text("\n".join(lines) + "\n")
-    cfg = load_config(None, ["protocol=null", "epochs=2", "bits=16", "batch_size=50", "input_size=28",
-                             "crop_scale=[0.5,1.0]", "backbone_lr_mult=1.0", "lr=1e-3", "name=lists"])  # fmt: skip
+    cfg = load_config(None, ["epochs=2", "bits=16", "batch_size=50", "input_size=28", "crop_scale=[0.5,1.0]",
+                             "backbone_lr_mult=1.0", "lr=1e-3", "name=lists"])  # fmt: skip
+    cfg["protocol"] = None
     cfg["data"] = {"train": str(lists["train"]), "query": str(lists["query"]), "database": str(lists["database"]),
                    "root": str(root), "load_size": 28, "topk": 100}  # fmt: skip
+    cfg = validate(cfg)
     m = train(cfg, tmp_path / "lists", progress=False)
     log = _log(tmp_path / "lists")
     assert log[-1]["loss"] < log[0]["loss"] and 0 < m["map_at_100"] <= 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import zipfile
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,7 +11,7 @@ import numpy as np
 import typer
 
 from . import _io
-from .codes import pack
+from .codes import load_codes, save_codes
 from .data import PROTOCOLS, DataNotFoundError, ListFileError, load_protocol, prepare_protocol
 from .data.sources import extract_mnist_wheel
 from .evaluate import git_commit, results_table, run_shallow
@@ -30,9 +29,6 @@ data_app = typer.Typer(help="Prepare and inspect the benchmark protocols.", no_a
 app.add_typer(data_app, name="data")
 index_app = typer.Typer(help="Build Hamming search indexes.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
-
-METRIC_COLUMNS = ["map_at_1000", "map_all", "p_at_h2"]
-
 
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit status 1."""
@@ -103,7 +99,7 @@ def baseline(
     features: Annotated[str, typer.Option(help="input features")] = "pixels",
     seed: Annotated[int, typer.Option(help="random_state of the hasher")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="JSON file (default runs/baselines/<protocol>-<method>-<features>.json)")] = None,
-    save_codes: Annotated[Optional[Path], typer.Option(help="folder for query/database codes (<bits>-query.npz, <bits>-database.npz)")] = None,
+    codes_dir: Annotated[Optional[Path], typer.Option("--save-codes", help="folder for query/database codes (<bits>-query.npz, <bits>-database.npz)")] = None,
 ) -> None:
     """Fit a shallow hasher on a protocol at several code lengths; print a table and write JSON."""
     if method.lower() not in SHALLOW_METHODS:
@@ -114,9 +110,9 @@ def baseline(
     for b in bit_list:
         row, q, db = run_shallow(p, method.lower(), b, features, seed)
         rows.append(row)
-        if save_codes is not None:
-            save_code_file(save_codes / f"{b}-query.npz", q, p.query, p.labels[p.query])
-            save_code_file(save_codes / f"{b}-database.npz", db, p.database, p.labels[p.database])
+        if codes_dir is not None:
+            save_codes(codes_dir / f"{b}-query.npz", q, p.query, p.labels[p.query])
+            save_codes(codes_dir / f"{b}-database.npz", db, p.database, p.labels[p.database])
         typer.echo(f"{method} {b} bits: " + ", ".join(f"{k} {row[k]:.4f}" for k in p.spec.metrics), err=True)
     cols = ["method", "bits", "features", *p.spec.metrics, "train_seconds"]
     typer.echo(results_table(rows, cols), nl=False)
@@ -160,27 +156,9 @@ def demo(
         typer.echo(f"query {q_ids[i]} ({names[p.labels[q_ids[i]]]}): top-5: {got}")
 
 
-def save_code_file(path: Path, codes: np.ndarray, ids: np.ndarray, labels: np.ndarray | None = None) -> None:
-    """A codes file: packed ``codes`` (n, bits/8), ``ids`` and, where known, ``labels``."""
-    arrays = {"codes": pack(codes), "ids": np.asarray(ids, np.int64)}
-    if labels is not None:
-        arrays["labels"] = labels
-    _io.save_npz(path, **arrays)
-
-
-def load_code_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """(codes, ids or None) from a codes ``.npz`` (key ``codes``, optional ``ids``) or a ``.npy`` of codes."""
-    if not path.is_file():
-        raise CLIError(f"{path}: no such codes file")
-    try:
-        if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False), None
-        with np.load(path, allow_pickle=False) as z:
-            if "codes" not in z.files:
-                raise CLIError(f"{path}: no 'codes' array (found: {', '.join(z.files) or 'nothing'})")
-            return z["codes"], (z["ids"] if "ids" in z.files else None)
-    except (ValueError, OSError, zipfile.BadZipFile) as e:
-        raise CLIError(f"{path}: unreadable codes file ({e})") from None
+def _load_codes(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    codes, ids, _ = load_codes(path)
+    return codes, ids
 
 
 def _code_bits(codes: np.ndarray) -> int:
@@ -200,7 +178,7 @@ def index_build(
         if not (source / "codes-database.npz").is_file():
             raise CLIError(f"{source}: no codes-database.npz in this run folder; encode the database first")
         source = source / "codes-database.npz"
-    codes, ids = load_code_file(source)
+    codes, ids = _load_codes(source)
     if codes.ndim != 2:
         raise CLIError(f"{source}: codes must be 2-D, got shape {codes.shape}")
     index = HammingIndex(_code_bits(codes), method)
@@ -221,7 +199,7 @@ def search(
         index = HammingIndex.load(index_path)
     except IndexFileError as e:
         raise CLIError(str(e)) from None
-    queries, qids = load_code_file(codes)
+    queries, qids = _load_codes(codes)
     if k <= 0:
         raise CLIError(f"-k must be positive, got {k}")
     dist, ids = index.search(queries, k)
@@ -254,44 +232,6 @@ def train_cmd(
     typer.echo(json.dumps(metrics))
 
 
-def _run_images(source: str, cfg: dict):
-    """Images to encode: a split of the run's data, or an image file / folder / list file."""
-    from .data import read_list_file, read_unlabelled_folder
-    from .data.lists import IMAGE_EXTENSIONS, ImageList
-    from .datasets import ListImages, load_training_data
-
-    if source in ("query", "database", "train"):
-        split = getattr(load_training_data(cfg), source)
-        return split.images, split.ids, split.labels
-    path = Path(source)
-    if path.is_dir():
-        lst = read_unlabelled_folder(path)
-    elif path.suffix.lower() in IMAGE_EXTENSIONS:
-        if not path.is_file():
-            raise CLIError(f"{path}: no such image")
-        lst = ImageList([path], None, [], [str(path)])
-    elif path.is_file():
-        lst = read_list_file(path)
-    else:
-        raise CLIError(f"{source}: not a split (query, database, train), an image, a folder or a list file")
-    size = cfg["input_size"] if cfg["backbone"] == "small-cnn" else max(cfg["input_size"], 64)
-    images = ListImages(lst, size)
-    if cfg["backbone"] == "small-cnn":  # trained on grey images
-        images = _Grey(images)
-    return images, np.arange(len(lst)), lst.labels
-
-
-class _Grey:
-    def __init__(self, images) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, idx):
-        return self.images[idx].mean(axis=-1).round().astype(np.uint8)
-
-
 @app.command()
 def encode(
     run: Annotated[Path, typer.Argument(help="a trained run folder")],
@@ -299,12 +239,13 @@ def encode(
     out: Annotated[Path, typer.Option(help="codes file to write (.npz: codes, ids[, labels])")] = Path("codes.npz"),
 ) -> None:
     """Encode images with a trained run into packed binary codes."""
+    from .datasets import images_to_encode
     from .train import encode_images, load_run
 
     cfg, model, clean = load_run(run)
-    images, ids, labels = _run_images(split, cfg)
+    images, ids, labels = images_to_encode(split, cfg)
     h = encode_images(model, clean, images, progress=True)
-    save_code_file(out, h, ids, labels)
+    save_codes(out, h, ids, labels)
     typer.echo(f"{out}: {len(h)} codes of {cfg['bits']} bits")
 
 

@@ -7,10 +7,15 @@ most significant bit of the first byte). K must be a multiple of 8 for packing.
 
 from __future__ import annotations
 
+import os
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._io import save_npz
 
 __all__ = [
     "binarize",
@@ -20,6 +25,8 @@ __all__ = [
     "hamming",
     "bit_balance",
     "BitStats",
+    "save_codes",
+    "load_codes",
 ]
 
 
@@ -149,3 +156,27 @@ def bit_balance(codes: Any) -> BitStats:
         mean_abs_correlation=mac,
         unique_codes=unique,
     )
+
+
+def save_codes(path: str | os.PathLike, codes: Any, ids: Any, labels: Any = None) -> Path:
+    """A codes file (.npz, written atomically): packed ``codes`` (n, K/8), ``ids`` and, where known, ``labels``."""
+    arrays = {"codes": pack(codes), "ids": np.asarray(ids, np.int64)}
+    if labels is not None:
+        arrays["labels"] = np.asarray(labels)
+    return save_npz(path, **arrays)
+
+
+def load_codes(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(codes, ids, labels) from a codes ``.npz`` (``ids`` / ``labels`` optional) or a ``.npy`` of codes."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such codes file")
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False), None, None
+        with np.load(path, allow_pickle=False) as z:
+            if "codes" not in z.files:
+                raise ValueError(f"{path}: no 'codes' array (found: {', '.join(z.files) or 'nothing'})")
+            return z["codes"], z.get("ids"), z.get("labels")
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: unreadable codes file ({e})") from None

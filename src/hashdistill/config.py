@@ -47,6 +47,8 @@ DEFAULTS: dict[str, Any] = {
     "workers": 0,  # DataLoader workers for list-file datasets
 }
 CHOICES = {"mode": ("end-to-end", "cached"), "select": ("last", "best")}
+FLOATS = ("lr", "backbone_lr_mult", "weight_decay", "temperature", "lambda1", "lambda2", "sigma", "s_teacher",
+          "val_fraction", "crop_ratio")  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -88,6 +90,11 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(cfg) - set(DEFAULTS))
     if unknown:
         raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
+    for key in FLOATS:  # PyYAML reads 1e-3 (no dot) as a string
+        try:
+            cfg[key] = float(cfg[key])
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} must be a number, got {cfg[key]!r}") from None
     for key, allowed in CHOICES.items():
         if cfg[key] not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {cfg[key]!r}")

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import ImageList, load_protocol, read_list_file
+from .data import ImageList, load_protocol, read_list_file, read_unlabelled_folder
+from .data.lists import IMAGE_EXTENSIONS
 
 
 class ListImages:
@@ -99,3 +100,40 @@ def load_training_data(cfg: dict[str, Any]) -> TrainingData:
     labels = splits["train"].labels
     n_classes = labels.shape[1] if labels.ndim == 2 else len(names)
     return TrainingData(splits["train"], splits["query"], splits["database"], n_classes, list(names), cfg["eval_topk"] or topk)
+
+
+class GreyImages:
+    """RGB images averaged to grey (for runs trained on grey images)."""
+
+    def __init__(self, images: Any) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        return self.images[idx].mean(axis=-1).round().astype(np.uint8)
+
+
+def images_to_encode(source: str, cfg: dict[str, Any]) -> tuple[Any, np.ndarray, np.ndarray | None]:
+    """(images, ids, labels) to encode with a run: a split of its data, or an image / folder / list file."""
+    from pathlib import Path
+
+    if source in ("query", "database", "train"):
+        split = getattr(load_training_data(cfg), source)
+        return split.images, split.ids, split.labels
+    path = Path(source)
+    if path.is_dir():
+        lst = read_unlabelled_folder(path)
+    elif path.suffix.lower() in IMAGE_EXTENSIONS:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such image")
+        lst = ImageList([path], None, [], [str(path)])
+    elif path.is_file():
+        lst = read_list_file(path)
+    else:
+        raise ValueError(f"{source}: not a split (query, database, train), an image, a folder or a list file")
+    images: Any = ListImages(lst, cfg["input_size"])
+    if cfg["backbone"] == "small-cnn":  # trained on grey images
+        images = GreyImages(images)
+    return images, np.arange(len(lst)), lst.labels

@@ -29,13 +29,15 @@ from tqdm import tqdm
 from . import _io
 from .augment import view_groups
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, create_backbone, is_imagenet
-from .codes import pack
+from .codes import save_codes
 from .config import dump_config
 from .datasets import Split, TrainingData, load_training_data, take
 from .features import FeatureCache, compute_features, view_features
 from .methods import create_method
 from .metrics import evaluate_retrieval, mean_average_precision
 from .model import HashModel
+
+FEATURES_VERSION = 2  # bump when the views or their features change meaning (invalidates cached features)
 
 
 def _device(cfg: dict[str, Any]) -> str:
@@ -107,6 +109,7 @@ class Trainer:
             sigma=cfg["sigma"], quantize_proxies=cfg["quantize_proxies"],
         )  # fmt: skip
         self.features_seconds = 0.0
+        torch.manual_seed(cfg["seed"])  # the initial weights (backbone, head, proxies) follow the seed
         self._split_validation()
         if cfg["mode"] == "cached":
             self._prepare_cached()
@@ -127,6 +130,7 @@ class Trainer:
     def _feature_key(self, part: str, split: Split) -> dict[str, Any]:
         c = self.cfg
         return {
+            "version": FEATURES_VERSION,
             "backbone": c["backbone"], "pretrained": str(c["pretrained"]), "input_size": c["input_size"],
             "crop_ratio": c["crop_ratio"], "crop_scale": list(c["crop_scale"]), "s_teacher": c["s_teacher"],
             "views": c["views"], "seed": c["seed"], "data": c["protocol"] or c["data"], "part": part,
@@ -278,7 +282,7 @@ class Trainer:
         db = self.encode_split(self.data.database, "database")
         encode_seconds = time.perf_counter() - t0
         for name, h, split in (("query", q, self.data.query), ("database", db, self.data.database)):
-            _io.save_npz(self.run_dir / f"codes-{name}.npz", codes=pack(h), ids=split.ids, labels=split.labels)
+            save_codes(self.run_dir / f"codes-{name}.npz", h, split.ids, split.labels)
         m = evaluate_retrieval(q, db, self.data.query.labels, self.data.database.labels, topks=(self.data.topk, None))
         metrics = {
             "name": self.cfg["name"], "protocol": self.cfg["protocol"], "method": self.cfg["method"],
