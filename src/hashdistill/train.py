@@ -205,8 +205,6 @@ class Trainer:
             rng = np.random.default_rng([c["seed"], epoch])
             order = rng.permutation(n)
             self.model.train()
-            if self.model.backbone is not None and c["mode"] == "cached":
-                self.model.backbone.eval()
             sums: dict[str, float] = {}
             bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{c['epochs']}", disable=not self.progress, leave=False)
             for step in bar:
