@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Commit `{result['commit']}`. Each row's `command` field in the JSON names the command that produced it.\n\n"
         + results_table(runs, cols)
     )
+    notes = Path(__file__).resolve().parent / "notes" / f"quality-{args.protocol}.md"
+    if notes.is_file():  # hand-written analysis of the figures, kept across reruns
+        md += "\n" + notes.read_text()
     _io.write_text(json_path.with_suffix(".md"), md)
     print(f"wrote {json_path} and {json_path.with_suffix('.md')}")
     return 0

@@ -133,7 +133,8 @@ def images_to_encode(source: str, cfg: dict[str, Any]) -> tuple[Any, np.ndarray,
         lst = read_list_file(path)
     else:
         raise ValueError(f"{source}: not a split (query, database, train), an image, a folder or a list file")
-    images: Any = ListImages(lst, cfg["input_size"])
+    # load at the side the clean view is drawn at (before its centre crop), as training saw them
+    images: Any = ListImages(lst, max(cfg["input_size"], round(cfg["input_size"] / cfg["crop_ratio"])))
     if cfg["backbone"] == "small-cnn":  # trained on grey images
         images = GreyImages(images)
     return images, np.arange(len(lst)), lst.labels
