@@ -81,10 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = {_key(r): r for r in old["runs"]}
     command = "python benchmarks/" + " ".join(shlex.quote(a) for a in [Path(__file__).name, *(argv or sys.argv[1:])])
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
+    commit = git_commit(Path(__file__).parent)
     for m in methods:
         for b in bits:
             row, _, _ = run_shallow(protocol, m, b, args.features, args.seed)
-            row["command"], row["machine"] = command, machine
+            row["command"], row["machine"], row["commit"] = command, machine, commit
             rows[_key(row)] = row
             print(
                 f"{m:>6} {b:>3} bits  " + "  ".join(f"{k} {row[k]:.4f}" for k in protocol.spec.metrics)
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.config:
         for b in bits:
             row = run_deep(args.config, args.protocol, b, args.overrides, args.runs_dir)
-            row["command"], row["machine"] = command, machine
+            row["command"], row["machine"], row["commit"] = command, machine, commit
             rows[_key(row)] = row
             print(f"{row['method']:>6} {b:>3} bits  " + "  ".join(f"{k} {row[k]:.4f}" for k in protocol.spec.metrics)
                   + f"  train {row['train_seconds']:.0f}s  features {row['features_seconds']:.0f}s", flush=True)  # fmt: skip
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     cols = ["method", "bits", "features", *protocol.spec.metrics, "train_seconds", "features_seconds", "encode_seconds"]
     md = (
         f"# Retrieval quality on `{args.protocol}`\n\n{protocol.spec.description}.\n\n"
-        f"Commit `{result['commit']}`. Each row's `command` field in the JSON names the command that produced it.\n\n"
+        f"Written at commit `{result['commit']}`. In the JSON each row names the command and the commit that\n"
+        "produced it.\n\n"
         + results_table(runs, cols)
     )
     notes = Path(__file__).resolve().parent / "notes" / f"quality-{args.protocol}.md"

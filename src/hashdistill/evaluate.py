@@ -104,10 +104,12 @@ def git_commit(path: str | Path = ".") -> str:
 def results_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """A Markdown table of result rows (missing values shown as -)."""
 
-    def fmt(v: Any) -> str:
+    def fmt(column: str, v: Any) -> str:
         if isinstance(v, float):
+            if column.endswith(("_seconds", "_mb")):
+                return f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
             return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
         return "-" if v is None else str(v)
 
     head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
-    return head + "".join("| " + " | ".join(fmt(r.get(c)) for c in columns) + " |\n" for r in rows)
+    return head + "".join("| " + " | ".join(fmt(c, r.get(c)) for c in columns) + " |\n" for r in rows)
