@@ -12,6 +12,7 @@ from PIL import Image
 
 from .data import ImageList, load_protocol, read_list_file, read_unlabelled_folder
 from .data.lists import IMAGE_EXTENSIONS
+from .metrics import evaluate_retrieval
 
 
 class ListImages:
@@ -71,6 +72,13 @@ class TrainingData:
     def multilabel(self) -> bool:
         return self.train.labels.ndim == 2
 
+    def score(self, query_codes: Any, db_codes: Any) -> dict[str, float]:
+        """mAP@topk, mAP@all and (single-label data) P@H<=2 of query against database codes."""
+        m = evaluate_retrieval(query_codes, db_codes, self.query.labels, self.database.labels, topks=(self.topk, None))
+        if self.multilabel:
+            m.pop("p_at_h2")
+        return m
+
 
 def take(images: Any, idx: np.ndarray) -> torch.Tensor:
     """A uint8 batch as a tensor: (B, H, W) grey or (B, 3, H, W) colour."""
@@ -102,19 +110,6 @@ def load_training_data(cfg: dict[str, Any]) -> TrainingData:
     return TrainingData(splits["train"], splits["query"], splits["database"], n_classes, list(names), cfg["eval_topk"] or topk)
 
 
-class GreyImages:
-    """RGB images averaged to grey (for runs trained on grey images)."""
-
-    def __init__(self, images: Any) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, idx: Any) -> np.ndarray:
-        return self.images[idx].mean(axis=-1).round().astype(np.uint8)
-
-
 def images_to_encode(source: str, cfg: dict[str, Any]) -> tuple[Any, np.ndarray, np.ndarray | None]:
     """(images, ids, labels) to encode with a run: a split of its data, or an image / folder / list file."""
     from pathlib import Path
@@ -133,8 +128,7 @@ def images_to_encode(source: str, cfg: dict[str, Any]) -> tuple[Any, np.ndarray,
         lst = read_list_file(path)
     else:
         raise ValueError(f"{source}: not a split (query, database, train), an image, a folder or a list file")
-    # load at the side the clean view is drawn at (before its centre crop), as training saw them
-    images: Any = ListImages(lst, max(cfg["input_size"], round(cfg["input_size"] / cfg["crop_ratio"])))
-    if cfg["backbone"] == "small-cnn":  # trained on grey images
-        images = GreyImages(images)
+    # load at the side the clean view is drawn at (before its centre crop), as training saw them; colour
+    # reaches a grey-trained small CNN as it does in training (the CNN averages the channels)
+    images = ListImages(lst, max(cfg["input_size"], round(cfg["input_size"] / cfg["crop_ratio"])))
     return images, np.arange(len(lst)), lst.labels

@@ -58,6 +58,7 @@ def evaluate_run(run_dir: str | Path, protocol: str | None = None) -> dict[str, 
     or on another protocol's (encoding that protocol's images with the run's model)."""
     import yaml
 
+    from .codes import load_codes
     from .datasets import load_training_data
     from .train import encode_images, load_run
 
@@ -69,22 +70,19 @@ def evaluate_run(run_dir: str | Path, protocol: str | None = None) -> dict[str, 
     if protocol is not None and protocol != cfg["protocol"]:
         cfg = {**cfg, "protocol": protocol, "data": None, "limit_query": None, "limit_database": None, "eval_topk": None}
     data = load_training_data(cfg)
-    codes = []
+    codes, model = [], None
     for split, name in ((data.query, "query"), (data.database, "database")):
         saved = run_dir / f"codes-{name}.npz"
         c = None
         if saved.is_file():
-            with np.load(saved) as z:
-                if np.array_equal(z["ids"], split.ids):
-                    c = z["codes"]
+            c, ids, _ = load_codes(saved)
+            c = c if np.array_equal(ids, split.ids) else None
         if c is None:
-            _, model, clean = load_run(run_dir)
+            if model is None:
+                _, model, clean = load_run(run_dir)
             c = encode_images(model, clean, split.images)
         codes.append(c)
-    m = evaluate_retrieval(codes[0], codes[1], data.query.labels, data.database.labels, topks=(data.topk, None))
-    if data.multilabel:
-        m.pop("p_at_h2")
-    return {"run": run_dir.name, "protocol": cfg["protocol"], "bits": cfg["bits"], **m}
+    return {"run": run_dir.name, "protocol": cfg["protocol"], "bits": cfg["bits"], **data.score(*codes)}
 
 
 def git_commit(path: str | Path = ".") -> str:

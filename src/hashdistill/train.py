@@ -34,7 +34,7 @@ from .config import dump_config
 from .datasets import Split, TrainingData, load_training_data, take
 from .features import FeatureCache, compute_features, view_features
 from .methods import create_method
-from .metrics import evaluate_retrieval, mean_average_precision
+from .metrics import mean_average_precision
 from .model import HashModel
 
 FEATURES_VERSION = 2  # bump when the views or their features change meaning (invalidates cached features)
@@ -262,11 +262,7 @@ class Trainer:
             f = self.clean_features(split, part)
             chunks = [self.model(torch.from_numpy(np.asarray(f[a : a + 4096], np.float32)).to(self.device)) for a in range(0, len(f), 4096)]
             return torch.cat(chunks).float().cpu().numpy()
-        out = []
-        for a in range(0, len(split), self.cfg["feature_batch"]):
-            x = self.clean_tf(take(split.images, np.arange(a, min(a + self.cfg["feature_batch"], len(split)))).to(self.device))
-            out.append(self.model(x).float().cpu())
-        return torch.cat(out).numpy()
+        return encode_images(self.model, self.clean_tf, split.images, self.cfg["feature_batch"])
 
     def _validate(self) -> float:
         """mAP@K of the validation split against the rest of the training set (never the queries)."""
@@ -281,15 +277,13 @@ class Trainer:
         encode_seconds = time.perf_counter() - t0
         for name, h, split in (("query", q, self.data.query), ("database", db, self.data.database)):
             save_codes(self.run_dir / f"codes-{name}.npz", h, split.ids, split.labels)
-        m = evaluate_retrieval(q, db, self.data.query.labels, self.data.database.labels, topks=(self.data.topk, None))
+        m = self.data.score(q, db)
         metrics = {
             "name": self.cfg["name"], "protocol": self.cfg["protocol"], "method": self.cfg["method"],
             "bits": self.cfg["bits"], "backbone": self.cfg["backbone"], "mode": self.cfg["mode"], **m,
             "train_seconds": round(train_seconds, 1), "features_seconds": round(self.features_seconds, 1),
             "encode_seconds": round(encode_seconds, 1), "epochs": self.cfg["epochs"], "seed": self.cfg["seed"],
         }  # fmt: skip
-        if self.data.multilabel:
-            metrics.pop("p_at_h2", None)
         _io.write_json(self.run_dir / "metrics.json", metrics)
         return metrics
 
