@@ -10,6 +10,9 @@ Writes ``benchmarks/results/quality-<protocol>.json`` as
 
     python benchmarks/quality.py --protocol fmnist-1k --methods lsh,pcah,sh,itq,sdh,ksh --bits 16,32,64
     python benchmarks/quality.py --protocol fmnist-1k --config configs/dhd-fmnist-small-cnn.yaml --bits 16,32,64
+    python benchmarks/quality.py --protocol fmnist-1k --methods lsh,pcah,sh,itq --features mobilenet_v2@64/14
+    python benchmarks/quality.py --protocol fmnist-1k --config configs/distillhash-fmnist.yaml \
+        --set method=distillhash-noisy --label distillhash-noisy
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 from hashdistill import _io
 from hashdistill.data import PROTOCOLS, load_protocol
 from hashdistill.evaluate import git_commit, results_table, run_shallow
+from hashdistill.features import feature_name
 from hashdistill.shallow import SHALLOW_METHODS
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -34,7 +38,7 @@ def _key(row: dict) -> tuple:
     return (row["method"], row["bits"], row["features"])
 
 
-def run_deep(config: Path, protocol: str, bits: int, overrides: list[str], runs_dir: Path) -> dict:
+def run_deep(config: Path, protocol: str, bits: int, overrides: list[str], runs_dir: Path, label: str | None = None) -> dict:
     """Train one deep run (fresh) and return its result row."""
     import shutil
 
@@ -42,13 +46,19 @@ def run_deep(config: Path, protocol: str, bits: int, overrides: list[str], runs_
     from hashdistill.train import train
 
     cfg = load_config(config, [*overrides, f"protocol={protocol}", f"bits={bits}"])
-    cfg["name"] = f"{cfg['name']}-{bits}"
+    cfg["name"] = f"{cfg['name']}-{label or cfg['method']}-{protocol}-{bits}"
     run_dir = runs_dir / cfg["name"]
     shutil.rmtree(run_dir, ignore_errors=True)
     m = train(cfg, run_dir, progress=False)
-    where = f"{cfg['backbone']}@{cfg['input_size']}px ({cfg['mode']})"
+    if cfg["mode"] == "cached":  # the frozen features' name, as shallow rows on them carry it
+        where = feature_name({"backbone": cfg["backbone"], "input_size": cfg["input_size"], "layer": cfg["backbone_layer"]})
+    else:
+        where = f"{cfg['backbone']}@{cfg['input_size']}px (end-to-end)"
+    extra = {}
+    if cfg.get("pairs"):
+        extra = {"pair_features": feature_name(cfg["pairs"]), "purity": m.get("purity")}
     return {
-        "method": cfg["method"], "bits": bits, "features": where,
+        "method": label or cfg["method"], "bits": bits, "features": where, **extra,
         **{k: m[k] for k in ("map_at_1000", "map_all", "p_at_h2") if k in m},
         "train_seconds": m["train_seconds"], "features_seconds": m["features_seconds"],
         "encode_seconds": m["encode_seconds"], "epochs": cfg["epochs"], "seed": cfg["seed"],
@@ -65,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--config", type=Path, help="train a deep method from this config instead of shallow methods")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
+    ap.add_argument("--label", help="the rows' method name (default: the config's method), for variants")
     ap.add_argument("--runs-dir", type=Path, default=Path("runs/benchmarks"))
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -95,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.config:
         for b in bits:
-            row = run_deep(args.config, args.protocol, b, args.overrides, args.runs_dir)
+            row = run_deep(args.config, args.protocol, b, args.overrides, args.runs_dir, args.label)
             row["command"], row["machine"], row["commit"] = command, machine, commit
             rows[_key(row)] = row
             print(f"{row['method']:>6} {b:>3} bits  " + "  ".join(f"{k} {row[k]:.4f}" for k in protocol.spec.metrics)

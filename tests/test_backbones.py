@@ -51,3 +51,24 @@ def test_view_groups():
     assert probs == pytest.approx([0.5 * p for p in (t.p for t in student.augment)])
     with pytest.raises(ValueError, match="in \\[0, 1\\]"):
         ViewTransform(24, 1.5)
+
+
+def test_mobilenet_v2_cut_after_a_block_pools_that_block():
+    net, width = create_backbone("mobilenet_v2", True, layer=14)
+    assert width == 160 and len(net.body.features) == 15
+    with torch.inference_mode():
+        assert net.eval()(torch.rand(2, 1, 64, 64)).shape == (2, 160)
+    with pytest.raises(ValueError, match="blocks 0-18"):
+        create_backbone("mobilenet_v2", True, layer=19)
+    with pytest.raises(ValueError, match="mobilenet_v2 only"):
+        create_backbone("small-cnn", False, layer=3)
+
+
+def test_feature_spec_names_round_trip_and_bad_names_fail():
+    from hashdistill.features import feature_name, parse_feature_spec
+
+    spec = parse_feature_spec("mobilenet_v2@64/14")
+    assert spec == {"backbone": "mobilenet_v2", "pretrained": True, "input_size": 64, "layer": 14}
+    assert feature_name(spec) == "mobilenet_v2@64/14" and feature_name(parse_feature_spec("mobilenet_v2@32")) == "mobilenet_v2@32"
+    with pytest.raises(ValueError, match="BACKBONE@SIZE"):
+        parse_feature_spec("mobilenet_v2")

@@ -16,6 +16,8 @@ DEFAULTS: dict[str, Any] = {
     "bits": 64,
     "backbone": "small-cnn",
     "pretrained": False,  # true (offline package / hub) or a weights path
+    "backbone_layer": None,  # mobilenet_v2: cut after this block (pooled block features)
+    "head_hidden": 0,  # a hidden ReLU layer of this width before the hash layer (0: linear hash layer)
     "mode": "end-to-end",  # or "cached": frozen backbone, features of many views cached on disk
     "input_size": 28,
     "crop_ratio": 1.0,  # centre crop after augmentation (the paper: 224/256 = 0.875)
@@ -45,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "amp": True,  # mixed precision on CUDA
     "feature_batch": 256,
     "workers": 0,  # DataLoader workers for list-file datasets
+    "pairs": None,  # pair-based unsupervised methods (DistillHash): see methods/distillhash.py PAIR_DEFAULTS
 }
 CHOICES = {"mode": ("end-to-end", "cached"), "select": ("last", "best")}
 FLOATS = ("lr", "backbone_lr_mult", "weight_decay", "temperature", "lambda1", "lambda2", "sigma", "s_teacher",
@@ -82,7 +85,14 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
-        cfg[key.strip()] = parse_value(value)
+        key = key.strip()
+        if "." in key:  # a nested setting: pairs.k=10
+            outer, inner = key.split(".", 1)
+            if not isinstance(cfg.get(outer) or {}, dict):
+                raise ConfigError(f"{outer} is not a mapping: cannot set {key}")
+            cfg[outer] = {**(cfg.get(outer) or {}), inner: parse_value(value)}
+        else:
+            cfg[key] = parse_value(value)
     return validate(cfg)
 
 
@@ -111,6 +121,18 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("set either protocol or data (list files)")
     if cfg["mode"] == "cached" and cfg["backbone"] == "small-cnn" and not cfg["pretrained"]:
         raise ConfigError("cached mode freezes the backbone: use a pretrained one (small-cnn trains end to end)")
+    if str(cfg["method"]).startswith("distillhash"):
+        from .methods.distillhash import PAIR_DEFAULTS
+
+        pairs = cfg["pairs"] or {}
+        if not isinstance(pairs, dict):
+            raise ConfigError("pairs must be a mapping of pair settings")
+        unknown = sorted(set(pairs) - set(PAIR_DEFAULTS))
+        if unknown:
+            raise ConfigError(f"unknown pairs key(s): {', '.join(unknown)}; known: {', '.join(PAIR_DEFAULTS)}")
+        cfg["pairs"] = {**PAIR_DEFAULTS, **pairs}
+        if cfg["method"] != "distillhash-noisy" and not 0 < int(cfg["pairs"]["stage1_epochs"]) < cfg["epochs"]:
+            raise ConfigError(f"pairs.stage1_epochs must be between 1 and epochs - 1 ({cfg['epochs'] - 1})")
     cfg["name"] = cfg["name"] or f"{cfg['method']}-{cfg['protocol'] or 'data'}-{cfg['bits']}"
     return cfg
 

@@ -28,17 +28,31 @@ def protocol_metrics(protocol: Protocol, query_codes: Any, db_codes: Any, **kw: 
     return {k: v for k, v in out.items() if k in protocol.spec.metrics}
 
 
+def split_features(protocol: Protocol, split: str, features: str = "pixels") -> np.ndarray:
+    """A split's features: ``pixels``, or a frozen backbone's (``mobilenet_v2@64/14``; cached, and the
+    same files a cached-mode run or DistillHash reads for the same images)."""
+    if features == "pixels":
+        return protocol.features(split, "pixels")
+    from .features import frozen_features, parse_feature_spec
+    from .train import FEATURES_VERSION, _digest
+
+    idx = protocol.indices(split)
+    key = {"version": FEATURES_VERSION, "data": protocol.name, "n": len(idx), "ids": _digest(idx)}
+    f, _ = frozen_features(parse_feature_spec(features), protocol.images[idx], key, desc=f"{split} features")
+    return np.asarray(f, np.float32)
+
+
 def run_shallow(
     protocol: Protocol, method: str, bits: int, features: str = "pixels", seed: int = 0
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Fit a shallow hasher on the protocol's training split; return (result row, query codes, database codes)."""
     hasher = create_hasher(method, n_bits=bits, random_state=seed)
     t0 = time.perf_counter()
-    hasher.fit(protocol.features("train", features), protocol.labels[protocol.train])
+    hasher.fit(split_features(protocol, "train", features), protocol.labels[protocol.train])
     train_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    q = hasher.encode(protocol.features("query", features))
-    db = hasher.encode(protocol.features("database", features))
+    q = hasher.encode(split_features(protocol, "query", features))
+    db = hasher.encode(split_features(protocol, "database", features))
     encode_seconds = time.perf_counter() - t0
     row = {
         "method": method,

@@ -21,6 +21,8 @@ from torch import nn
 from tqdm import tqdm
 
 from ._io import atomic_write
+from .augment import view_groups
+from .backbones import IMAGENET_MEAN, IMAGENET_STD, create_backbone
 from .data.sources import data_home
 from .datasets import take
 
@@ -95,3 +97,40 @@ def view_features(
 
             parts.append(cache.get(f"train-{name}-{v}", compute))
     return np.stack(parts_t, axis=1), np.stack(parts_s, axis=1)
+
+
+def frozen_features(
+    spec: dict[str, Any], images: Any, key: dict[str, Any], batch: int = 256, device: str = "cpu", progress: bool = True,
+    desc: str = "features",
+) -> tuple[np.ndarray, float]:
+    """Clean-view features of ``images`` from a frozen ImageNet backbone ``spec`` (backbone, pretrained,
+    input_size, layer, optional crop_ratio = 1), cached under ``key`` (which names the images) + the spec;
+    returns (features, seconds spent computing). Training (cached mode, DistillHash's pairs) and the
+    shallow baselines share these files."""
+    spec = {"crop_ratio": 1.0, "layer": None, **spec}
+    parts = ("backbone", "pretrained", "input_size", "layer", "crop_ratio")
+    cache = FeatureCache({**key, **{k: str(spec[k]) if k == "pretrained" else spec[k] for k in parts}})
+
+    def compute() -> np.ndarray:
+        net, _ = create_backbone(spec["backbone"], spec["pretrained"], layer=spec["layer"])
+        clean = view_groups(int(spec["input_size"]), 0.0, crop_ratio=float(spec["crop_ratio"]), mean=IMAGENET_MEAN, std=IMAGENET_STD)[2]
+        return compute_features(net.to(device).eval(), images, clean.to(device), batch, device, desc, progress)
+
+    f = cache.get("clean", compute)
+    return f, cache.seconds
+
+
+def parse_feature_spec(text: str) -> dict[str, Any]:
+    """``mobilenet_v2@64`` or ``mobilenet_v2@64/14`` (backbone @ input size / block) -> a frozen-features spec."""
+    try:
+        name, rest = text.split("@", 1)
+        size, _, layer = rest.partition("/")
+        return {"backbone": name, "pretrained": True, "input_size": int(size), "layer": int(layer) if layer else None}
+    except ValueError:
+        raise ValueError(f"features {text!r}: expected pixels or BACKBONE@SIZE[/BLOCK], e.g. mobilenet_v2@64/14") from None
+
+
+def feature_name(spec: dict[str, Any]) -> str:
+    """The inverse of ``parse_feature_spec``: the name result rows carry."""
+    layer = spec.get("layer")
+    return f"{spec['backbone']}@{spec['input_size']}" + (f"/{layer}" if layer is not None else "")

@@ -9,22 +9,24 @@ from .backbones import create_backbone
 
 
 class HashHead(nn.Module):
-    """The hash function H: features -> h in [-1, 1]^K (DESIGN.md: Linear without bias, LayerNorm, tanh)."""
+    """The hash function H: features -> h in [-1, 1]^K (DESIGN.md: Linear without bias, LayerNorm, tanh),
+    optionally after a hidden Linear + ReLU layer of width ``hidden`` (for frozen features)."""
 
-    def __init__(self, in_dim: int, bits: int) -> None:
+    def __init__(self, in_dim: int, bits: int, hidden: int = 0) -> None:
         super().__init__()
-        self.fc = nn.Linear(in_dim, bits, bias=False)
+        self.hidden = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU()) if hidden else nn.Identity()
+        self.fc = nn.Linear(hidden or in_dim, bits, bias=False)
         self.norm = nn.LayerNorm(bits)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.norm(self.fc(features)))
+        return torch.tanh(self.norm(self.fc(self.hidden(features))))
 
 
 class HashModel(nn.Module):
     """Backbone + hash head (+ ``n_proxies`` Xavier-initialised trainable proxies, classes x K).
 
     ``backbone=None`` builds a head-only model over precomputed features of width ``feature_dim``
-    (the cached, frozen-backbone mode).
+    (the cached, frozen-backbone mode); ``layer`` cuts the backbone after a block (``create_backbone``).
     """
 
     def __init__(
@@ -34,6 +36,8 @@ class HashModel(nn.Module):
         pretrained: bool | str = False,
         n_proxies: int = 0,
         feature_dim: int | None = None,
+        layer: int | None = None,
+        hidden: int = 0,
     ) -> None:
         super().__init__()
         if backbone is None:
@@ -41,9 +45,9 @@ class HashModel(nn.Module):
                 raise ValueError("a head-only HashModel needs feature_dim")
             self.backbone, dim = None, feature_dim
         else:
-            self.backbone, dim = create_backbone(backbone, pretrained)
+            self.backbone, dim = create_backbone(backbone, pretrained, layer=layer)
         self.bits, self.feature_dim = bits, dim
-        self.head = HashHead(dim, bits)
+        self.head = HashHead(dim, bits, hidden)
         self.proxies = nn.Parameter(torch.empty(n_proxies, bits)) if n_proxies else None
         if self.proxies is not None:
             nn.init.xavier_uniform_(self.proxies)

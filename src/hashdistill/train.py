@@ -32,7 +32,7 @@ from .backbones import IMAGENET_MEAN, IMAGENET_STD, create_backbone, is_imagenet
 from .codes import save_codes
 from .config import dump_config
 from .datasets import Split, TrainingData, load_training_data, take
-from .features import FeatureCache, compute_features, view_features
+from .features import FeatureCache, compute_features, frozen_features, view_features
 from .methods import create_method
 from .metrics import mean_average_precision
 from .model import HashModel
@@ -54,11 +54,12 @@ def transforms(cfg: dict[str, Any]) -> tuple[nn.Module, nn.Module, nn.Module]:
     )
 
 
-def build_model(cfg: dict[str, Any], n_classes: int, feature_dim: int | None = None) -> HashModel:
-    """The trained module: full model end to end, head + proxies over features in cached mode."""
+def build_model(cfg: dict[str, Any], n_proxies: int, feature_dim: int | None = None) -> HashModel:
+    """The trained module: full model end to end, head (+ proxies) over features in cached mode."""
+    hidden = cfg.get("head_hidden") or 0
     if cfg["mode"] == "cached":
-        return HashModel(cfg["bits"], None, n_proxies=n_classes, feature_dim=feature_dim)
-    return HashModel(cfg["bits"], cfg["backbone"], cfg["pretrained"], n_proxies=n_classes)
+        return HashModel(cfg["bits"], None, n_proxies=n_proxies, feature_dim=feature_dim, hidden=hidden)
+    return HashModel(cfg["bits"], cfg["backbone"], cfg["pretrained"], n_proxies, layer=cfg.get("backbone_layer"), hidden=hidden)
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -106,16 +107,24 @@ class Trainer:
         self.teacher_tf, self.student_tf, self.clean_tf = (t.to(self.device) for t in transforms(cfg))
         self.method = create_method(
             cfg["method"], temperature=cfg["temperature"], lambda1=cfg["lambda1"], lambda2=cfg["lambda2"],
-            sigma=cfg["sigma"], quantize_proxies=cfg["quantize_proxies"],
+            sigma=cfg["sigma"], quantize_proxies=cfg["quantize_proxies"], pairs=cfg["pairs"],
         )  # fmt: skip
         self.features_seconds = 0.0
-        torch.manual_seed(cfg["seed"])  # the initial weights (backbone, head, proxies) follow the seed
+        self.report: dict[str, Any] = {}
+        # supervised methods see the batch's labels (and have proxies); pair-based unsupervised ones
+        # see the batch's positions in the training set only
+        self.uses_labels = getattr(self.method, "uses_labels", True)
+        self.n_proxies = self.data.n_classes if self.uses_labels else 0
         self._split_validation()
         if cfg["mode"] == "cached":
             self._prepare_cached()
         else:
-            self.model = build_model(cfg, self.data.n_classes).to(self.device)
+            torch.manual_seed(cfg["seed"])  # the initial weights (backbone, head, proxies) follow the seed
+            self.model = build_model(cfg, self.n_proxies).to(self.device)
             self.source = ImageViews(self.fit_split, self.teacher_tf, self.student_tf, self.device)
+        self.targets = torch.as_tensor(self.fit_split.labels) if self.uses_labels else torch.arange(len(self.fit_split))
+        if hasattr(self.method, "setup"):
+            self._setup_pairs()
 
     # ---------------------------------------------------------------- set-up
     def _split_validation(self) -> None:
@@ -132,6 +141,7 @@ class Trainer:
         return {
             "version": FEATURES_VERSION,
             "backbone": c["backbone"], "pretrained": str(c["pretrained"]), "input_size": c["input_size"],
+            **({"layer": c["backbone_layer"]} if c.get("backbone_layer") is not None else {}),
             "crop_ratio": c["crop_ratio"], "crop_scale": list(c["crop_scale"]), "s_teacher": c["s_teacher"],
             "views": c["views"], "seed": c["seed"], "data": c["protocol"] or c["data"], "part": part,
             "n": len(split), "ids": _digest(split.ids),
@@ -139,7 +149,7 @@ class Trainer:
 
     def _prepare_cached(self) -> None:
         c = self.cfg
-        backbone, dim = create_backbone(c["backbone"], c["pretrained"])
+        backbone, dim = create_backbone(c["backbone"], c["pretrained"], layer=c["backbone_layer"])
         self.backbone = backbone.to(self.device).eval()
         cache = FeatureCache(self._feature_key("train-views", self.fit_split))
         ft, fs = view_features(
@@ -148,20 +158,56 @@ class Trainer:
         )  # fmt: skip
         self.features_seconds += cache.seconds
         self.source = CachedViews(ft, fs, self.device)
-        self.model = build_model(c, self.data.n_classes, dim).to(self.device)
+        torch.manual_seed(c["seed"])  # after the features: the same weights whether they were cached or computed
+        self.model = build_model(c, self.n_proxies, dim).to(self.device)
+
+    def _split_key(self, split: Split) -> dict[str, Any]:
+        c = self.cfg
+        return {"version": FEATURES_VERSION, "data": c["protocol"] or c["data"], "n": len(split), "ids": _digest(split.ids)}
 
     def clean_features(self, split: Split, part: str) -> np.ndarray:
-        """Clean-view backbone features of a split (cached mode), computed once."""
-        cache = FeatureCache(self._feature_key(part, split))
-        f = cache.get(
-            "clean",
-            lambda: compute_features(
-                self.backbone, split.images, self.clean_tf, self.cfg["feature_batch"], self.device, f"{part} features",
-                self.progress,
-            ),
-        )  # fmt: skip
-        self.features_seconds += cache.seconds
+        """Clean-view backbone features of a split (cached mode), computed once (shared with shallow
+        baselines on the same frozen features, see ``features.frozen_features``)."""
+        c = self.cfg
+        spec = {"backbone": c["backbone"], "pretrained": c["pretrained"], "input_size": c["input_size"],
+                "layer": c["backbone_layer"], "crop_ratio": c["crop_ratio"]}  # fmt: skip
+        f, seconds = frozen_features(spec, split.images, self._split_key(split), c["feature_batch"], self.device, self.progress, part)
+        self.features_seconds += seconds
         return f
+
+    def _setup_pairs(self) -> None:
+        """Step 0 of a pair-based method: frozen features of the training images -> initial pairs."""
+        c = self.cfg
+        f, seconds = frozen_features(c["pairs"], self.fit_split.images, self._split_key(self.fit_split), c["feature_batch"],
+                                     self.device, self.progress, "pair features")  # fmt: skip
+        self.features_seconds += seconds
+        # ground truth feeds the purity report only (never the loss)
+        self.report = self.method.setup(np.asarray(f, np.float32), self.fit_split.labels, c["seed"])
+        self._print_report("initial")
+
+    def _print_report(self, part: str) -> None:
+        r = self.report.get(part)
+        if r and self.progress:
+            tqdm.write(
+                f"{part} pairs: {r['pairs']:,} of {r['of_pairs']:,} kept, purity {r['purity']:.3f} "
+                f"(similar {r['similar']:,} at {r['similar_purity']:.3f}, dissimilar {r['dissimilar']:,} at "
+                f"{r['dissimilar_purity']:.3f})"
+            )
+
+    def _maybe_distill(self, epoch: int) -> None:
+        """At the end of a pair method's stage 1: freeze the stage-1 codes (saved, so a resume reuses them) and distil."""
+        stage1 = getattr(self.method, "stage1_epochs", None)
+        if stage1 is None or epoch < stage1 or "distilled" in self.report:
+            return
+        path = self.run_dir / "stage1-h.npy"  # continuous h: the method takes sign(h) or h as its posterior asks
+        if path.is_file():
+            h = np.load(path)
+        else:
+            h = self.encode_split(self.fit_split, "fit").astype(np.float32)
+            _io.atomic_write(path, lambda f: np.save(f, h))
+        self.report = self.method.distill_from(h, self.fit_split.labels, self.cfg["seed"])
+        self._print_report("distilled")
+        _io.write_json(self.run_dir / "purity.json", self.report)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         c = self.cfg
@@ -198,8 +244,10 @@ class Trainer:
             _truncate_log(log_path, start)
         elif log_path.exists():
             log_path.unlink()
-        labels = torch.as_tensor(self.fit_split.labels)
+        if self.report:
+            _io.write_json(self.run_dir / "purity.json", self.report)
         for epoch in range(start, c["epochs"]):
+            self._maybe_distill(epoch)
             t0 = time.perf_counter()
             torch.manual_seed(c["seed"] * 100_003 + epoch)  # augmentation draws: a function of (seed, epoch)
             rng = np.random.default_rng([c["seed"], epoch])
@@ -209,7 +257,7 @@ class Trainer:
             bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{c['epochs']}", disable=not self.progress, leave=False)
             for step in bar:
                 idx = order[step * c["batch_size"] : (step + 1) * c["batch_size"]]
-                parts = self._step(idx, labels[idx].to(self.device), rng, opt, scaler)
+                parts = self._step(idx, self.targets[idx].to(self.device), rng, opt, scaler)
                 sched.step()
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + v * len(idx)
@@ -284,6 +332,8 @@ class Trainer:
             "train_seconds": round(train_seconds, 1), "features_seconds": round(self.features_seconds, 1),
             "encode_seconds": round(encode_seconds, 1), "epochs": self.cfg["epochs"], "seed": self.cfg["seed"],
         }  # fmt: skip
+        if self.report:
+            metrics["purity"] = self.report
         _io.write_json(self.run_dir / "metrics.json", metrics)
         return metrics
 
@@ -315,7 +365,8 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[dict[str,
     if cfg["select"] == "best" and (run_dir / "best.pt").is_file():
         weights = torch.load(run_dir / "best.pt", map_location=device)
     n_proxies = weights["proxies"].shape[0] if "proxies" in weights else 0
-    model = HashModel(cfg["bits"], cfg["backbone"], cfg["pretrained"], n_proxies=n_proxies)
+    model = HashModel(cfg["bits"], cfg["backbone"], cfg["pretrained"], n_proxies, layer=cfg.get("backbone_layer"),
+                      hidden=cfg.get("head_hidden") or 0)  # fmt: skip
     if cfg["mode"] == "cached":  # the checkpoint holds the head (and proxies); the backbone is the frozen one
         model.load_state_dict(weights, strict=False)
     else:

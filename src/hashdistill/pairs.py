@@ -1,0 +1,209 @@
+"""Pairwise supervision without labels, for DistillHash (``../shared/papers/distillhash-algorithm.md``).
+
+Labels of a pair are +1 (similar), -1 (dissimilar) or 0 (unlabelled / dropped). Nothing here builds
+an n x n matrix: the labels of a mini-batch's pairs are computed on demand from per-image state
+(normalised features and a k-NN graph for the initial labels; stage-1 codes and noise neighbourhoods
+for the distilled ones), and whole-set statistics (thresholds, the purity report) run in row blocks
+sized by a memory budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+RULES = ("knn", "threshold", "two-threshold")
+LN2 = math.log(2.0)
+
+
+def _rows_per_block(n_cols: int, per_entry: int, memory_mb: float) -> int:
+    return max(1, int(memory_mb * 2**20 // max(1, n_cols * per_entry)))
+
+
+def normalise(features: Any) -> torch.Tensor:
+    """Rows scaled to unit length (cosine similarity = inner product), float32."""
+    return F.normalize(torch.as_tensor(np.asarray(features, np.float32)), dim=1)
+
+
+def knn_graph(f: torch.Tensor, k: int, memory_mb: float = 256) -> torch.Tensor:
+    """(n, k) indices of each row's k most cosine-similar other rows, nearest first (self excluded)."""
+    n = len(f)
+    if not 0 < k < n:
+        raise ValueError(f"k must be in [1, {n - 1}] for {n} images, got {k}")
+    out = torch.empty(n, k, dtype=torch.long)
+    step = _rows_per_block(n, 4, memory_mb)
+    for a in range(0, n, step):
+        s = f[a : a + step] @ f.T
+        s[torch.arange(len(s)), torch.arange(a, a + len(s))] = -math.inf
+        out[a : a + step] = s.topk(k, dim=1).indices
+    return out
+
+
+def _pair_sample(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    i, j = rng.integers(0, n, size), rng.integers(0, n, size)
+    keep = i != j
+    return i[keep], j[keep]
+
+
+class InitialPairs:
+    """Step 0: noisy labels from the local structure of frozen features (cosine distance d = 1 - cos).
+
+    Rules: ``knn`` (+1 when either image is among the other's ``k`` nearest neighbours, else -1);
+    ``threshold`` (+1 when d is below the ``quantiles[0]`` quantile of all pair distances, else -1; the
+    released code's split); ``two-threshold`` (SSDH: +1 below the ``quantiles[0]`` quantile, -1 above
+    ``quantiles[1]``, unlabelled between). Quantiles are estimated on a seeded sample of pairs.
+    """
+
+    def __init__(
+        self, features: Any, rule: str = "knn", k: int = 20, quantiles: tuple[float, ...] = (0.1, 0.5),
+        graph: torch.Tensor | None = None, memory_mb: float = 256, seed: int = 0,
+    ) -> None:  # fmt: skip
+        if rule not in RULES:
+            raise ValueError(f"unknown pair rule {rule!r}; known: {', '.join(RULES)}")
+        self.f, self.rule, self.k = normalise(features), rule, k
+        self.thresholds: tuple[float, float] | None = None
+        if rule == "knn":
+            self.graph = graph[:, :k] if graph is not None and graph.shape[1] >= k else knn_graph(self.f, k, memory_mb)
+        else:
+            q = list(quantiles) if rule == "two-threshold" else [quantiles[0]] * 2
+            if len(q) != 2 or not 0 < q[0] <= q[1] < 1:
+                raise ValueError(f"quantiles must be 0 < low <= high < 1, got {list(quantiles)}")
+            i, j = _pair_sample(len(self.f), 200_000, seed)
+            d = 1 - (self.f[i] * self.f[j]).sum(1)
+            lo, hi = torch.quantile(d, torch.tensor(q, dtype=d.dtype)).tolist()
+            self.thresholds = (lo, hi)
+
+    def __len__(self) -> int:
+        return len(self.f)
+
+    def labels(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """int8 (len(rows), len(cols)) labels of the pairs rows x cols (each without repeated indices)."""
+        if self.rule == "knn":  # scatter each side's neighbour lists into the (rows, cols) grid
+            n = len(self.f)
+            out = torch.full((len(rows), len(cols)), -1, dtype=torch.int8)
+            for a, b, transpose in ((rows, cols, False), (cols, rows, True)):
+                where = torch.full((n,), -1, dtype=torch.long)
+                where[b] = torch.arange(len(b))
+                hit = where[self.graph[a]]  # (len(a), k): the neighbour's position in b, or -1
+                r, c = (hit >= 0).nonzero(as_tuple=True)
+                i, j = (hit[r, c], r) if transpose else (r, hit[r, c])
+                out[i, j] = 1
+            return out
+        d = 1 - self.f[rows] @ self.f[cols].T
+        lo, hi = self.thresholds
+        out = torch.zeros(d.shape, dtype=torch.int8)
+        out[d < lo] = 1
+        out[d >= hi] = -1
+        if self.rule == "threshold":
+            out[out == 0] = -1
+        return out
+
+
+def distill_rule(theta: torch.Tensor, theta_min: torch.Tensor, theta_max: torch.Tensor) -> torch.Tensor:
+    """Step 2's keep rule on logits (P = sigmoid(theta)), exact where P saturates in floating point.
+
+    With the local noise rates rho_minus = sigmoid(theta_min) (the smallest posterior over the
+    neighbour pairs) and rho_plus = 1 - sigmoid(theta_max): +1 where P > (1 + rho_minus) / 2, -1 where
+    P < (1 - rho_plus) / 2, else 0. Compared as log-sigmoids: 1 - P < (1 - rho_minus) / 2 and
+    P < sigmoid(theta_max) / 2.
+    """
+    theta, theta_min, theta_max = (t.double() for t in (theta, theta_min, theta_max))
+    pos = F.logsigmoid(-theta) < F.logsigmoid(-theta_min) - LN2
+    neg = F.logsigmoid(theta) < F.logsigmoid(theta_max) - LN2
+    return pos.to(torch.int8) - neg.to(torch.int8)
+
+
+def local_extremes(theta: torch.Tensor, rows_nbrs: torch.Tensor, cols_nbrs: torch.Tensor, largest: bool) -> torch.Tensor:
+    """min (or max) of theta[i', j'] over i' in rows_nbrs[r], j' in cols_nbrs[c], for every (r, c).
+
+    ``theta`` is any matrix whose rows / columns the neighbour indices address (tests pass a full
+    posterior matrix; ``DistilledPairs`` passes the block it computed).
+    """
+    reduce = torch.amax if largest else torch.amin
+    t = reduce(theta[rows_nbrs], dim=1)  # (r, cols of theta): extreme over i' in N(i)
+    return reduce(t[:, cols_nbrs], dim=2)  # (r, c): extreme over j' in N(j)
+
+
+class DistilledPairs:
+    """Step 2: labels kept where the stage-1 posterior P_ij = sigmoid(b_i . b_j / 2) clears the locally
+    estimated noise-rate thresholds (``distill_rule``); ``nbr_minus`` / ``nbr_plus`` are the
+    neighbourhoods (rows of a k-NN graph of the frozen features) over which rho_minus / rho_plus are
+    minimised."""
+
+    def __init__(self, codes: Any, nbr_minus: torch.Tensor, nbr_plus: torch.Tensor, binary: bool = True) -> None:
+        self.b = torch.as_tensor(np.asarray(codes)).double()
+        if binary:  # the paper: P from the codes b = sign(h); else from the continuous h
+            self.b = torch.where(self.b >= 0, 1.0, -1.0).double()
+        self.nbr_minus, self.nbr_plus = nbr_minus, nbr_plus
+
+    def __len__(self) -> int:
+        return len(self.b)
+
+    def theta(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return 0.5 * self.b[rows] @ self.b[cols].T
+
+    def labels(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        out = []
+        for nbr, largest in ((self.nbr_minus, False), (self.nbr_plus, True)):
+            r, c = nbr[rows], nbr[cols]  # (R, m), (C, m)
+            ur, r_inv = torch.unique(r, return_inverse=True)
+            uc, c_inv = torch.unique(c, return_inverse=True)
+            out.append(local_extremes(self.theta(ur, uc), r_inv, c_inv, largest))
+        return distill_rule(self.theta(rows, cols), out[0], out[1])
+
+
+def same_label(y_rows: np.ndarray, y_cols: np.ndarray) -> torch.Tensor:
+    """Ground truth of pairs (evaluation only): same class, or at least one shared label (multi-hot)."""
+    if y_rows.ndim == 1:
+        return torch.as_tensor(y_rows[:, None] == y_cols[None, :])
+    return torch.as_tensor((y_rows.astype(np.float32) @ y_cols.T.astype(np.float32)) > 0)
+
+
+@dataclass
+class PairCounts:
+    similar: int = 0
+    dissimilar: int = 0
+    similar_correct: int = 0
+    dissimilar_correct: int = 0
+    total: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        kept = self.similar + self.dissimilar
+        return {
+            "pairs": kept, "of_pairs": self.total, "kept_fraction": kept / max(1, self.total),
+            "purity": (self.similar_correct + self.dissimilar_correct) / max(1, kept),
+            "similar": self.similar, "similar_purity": self.similar_correct / max(1, self.similar),
+            "dissimilar": self.dissimilar, "dissimilar_purity": self.dissimilar_correct / max(1, self.dissimilar),
+        }  # fmt: skip
+
+
+def purity(source: Any, y: np.ndarray, memory_mb: float = 256, max_rows: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """Counts and agreement with ground truth of a pair labelling over the unordered pairs i < j.
+
+    Row blocks keep memory within ``memory_mb``; ``max_rows`` limits the rows to a seeded sample (for
+    large n), each row paired with every other image. Ground truth is used here only.
+    """
+    n = len(source)
+    rows = np.arange(n) if max_rows is None or max_rows >= n else np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
+    per_row = 8 * (getattr(source, "nbr_minus", torch.empty(0, 1)).shape[1] + 1)
+    step = _rows_per_block(n, per_row, memory_mb)
+    cols = torch.arange(n)
+    c = PairCounts()
+    for a in range(0, len(rows), step):
+        r = torch.as_tensor(rows[a : a + step])
+        lab = source.labels(r, cols)
+        upper = cols[None, :] > r[:, None]
+        truth = same_label(y[r.numpy()], y)
+        sim, dis = (lab == 1) & upper, (lab == -1) & upper
+        c.similar += int(sim.sum())
+        c.dissimilar += int(dis.sum())
+        c.similar_correct += int((sim & truth).sum())
+        c.dissimilar_correct += int((dis & ~truth).sum())
+        c.total += int(upper.sum())
+    return c.as_dict()

@@ -1,0 +1,183 @@
+"""DistillHash: the distillation rule by hand, batch labels against dense references, the losses, and runs."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hashdistill.config import ConfigError, load_config
+from hashdistill.methods.distillhash import BayesianPairLoss, QuantizationLoss, SquaredPairLoss
+from hashdistill.pairs import DistilledPairs, InitialPairs, distill_rule, knn_graph, local_extremes, normalise, purity
+from hashdistill.train import train
+
+
+def _logit(p):
+    p = torch.as_tensor(p, dtype=torch.float64)
+    return torch.log(p) - torch.log1p(-p)
+
+
+def test_distillation_rule_on_a_hand_made_posterior_matrix():
+    # 4 images; N(i) = {i, nearest}: 0<->1 and 2<->3 are neighbours
+    P = torch.tensor([
+        [0.99, 0.95, 0.10, 0.30],
+        [0.95, 0.99, 0.02, 0.08],
+        [0.10, 0.02, 0.99, 0.90],
+        [0.30, 0.08, 0.90, 0.99],
+    ], dtype=torch.float64)  # fmt: skip
+    nbr = torch.tensor([[0, 1], [1, 0], [2, 3], [3, 2]])
+    theta = _logit(P)
+    lo = local_extremes(theta, nbr, nbr, largest=False)
+    hi = local_extremes(theta, nbr, nbr, largest=True)
+    # by hand: rho_minus(0, 2) = min P over {0,1} x {2,3} = 0.02; rho_plus(0, 2) = 1 - max = 0.70
+    assert torch.sigmoid(lo[0, 2]).item() == pytest.approx(0.02)
+    assert 1 - torch.sigmoid(hi[0, 2]).item() == pytest.approx(0.70)
+    # rho_minus(0, 1) = min over {0,1} x {1,0} = 0.95 -> keep +1 only if P > 0.975: P_01 = 0.95 is dropped
+    assert torch.sigmoid(lo[0, 1]).item() == pytest.approx(0.95)
+    s = distill_rule(theta, lo, hi)
+    # (0,2): P = 0.10 < (1 - 0.70) / 2 = 0.15 -> -1;  (0,3): P = 0.30 is neither -> 0
+    # (1,2), (1,3): P = 0.02, 0.08 < 0.15 -> -1;  (2,3): rho_minus = 0.90 -> P = 0.90 < 0.95 -> 0
+    # diagonal: P = 0.99 > (1 + 0.95) / 2 = 0.975 for 0 and 1; (1 + 0.90) / 2 = 0.95 for 2 and 3
+    expected = torch.tensor([[1, 0, -1, 0], [0, 1, -1, -1], [-1, -1, 1, 0], [0, -1, 0, 1]], dtype=torch.int8)
+    assert torch.equal(s, expected)
+
+
+def test_distillation_rule_stays_exact_where_the_posterior_saturates():
+    # 64-bit codes: theta = 32 (identical codes) rounds sigmoid to 1.0 in float32; the rule must still see
+    # that a pair at theta 32 clears a neighbourhood whose weakest pair is at theta 30
+    theta = torch.tensor([[32.0]])
+    assert distill_rule(theta, torch.tensor([[30.0]]), torch.tensor([[32.0]])).item() == 1
+    assert distill_rule(theta, torch.tensor([[32.0]]), torch.tensor([[32.0]])).item() == 0
+    assert distill_rule(torch.tensor([[-30.0]]), torch.tensor([[-32.0]]), torch.tensor([[-28.0]])).item() == -1
+
+
+def test_batch_distillation_equals_the_dense_computation():
+    rng = np.random.default_rng(0)
+    n, bits = 60, 16
+    centres = rng.choice([-1, 1], size=(4, bits))
+    codes = centres[rng.integers(0, 4, n)] * np.where(rng.random((n, bits)) < 0.15, -1, 1)
+    f = normalise(codes + rng.normal(0, 0.5, codes.shape))
+    g = knn_graph(f, 6)
+    ranked = torch.cat([torch.arange(n)[:, None], g], 1)
+    src = DistilledPairs(codes, ranked[:, :4], ranked[:, 2:6])
+    b = torch.as_tensor(codes, dtype=torch.float64)
+    theta = 0.5 * b @ b.T
+    dense = distill_rule(theta, local_extremes(theta, ranked[:, :4], ranked[:, :4], False),
+                         local_extremes(theta, ranked[:, 2:6], ranked[:, 2:6], True))  # fmt: skip
+    rows, cols = torch.tensor([3, 17, 40, 5]), torch.tensor([8, 3, 59, 22, 0])
+    assert torch.equal(src.labels(rows, cols), dense[rows][:, cols])
+    assert torch.equal(src.labels(torch.arange(n), torch.arange(n)), dense)
+    assert (dense == 1).any() and (dense == -1).any() and (dense == 0).any()
+
+
+def test_knn_graph_blockwise_matches_brute_force_and_knn_labels_are_symmetric():
+    rng = np.random.default_rng(1)
+    f = normalise(rng.normal(size=(200, 8)))
+    g = knn_graph(f, 5, memory_mb=0.001)  # forces one-row blocks
+    s = (f @ f.T).fill_diagonal_(-math.inf)
+    assert torch.equal(g, s.topk(5, dim=1).indices)
+    pairs = InitialPairs(f, "knn", k=5, graph=g)
+    lab = pairs.labels(torch.arange(200), torch.arange(200))
+    assert torch.equal(lab, lab.T)
+    i, j = 7, int(g[7, 0])
+    assert lab[i, j] == 1 and lab[j, i] == 1
+    far = int(s[7].argmin())
+    assert lab[7, far] == -1
+
+
+def test_threshold_rules_follow_their_quantiles():
+    rng = np.random.default_rng(2)
+    f = normalise(rng.normal(size=(300, 4)))
+    one = InitialPairs(f, "threshold", quantiles=(0.2,))
+    two = InitialPairs(f, "two-threshold", quantiles=(0.1, 0.6))
+    a, b = one.labels(torch.arange(300), torch.arange(300)), two.labels(torch.arange(300), torch.arange(300))
+    off = ~torch.eye(300, dtype=torch.bool)
+    assert (a[off] == 1).float().mean().item() == pytest.approx(0.2, abs=0.02) and not (a == 0).any()
+    assert (b[off] == 1).float().mean().item() == pytest.approx(0.1, abs=0.02)
+    assert (b[off] == 0).float().mean().item() == pytest.approx(0.5, abs=0.03)
+    with pytest.raises(ValueError, match="unknown pair rule"):
+        InitialPairs(f, "radius")
+
+
+def test_purity_counts_unordered_pairs_against_ground_truth():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 40)
+    f = normalise(np.eye(3)[y] + rng.normal(0, 0.3, (40, 3)))
+    src = InitialPairs(f, "knn", k=3)
+    r = purity(src, y, memory_mb=0.0005)  # several row blocks
+    lab = src.labels(torch.arange(40), torch.arange(40)).numpy()
+    iu = np.triu_indices(40, 1)
+    same = (y[:, None] == y[None])[iu]
+    l = lab[iu]
+    assert r["of_pairs"] == 40 * 39 // 2 and r["similar"] == (l == 1).sum() and r["dissimilar"] == (l == -1).sum()
+    assert r["similar_purity"] == pytest.approx(same[l == 1].mean())
+    assert r["purity"] == pytest.approx(((l == 1) == same).mean())
+
+
+def test_bayesian_and_squared_pair_losses_by_hand():
+    h = torch.tensor([[1.0, -1.0], [0.5, 0.5], [-1.0, 1.0]])
+    s = torch.tensor([[0, 1, -1], [1, 0, 0], [-1, 0, 0]], dtype=torch.int8)
+    # labelled pairs: (0,1) +1 with theta 0, (1,0) the same, (0,2) / (2,0) -1 with theta -1
+    pos = math.log(2.0)  # softplus(0) - 0
+    neg = math.log1p(math.exp(-1.0))  # softplus(-1)
+    assert BayesianPairLoss(balance=False)(h, h, s).item() == pytest.approx((2 * pos + 2 * neg) / 4)
+    assert BayesianPairLoss(balance=True)(h, h, s).item() == pytest.approx((pos + neg) / 2)
+    # squared: (h_i.h_j / K - s)^2 = (0 - 1)^2 for the +1 pair, (-1 + 1)^2 = 0 for the -1 pair
+    assert SquaredPairLoss(balance=False)(h, h, s).item() == pytest.approx(0.5)
+    q = QuantizationLoss()(torch.tensor([[0.5, -1.0]]))
+    assert q.item() == pytest.approx((0.25 + 0.0) / 2)
+
+
+SMALL = ["limit_train=400", "limit_query=100", "limit_database=1000", "bits=16", "epochs=3", "batch_size=100",
+         "num_threads=2", "pairs.stage1_epochs=2", "pairs.input_size=32", "pairs.k=10", "pairs.noise_neighbours=5"]  # fmt: skip
+
+
+def test_distillhash_run_reports_purity_and_never_reads_labels(tmp_path, monkeypatch):
+    cfg = load_config("configs/distillhash-fmnist.yaml", SMALL)
+    m = train(cfg, tmp_path / "a", progress=False)
+    report = json.loads((tmp_path / "a" / "purity.json").read_text())
+    assert set(report) == {"initial", "distilled"} and m["purity"] == report
+    assert report["initial"]["of_pairs"] == 400 * 399 // 2 and report["initial"]["similar_purity"] > 0.3
+    assert (tmp_path / "a" / "stage1-h.npy").is_file()
+    with np.load(tmp_path / "a" / "codes-query.npz") as z:
+        assert z["codes"].shape == (100, 2)
+
+    # the same run with scrambled training labels trains identically: labels reach the report only
+    import hashdistill.train as tr
+
+    real = tr.load_training_data
+
+    def scrambled(c):
+        d = real(c)
+        d.train.labels = np.random.default_rng(0).permutation(d.train.labels)
+        return d
+
+    monkeypatch.setattr(tr, "load_training_data", scrambled)
+    train(cfg, tmp_path / "b", progress=False)
+    a, b = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=False)["model"] for r in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "b" / "purity.json").read_text()) != report
+
+
+def test_distillhash_config_errors_are_one_line():
+    with pytest.raises(ConfigError, match="unknown pairs key"):
+        load_config("configs/distillhash-fmnist.yaml", ["pairs.nearest=3"])
+    with pytest.raises(ConfigError, match="stage1_epochs"):
+        load_config("configs/distillhash-fmnist.yaml", ["epochs=5", "pairs.stage1_epochs=5"])
+
+
+def test_distillhash_resumes_after_distillation_from_the_saved_stage1_outputs(tmp_path):
+    cfg = load_config("configs/distillhash-fmnist.yaml", SMALL + ["epochs=4"])
+    train(cfg, tmp_path / "full", progress=False)
+
+    def kill(epoch, step):
+        if epoch == 3 and step == 1:
+            raise KeyboardInterrupt  # dies during the second epoch on distilled pairs
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed", progress=False, callback=kill)
+    m = train(cfg, tmp_path / "killed", resume=True, progress=False)
+    a, b = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=False)["model"] for r in ("full", "killed"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert m["purity"]["distilled"] == json.loads((tmp_path / "full" / "purity.json").read_text())["distilled"]
