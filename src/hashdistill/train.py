@@ -32,7 +32,7 @@ from .backbones import IMAGENET_MEAN, IMAGENET_STD, create_backbone, is_imagenet
 from .codes import save_codes
 from .config import dump_config
 from .datasets import Split, TrainingData, load_training_data, take
-from .features import FeatureCache, compute_features, frozen_features, view_features
+from .features import FeatureCache, frozen_features, view_features
 from .methods import create_method
 from .metrics import mean_average_precision
 from .model import HashModel
