@@ -33,12 +33,10 @@ def split_features(protocol: Protocol, split: str, features: str = "pixels") -> 
     same files a cached-mode run or DistillHash reads for the same images)."""
     if features == "pixels":
         return protocol.features(split, "pixels")
-    from .features import frozen_features, parse_feature_spec
-    from .train import FEATURES_VERSION, _digest
+    from .features import frozen_features, images_key, parse_feature_spec
 
     idx = protocol.indices(split)
-    key = {"version": FEATURES_VERSION, "data": protocol.name, "n": len(idx), "ids": _digest(idx)}
-    f, _ = frozen_features(parse_feature_spec(features), protocol.images[idx], key, desc=f"{split} features")
+    f, _ = frozen_features(parse_feature_spec(features), protocol.images[idx], images_key(protocol.name, idx), desc=f"{split} features")
     return np.asarray(f, np.float32)
 
 

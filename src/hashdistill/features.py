@@ -27,6 +27,19 @@ from .data.sources import data_home
 from .datasets import take
 
 
+FEATURES_VERSION = 2  # bump when the views or their features change meaning (invalidates cached features)
+
+
+def digest(a: np.ndarray) -> str:
+    """A short fingerprint of an array (which images a cached part describes)."""
+    return hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest()[:12]
+
+
+def images_key(data: Any, ids: np.ndarray) -> dict[str, Any]:
+    """The part of a ``frozen_features`` key that names the images: data set and their ids."""
+    return {"version": FEATURES_VERSION, "data": data, "n": len(ids), "ids": digest(ids)}
+
+
 def feature_key(parts: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -12,7 +12,6 @@ codes of the query and database splits (``codes-query.npz``, ``codes-database.np
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -32,12 +31,11 @@ from .backbones import IMAGENET_MEAN, IMAGENET_STD, create_backbone, is_imagenet
 from .codes import save_codes
 from .config import dump_config
 from .datasets import Split, TrainingData, load_training_data, take
-from .features import FeatureCache, frozen_features, view_features
+from .features import FEATURES_VERSION, FeatureCache, digest, frozen_features, images_key, view_features
 from .methods import create_method
 from .metrics import mean_average_precision
 from .model import HashModel
 
-FEATURES_VERSION = 2  # bump when the views or their features change meaning (invalidates cached features)
 
 
 def _device(cfg: dict[str, Any]) -> str:
@@ -144,7 +142,7 @@ class Trainer:
             **({"layer": c["backbone_layer"]} if c.get("backbone_layer") is not None else {}),
             "crop_ratio": c["crop_ratio"], "crop_scale": list(c["crop_scale"]), "s_teacher": c["s_teacher"],
             "views": c["views"], "seed": c["seed"], "data": c["protocol"] or c["data"], "part": part,
-            "n": len(split), "ids": _digest(split.ids),
+            "n": len(split), "ids": digest(split.ids),
         }  # fmt: skip
 
     def _prepare_cached(self) -> None:
@@ -162,8 +160,7 @@ class Trainer:
         self.model = build_model(c, self.n_proxies, dim).to(self.device)
 
     def _split_key(self, split: Split) -> dict[str, Any]:
-        c = self.cfg
-        return {"version": FEATURES_VERSION, "data": c["protocol"] or c["data"], "n": len(split), "ids": _digest(split.ids)}
+        return images_key(self.cfg["protocol"] or self.cfg["data"], split.ids)
 
     def clean_features(self, split: Split, part: str) -> np.ndarray:
         """Clean-view backbone features of a split (cached mode), computed once (shared with shallow
@@ -336,10 +333,6 @@ class Trainer:
             metrics["purity"] = self.report
         _io.write_json(self.run_dir / "metrics.json", metrics)
         return metrics
-
-
-def _digest(a: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest()[:12]
 
 
 def _truncate_log(path: Path, epochs: int) -> None:
