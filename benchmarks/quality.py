@@ -13,6 +13,13 @@ Writes ``benchmarks/results/quality-<protocol>.json`` as
     python benchmarks/quality.py --protocol fmnist-1k --methods lsh,pcah,sh,itq --features mobilenet_v2@64/14
     python benchmarks/quality.py --protocol fmnist-1k --config configs/distillhash-fmnist.yaml \
         --set method=distillhash-noisy --label distillhash-noisy
+
+The DHD paper's comparison (Tables 2 and 3, see ``paper_tables.py``) on one config's frozen features:
+shallow methods on those features, every deep baseline and DHD at 16/32/64 bits, each baseline trained
+on T_S only and with SdH at 16/64 bits, and DHD's ablations. Rows already in the results are kept
+(the run resumes where it stopped); ``--force`` retrains them:
+
+    python benchmarks/quality.py --protocol fmnist-1k --compare configs/compare-fmnist.yaml
 """
 
 from __future__ import annotations
@@ -31,11 +38,21 @@ from hashdistill.evaluate import git_commit, results_table, run_shallow
 from hashdistill.features import feature_name
 from hashdistill.shallow import SHALLOW_METHODS
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import paper_tables
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _key(row: dict) -> tuple:
     return (row["method"], row["bits"], row["features"])
+
+
+def features_of(cfg: dict) -> str:
+    """The name rows of a config's runs carry: its frozen features' (as shallow rows on them), or the end-to-end backbone."""
+    if cfg["mode"] == "cached":
+        return feature_name({"backbone": cfg["backbone"], "input_size": cfg["input_size"], "layer": cfg["backbone_layer"]})
+    return f"{cfg['backbone']}@{cfg['input_size']}px (end-to-end)"
 
 
 def run_deep(config: Path, protocol: str, bits: int, overrides: list[str], runs_dir: Path, label: str | None = None) -> dict:
@@ -50,10 +67,7 @@ def run_deep(config: Path, protocol: str, bits: int, overrides: list[str], runs_
     run_dir = runs_dir / cfg["name"]
     shutil.rmtree(run_dir, ignore_errors=True)
     m = train(cfg, run_dir, progress=False)
-    if cfg["mode"] == "cached":  # the frozen features' name, as shallow rows on them carry it
-        where = feature_name({"backbone": cfg["backbone"], "input_size": cfg["input_size"], "layer": cfg["backbone_layer"]})
-    else:
-        where = f"{cfg['backbone']}@{cfg['input_size']}px (end-to-end)"
+    where = features_of(cfg)
     extra = {}
     if cfg.get("pairs"):
         extra = {"pair_features": feature_name(cfg["pairs"]), "purity": m.get("purity")}
@@ -62,7 +76,7 @@ def run_deep(config: Path, protocol: str, bits: int, overrides: list[str], runs_
         **{k: m[k] for k in ("map_at_1000", "map_all", "p_at_h2") if k in m},
         "train_seconds": m["train_seconds"], "features_seconds": m["features_seconds"],
         "encode_seconds": m["encode_seconds"], "epochs": cfg["epochs"], "seed": cfg["seed"],
-        "config": str(config), "overrides": overrides,
+        "train_view": cfg["train_view"], "sdh": cfg["sdh"], "config": str(config), "overrides": overrides,
     }  # fmt: skip
 
 
@@ -76,19 +90,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=Path, help="train a deep method from this config instead of shallow methods")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     ap.add_argument("--label", help="the rows' method name (default: the config's method), for variants")
+    ap.add_argument("--compare", type=Path, help="run the paper's Table 2 / 3 comparison on this config's features")
+    ap.add_argument("--force", action="store_true", help="with --compare: retrain rows already in the results")
     ap.add_argument("--runs-dir", type=Path, default=Path("runs/benchmarks"))
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
 
-    methods = [] if args.config else [m.strip().lower() for m in args.methods.split(",") if m.strip()]
+    methods = [] if args.config or args.compare else [m.strip().lower() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in SHALLOW_METHODS]
     if unknown:
         ap.error(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(SHALLOW_METHODS)}")
     bits = [int(b) for b in args.bits.split(",")]
 
     protocol = load_protocol(args.protocol)
-    json_path = args.out_dir / f"quality-{args.protocol}.json"
-    old = json.loads(json_path.read_text()) if json_path.is_file() else {"runs": []}
+    old_path = args.out_dir / f"quality-{args.protocol}.json"
+    old = json.loads(old_path.read_text()) if old_path.is_file() else {"runs": []}
     rows = {_key(r): r for r in old["runs"]}
     command = "python benchmarks/" + " ".join(shlex.quote(a) for a in [Path(__file__).name, *(argv or sys.argv[1:])])
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
@@ -112,6 +128,32 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row['method']:>6} {b:>3} bits  " + "  ".join(f"{k} {row[k]:.4f}" for k in protocol.spec.metrics)
                   + f"  train {row['train_seconds']:.0f}s  features {row['features_seconds']:.0f}s", flush=True)  # fmt: skip
 
+    if args.compare:
+        from hashdistill.config import load_config
+
+        cfg = load_config(args.compare, [*args.overrides, f"protocol={args.protocol}"])
+        compare_features = features_of(cfg)
+        todo = [(m, [], b) for m in paper_tables.SHALLOW for b in paper_tables.TABLE2_BITS]
+        todo += [(label, sets, b) for label, sets, bs in paper_tables.jobs() for b in bs]
+        for n, (label, sets, b) in enumerate(todo, 1):
+            if (label, b, compare_features) in rows and not args.force:
+                continue
+            if not sets:
+                row, _, _ = run_shallow(protocol, label, b, compare_features, args.seed)
+            else:
+                row = run_deep(args.compare, args.protocol, b, [*args.overrides, *sets], args.runs_dir, label)
+            row["command"], row["machine"], row["commit"] = command, machine, commit
+            rows[_key(row)] = row
+            print(f"[{n}/{len(todo)}] {label:>18} {b:>3} bits  " + "  ".join(f"{k} {row[k]:.4f}" for k in protocol.spec.metrics),
+                  flush=True)  # fmt: skip
+            save(args, protocol, rows)  # after every row: an interrupted comparison resumes
+    save(args, protocol, rows)
+    return 0
+
+
+def save(args: argparse.Namespace, protocol, rows: dict) -> None:
+    """The JSON and Markdown of every row, with the paper's tables for each feature set that has them."""
+    json_path = args.out_dir / f"quality-{args.protocol}.json"
     order = {m: i for i, m in enumerate(SHALLOW_METHODS)}
     runs = sorted(rows.values(), key=lambda r: (r["features"], order.get(r["method"], 99), r["method"], r["bits"]))
     result = {"protocol": args.protocol, "commit": git_commit(Path(__file__).parent), "runs": runs}
@@ -123,12 +165,15 @@ def main(argv: list[str] | None = None) -> int:
         "produced it.\n\n"
         + results_table(runs, cols)
     )
+    metric = protocol.spec.metrics[0]
+    for features in sorted({r["features"] for r in runs}):
+        tables = paper_tables.markdown(runs, features, metric)
+        md += "\n" + tables if tables else ""
     notes = Path(__file__).resolve().parent / "notes" / f"quality-{args.protocol}.md"
     if notes.is_file():  # hand-written analysis of the figures, kept across reruns
         md += "\n" + notes.read_text()
     _io.write_text(json_path.with_suffix(".md"), md)
     print(f"wrote {json_path} and {json_path.with_suffix('.md')}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -12,7 +12,10 @@ DEFAULTS: dict[str, Any] = {
     "name": None,  # run name (default: the config file's stem)
     "protocol": "fmnist-1k",  # a benchmark protocol, or null with `data` (list files)
     "data": None,  # {train, query, database: list files, root: image folder, load_size: 256}
-    "method": "dhd",
+    "method": "dhd",  # see hashdistill.methods.METHODS
+    "method_params": None,  # a baseline's own hyper-parameters, e.g. {gamma: 20} for dch (defaults cited in its module)
+    "sdh": False,  # add self-distillation (L_SdH, weight lambda1) to any method: loss on T_T, student T_S pulled to it
+    "train_view": "teacher",  # without SdH, the view group a one-view method trains on: teacher (T_T) or student (T_S)
     "bits": 64,
     "backbone": "small-cnn",
     "pretrained": False,  # true (offline package / hub) or a weights path
@@ -49,7 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "workers": 0,  # DataLoader workers for list-file datasets
     "pairs": None,  # pair-based unsupervised methods (DistillHash): see methods/distillhash.py PAIR_DEFAULTS
 }
-CHOICES = {"mode": ("end-to-end", "cached"), "select": ("last", "best")}
+CHOICES = {"mode": ("end-to-end", "cached"), "select": ("last", "best"), "train_view": ("teacher", "student")}
 FLOATS = ("lr", "backbone_lr_mult", "weight_decay", "temperature", "lambda1", "lambda2", "sigma", "s_teacher",
           "val_fraction", "crop_ratio")  # fmt: skip
 
@@ -121,6 +124,7 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("set either protocol or data (list files)")
     if cfg["mode"] == "cached" and cfg["backbone"] == "small-cnn" and not cfg["pretrained"]:
         raise ConfigError("cached mode freezes the backbone: use a pretrained one (small-cnn trains end to end)")
+    _validate_method(cfg)
     if str(cfg["method"]).startswith("distillhash"):
         from .methods.distillhash import PAIR_DEFAULTS
 
@@ -135,6 +139,29 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"pairs.stage1_epochs must be between 1 and epochs - 1 ({cfg['epochs'] - 1})")
     cfg["name"] = cfg["name"] or f"{cfg['method']}-{cfg['protocol'] or 'data'}-{cfg['bits']}"
     return cfg
+
+
+def _validate_method(cfg: dict[str, Any]) -> None:
+    from .methods import BASELINES, METHODS, baseline_params
+
+    name = cfg["method"]
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+    params = cfg["method_params"] or {}
+    if not isinstance(params, dict):
+        raise ConfigError("method_params must be a mapping of a baseline's hyper-parameters")
+    if params and name not in BASELINES:
+        raise ConfigError(f"method_params apply to the baselines ({', '.join(BASELINES)}), not {name}")
+    unknown = sorted(set(params) - set(baseline_params(name)))
+    if unknown:
+        raise ConfigError(f"unknown method_params for {name}: {', '.join(unknown)}; known: {', '.join(baseline_params(name))}")
+    if not isinstance(cfg["sdh"], bool):
+        raise ConfigError(f"sdh must be true or false, got {cfg['sdh']!r}")
+    two_views = name == "dhd"
+    if cfg["sdh"] and two_views:
+        raise ConfigError("dhd already includes L_SdH: use method dhd-hp-bceq with sdh: true, or drop sdh")
+    if cfg["train_view"] != "teacher" and (cfg["sdh"] or two_views):
+        raise ConfigError("train_view picks the one view of a method trained without SdH; with SdH the loss sees T_T")
 
 
 def dump_config(cfg: dict[str, Any]) -> str:

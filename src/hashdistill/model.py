@@ -18,8 +18,9 @@ class HashHead(nn.Module):
         self.fc = nn.Linear(hidden or in_dim, bits, bias=False)
         self.norm = nn.LayerNorm(bits)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.norm(self.fc(self.hidden(features))))
+    def forward(self, features: torch.Tensor, activate: bool = True) -> torch.Tensor:
+        z = self.norm(self.fc(self.hidden(features)))
+        return torch.tanh(z) if activate else z
 
 
 class HashModel(nn.Module):
@@ -55,6 +56,7 @@ class HashModel(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.backbone is None else self.backbone(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Continuous codes h in [-1, 1]^K from images (or features in head-only mode)."""
-        return self.head(self.features(x))
+    def forward(self, x: torch.Tensor, activate: bool = True) -> torch.Tensor:
+        """Continuous codes h in [-1, 1]^K from images (or features in head-only mode); ``activate=False``
+        gives the pre-activation z (h = tanh(z), same signs) for methods that shape it themselves (HashNet)."""
+        return self.head(self.features(x), activate)

@@ -32,7 +32,7 @@ from .codes import save_codes
 from .config import dump_config
 from .datasets import Split, TrainingData, load_training_data, take
 from .features import FEATURES_VERSION, FeatureCache, digest, frozen_features, images_key, view_features
-from .methods import create_method
+from .methods import SelfDistilled, create_method
 from .metrics import mean_average_precision
 from .model import HashModel
 
@@ -104,15 +104,19 @@ class Trainer:
         self.data: TrainingData = load_training_data(cfg)
         self.teacher_tf, self.student_tf, self.clean_tf = (t.to(self.device) for t in transforms(cfg))
         self.method = create_method(
-            cfg["method"], temperature=cfg["temperature"], lambda1=cfg["lambda1"], lambda2=cfg["lambda2"],
-            sigma=cfg["sigma"], quantize_proxies=cfg["quantize_proxies"], pairs=cfg["pairs"],
-        )  # fmt: skip
+            cfg["method"], bits=cfg["bits"], n_classes=self.data.n_classes, seed=cfg["seed"],
+            method_params=cfg["method_params"], temperature=cfg["temperature"], lambda1=cfg["lambda1"],
+            lambda2=cfg["lambda2"], sigma=cfg["sigma"], quantize_proxies=cfg["quantize_proxies"], pairs=cfg["pairs"],
+        ).to(self.device)  # fmt: skip
+        # what each batch's codes are scored by: the method, or the method + L_SdH (config `sdh`)
+        self.criterion = SelfDistilled(self.method, cfg["lambda1"]) if cfg["sdh"] else self.method
         self.features_seconds = 0.0
-        self.report: dict[str, Any] = {}
-        # supervised methods see the batch's labels (and have proxies); pair-based unsupervised ones
-        # see the batch's positions in the training set only
+        self.report: dict[str, Any] = {}  # a pair method's purity report
+        self.stage0: dict[str, Any] = {}  # what a method's stage 0 reports (CNNH: its stage-1 residuals)
+        # supervised methods see the batch's labels; pair-based unsupervised ones (and CNNH, whose
+        # targets are per-image codes) see the batch's positions in the training set
         self.uses_labels = getattr(self.method, "uses_labels", True)
-        self.n_proxies = self.data.n_classes if self.uses_labels else 0
+        self.n_proxies = self.data.n_classes if getattr(self.method, "needs_proxies", False) else 0
         self._split_validation()
         if cfg["mode"] == "cached":
             self._prepare_cached()
@@ -120,9 +124,12 @@ class Trainer:
             torch.manual_seed(cfg["seed"])  # the initial weights (backbone, head, proxies) follow the seed
             self.model = build_model(cfg, self.n_proxies).to(self.device)
             self.source = ImageViews(self.fit_split, self.teacher_tf, self.student_tf, self.device)
-        self.targets = torch.as_tensor(self.fit_split.labels) if self.uses_labels else torch.arange(len(self.fit_split))
+        by_position = not self.uses_labels or getattr(self.method, "by_position", False)
+        self.targets = torch.arange(len(self.fit_split)) if by_position else torch.as_tensor(self.fit_split.labels)
         if hasattr(self.method, "setup"):
             self._setup_pairs()
+        if hasattr(self.method, "prepare"):  # a method's stage 0 from the training labels (CNNH's target codes)
+            self.stage0 = self.method.prepare(self.fit_split.labels)
 
     # ---------------------------------------------------------------- set-up
     def _split_validation(self) -> None:
@@ -254,6 +261,8 @@ class Trainer:
             bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{c['epochs']}", disable=not self.progress, leave=False)
             for step in bar:
                 idx = order[step * c["batch_size"] : (step + 1) * c["batch_size"]]
+                if hasattr(self.method, "set_step"):  # schedules inside a loss (HashNet's continuation)
+                    self.method.set_step(epoch * steps_per_epoch + step)
                 parts = self._step(idx, self.targets[idx].to(self.device), rng, opt, scaler)
                 sched.step()
                 for k, v in parts.items():
@@ -283,15 +292,19 @@ class Trainer:
         return self.finish(train_seconds)
 
     def _step(self, idx, y, rng, opt, scaler) -> dict[str, float]:
-        need_student = getattr(self.method, "needs_student", True)
+        need_student = getattr(self.criterion, "needs_student", True)
+        on_student = not need_student and self.cfg["train_view"] == "student"
+        activate = not getattr(self.method, "wants_logits", False)
         with torch.autocast("cuda", enabled=self.device == "cuda" and self.cfg["amp"]):
-            x_t, x_s = self.source.views(idx, rng, need_student)
+            x_t, x_s = self.source.views(idx, rng, need_student or on_student)
+            if on_student:  # a one-view method trained on T_S (DHD's Table 3, "-SdH")
+                x_t, x_s = x_s, None
             if x_s is not None:  # one pass over both views
-                h = self.model(torch.cat([x_t, x_s]))
+                h = self.model(torch.cat([x_t, x_s]), activate)
                 h_t, h_s = h[: len(idx)], h[len(idx) :]
             else:
-                h_t, h_s = self.model(x_t), None
-            parts = self.method(h_t.float(), None if h_s is None else h_s.float(), y, self.model.proxies)
+                h_t, h_s = self.model(x_t, activate), None
+            parts = self.criterion(h_t.float(), None if h_s is None else h_s.float(), y, self.model.proxies)
         opt.zero_grad(set_to_none=True)
         scaler.scale(parts["loss"]).backward()
         scaler.step(opt)
@@ -331,6 +344,7 @@ class Trainer:
         }  # fmt: skip
         if self.report:
             metrics["purity"] = self.report
+        metrics.update(self.stage0)
         _io.write_json(self.run_dir / "metrics.json", metrics)
         return metrics
 

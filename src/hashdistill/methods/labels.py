@@ -1,0 +1,33 @@
+"""Label helpers shared by the supervised baselines: pair similarity and class-wise target codes."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def similarity(y_a: torch.Tensor, y_b: torch.Tensor) -> torch.Tensor:
+    """s_ij = 1 where items i and j share at least one label, else 0 (class indices or multi-hot rows)."""
+    if y_a.ndim == 1:
+        return (y_a[:, None] == y_b[None, :]).float()
+    return ((y_a.float() @ y_b.float().T) > 0).float()
+
+
+def label_codes(y: torch.Tensor, codes: torch.Tensor, ties: torch.Tensor) -> torch.Tensor:
+    """Each item's target code in {-1, +1}^K from per-class codes: its class's code, or for multi-hot rows
+    sign(sum of its classes' codes) with zero sums taken from ``ties`` (CSQ's multi-label centroid)."""
+    if y.ndim == 1:
+        return codes[y.long()]
+    total = y.float() @ codes
+    return torch.where(total > 0, 1.0, torch.where(total < 0, -1.0, ties.expand_as(total)))
+
+
+def random_signs(rows: int, bits: int, seed: int, balanced: bool = False) -> torch.Tensor:
+    """Seeded random {-1, +1} codes; ``balanced`` puts exactly half the bits at -1 in each row (DPN's p = 0.5)."""
+    rng = np.random.default_rng(seed)
+    if balanced:
+        out = np.ones((rows, bits), np.float32)
+        for r in range(rows):
+            out[r, rng.choice(bits, bits // 2, replace=False)] = -1
+        return torch.from_numpy(out)
+    return torch.from_numpy(np.where(rng.random((rows, bits)) < 0.5, -1.0, 1.0).astype(np.float32))

@@ -1,0 +1,212 @@
+"""The supervised baselines' losses against hand computations, CNNH's stage 1, SdH as a switch, and every
+baseline training from a config on real (small) data."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hashdistill.config import ConfigError, load_config
+from hashdistill.methods import BASELINES, SelfDistilled, create_method
+from hashdistill.methods.cnnh import CNNH, approximate_codes
+from hashdistill.methods.csq import CSQ, hash_centres
+from hashdistill.methods.dch import DCH
+from hashdistill.methods.dhn import DHN
+from hashdistill.methods.dnnh import DNNH
+from hashdistill.methods.dpn import DPN
+from hashdistill.methods.hashnet import HashNet
+from hashdistill.train import Trainer, train
+
+H = torch.tensor([[0.9, -0.4, 0.2], [0.7, -0.6, -0.1], [-0.8, 0.5, 0.3], [0.1, 0.9, -0.95]])
+Y = torch.tensor([0, 0, 1, 2])
+Y_MULTI = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1]])
+
+
+def _same(y, i, j):
+    return float(y[i] == y[j]) if y.ndim == 1 else float((y[i] * y[j]).sum() > 0)
+
+
+def _dot(a, b):
+    return sum(x * y for x, y in zip(a, b))
+
+
+def _cos(a, b):
+    return _dot(a, b) / math.sqrt(_dot(a, a) * _dot(b, b))
+
+
+def _softplus(x):
+    return math.log1p(math.exp(x))
+
+
+@pytest.mark.parametrize("y", [Y, Y_MULTI])
+def test_dhn_by_hand(y):
+    h, n = H.tolist(), len(H)
+    pair = sum(_softplus(0.5 * _dot(h[i], h[j])) - _same(y, i, j) * 0.5 * _dot(h[i], h[j]) for i in range(n) for j in range(n)) / n**2
+    quant = sum(math.log(math.cosh(abs(v) - 1)) for row in h for v in row) / H.numel()
+    got = DHN(bits=3)(H, None, y)
+    assert got["loss"].item() == pytest.approx(pair + 0.1 * quant, rel=1e-5)
+
+
+def test_hashnet_by_hand_with_continuation():
+    m = HashNet(bits=3)
+    m.set_step(450)  # beta rises every 200 steps: at step 450 it is (1 + 0.005 * 400) ** 0.5
+    beta, alpha = math.sqrt(3.0), 10 / 3
+    assert m.beta == pytest.approx(beta)
+    z = H
+    h = [[math.tanh(beta * v) for v in row] for row in z.tolist()]
+    n = len(h)
+    s = [[_same(Y, i, j) for j in range(n)] for i in range(n)]
+    n_pos = sum(map(sum, s))
+    w = [[n * n / n_pos if s[i][j] else n * n / (n * n - n_pos) for j in range(n)] for i in range(n)]
+    num = sum(w[i][j] * (_softplus(alpha * _dot(h[i], h[j])) - s[i][j] * alpha * _dot(h[i], h[j])) for i in range(n) for j in range(n))
+    want = num / sum(map(sum, w))
+    assert m(z, None, Y)["loss"].item() == pytest.approx(want, rel=1e-5)
+    assert getattr(m, "wants_logits", False)
+
+
+def test_dch_by_hand():
+    h, n, k, gamma = H.tolist(), len(H), 3, 20.0
+    s = [[_same(Y, i, j) for j in range(n)] for i in range(n)]
+    n_pos = sum(map(sum, s))
+    total = 0.0
+    for i in range(n):
+        for j in range(n):
+            d = max(k / 2 * (1 - _cos(h[i], h[j])), k / 2 * 0.01)
+            w = n * n / n_pos if s[i][j] else n * n / (n * n - n_pos)
+            total += w * (s[i][j] * math.log(d / gamma) + math.log(1 + gamma / d))
+    quant = sum(math.log(1 + k / 2 * (1 - _cos([abs(v) for v in row], [1.0] * k)) / gamma) for row in h) / n
+    got = DCH(bits=3)(H, None, Y)
+    assert got["loss"].item() == pytest.approx(total / n**2 + 0.1 * quant, rel=1e-5)
+
+
+def test_dnnh_by_hand():
+    u = [[(v + 1) / 2 for v in row] for row in H.tolist()]
+    n = len(u)
+    d = [[sum((a - b) ** 2 for a, b in zip(u[i], u[j])) for j in range(n)] for i in range(n)]
+    hinges = [max(0.0, 1 - (d[q][m] - d[q][p])) for q in range(n) for p in range(n) for m in range(n)
+              if p != q and _same(Y, q, p) and not _same(Y, q, m)]  # fmt: skip
+    got = DNNH(bits=3)(H, None, Y)
+    assert len(hinges) == 4 and got["triplets"].item() == 4  # anchors 0 and 1, one positive, two negatives each
+    assert got["loss"].item() == pytest.approx(sum(hinges) / len(hinges), rel=1e-5)
+
+
+def test_dpn_targets_and_loss_by_hand():
+    m = DPN(bits=4, n_classes=3, seed=0)
+    t = m.targets
+    assert t.shape == (3, 4) and torch.all((t == -1).sum(1) == 2)  # p = 0.5: half the bits of each target at -1
+    h = torch.tensor([[0.5, -0.5, 1.0, 0.0], [0.9, 0.9, -0.9, 0.2]])
+    want = sum(max(1 - v * tv, 0) for row, c in zip(h.tolist(), [2, 0]) for v, tv in zip(row, t[c].tolist())) / 8
+    assert m(h, None, torch.tensor([2, 0]))["loss"].item() == pytest.approx(want, rel=1e-6)
+    # multi-hot: sign of the summed targets, ties from the fixed random vector
+    summed = t[0] + t[1]
+    want_t = torch.where(summed > 0, 1.0, torch.where(summed < 0, -1.0, m.ties[0]))
+    from hashdistill.methods.labels import label_codes
+
+    assert torch.equal(label_codes(torch.tensor([[1, 1, 0]]), t, m.ties)[0], want_t)
+
+
+def test_csq_centres_and_loss_by_hand():
+    c = hash_centres(10, 16)
+    dist = (16 - c @ c.T) / 2
+    assert dist[~torch.eye(10, dtype=bool)].min() >= 8  # Hadamard centres: at least K/2 apart
+    assert hash_centres(40, 16, seed=3).shape == (40, 16)  # more classes than 2K: random centres
+    m = CSQ(bits=4, n_classes=3)
+    h = torch.tensor([[0.5, -0.5, 0.9, 0.1], [-0.2, 0.3, -0.9, 0.8]])
+    y = torch.tensor([1, 2])
+    total = 0.0
+    for row, cls in zip(h.tolist(), y.tolist()):
+        for v, cv in zip(row, m.centres[cls].tolist()):
+            p, t = (v + 1) / 2, (cv + 1) / 2
+            total += -(t * math.log(p) + (1 - t) * math.log(1 - p))
+    quant = sum((abs(v) - 1) ** 2 for row in h.tolist() for v in row) / 8
+    assert m(h, None, y)["loss"].item() == pytest.approx(total / 8 + 1e-4 * quant, rel=1e-5)
+
+
+def test_cnnh_stage_one_recovers_a_realisable_similarity():
+    y = np.array([0, 0, 1, 1, 0, 1])
+    s = np.where(y[:, None] == y[None, :], 1, -1).astype(np.float32)
+    codes, history = approximate_codes(s, 4, sweeps=8, seed=0)
+    assert np.array_equal(codes @ codes.T / 4, s)  # two classes: c and -c reproduce S exactly
+    assert all(b <= a + 1e-6 for a, b in zip(history, history[1:]))  # every sweep lowers the objective
+
+
+def test_cnnh_regresses_the_stage_one_codes_by_position():
+    m = CNNH(bits=4, seed=0, sweeps=4)
+    m.prepare(np.array([0, 0, 1, 2]))
+    h = torch.tensor([[0.5, -0.5, 0.9, 0.1], [-0.2, 0.3, -0.9, 0.8]])
+    idx = torch.tensor([3, 0])
+    want = (h - m.codes[idx]).abs().mean()
+    assert m(h, None, idx)["loss"].item() == pytest.approx(want.item())
+
+
+def test_sdh_switch_adds_self_distillation_to_any_method():
+    base = DHN(bits=3)
+    wrapped = SelfDistilled(base, lambda1=0.3)
+    hs = torch.tensor([[0.1, 0.2, 0.3], [-0.5, 0.1, 0.0], [0.3, 0.3, 0.3], [0.9, -0.1, 0.2]], requires_grad=True)
+    ht = H.clone().requires_grad_(True)
+    parts = wrapped(ht, hs, Y)
+    sdh = sum(1 - _cos(a, b) for a, b in zip(H.tolist(), hs.tolist())) / 4
+    assert parts["sdh"].item() == pytest.approx(sdh, rel=1e-5)
+    assert parts["loss"].item() == pytest.approx(base(H, None, Y)["loss"].item() + 0.3 * sdh, rel=1e-5)
+    parts["sdh"].backward()
+    assert ht.grad is None and hs.grad.abs().sum() > 0  # the teacher is detached in L_SdH
+    with pytest.raises(ValueError, match="already trains on two views"):
+        SelfDistilled(create_method("dhd"))
+    # dhd-hp-bceq + SdH is DHD's full loss
+    proxies = torch.randn(3, 3)
+    full = create_method("dhd")(H, hs.detach(), Y, proxies)["loss"]
+    assert SelfDistilled(create_method("dhd-hp-bceq"), 0.1)(H, hs.detach(), Y, proxies)["loss"].item() == pytest.approx(full.item())
+
+
+def test_method_config_errors():
+    with pytest.raises(ConfigError, match="unknown method 'dsh'"):
+        load_config(None, ["method=dsh"])
+    with pytest.raises(ConfigError, match="unknown method_params for dch: gama"):
+        load_config(None, ["method=dch", "method_params.gama=10"])
+    assert load_config(None, ["method=dch", "method_params.gamma=10"])["method_params"] == {"gamma": 10}
+    with pytest.raises(ConfigError, match="dhd already includes L_SdH"):
+        load_config(None, ["method=dhd", "sdh=true"])
+    with pytest.raises(ConfigError, match="train_view picks"):
+        load_config(None, ["method=csq", "sdh=true", "train_view=student"])
+    with pytest.raises(ConfigError, match="train_view must be"):
+        load_config(None, ["train_view=both"])
+
+
+CACHED = ["limit_train=600", "limit_query=100", "limit_database=1500", "batch_size=100", "crop_scale=[0.5,1.0]",
+          "lr=1e-3", "bits=16", "num_threads=2", "mode=cached", "backbone=mobilenet_v2", "pretrained=true",
+          "input_size=32", "views=2", "epochs=8", "backbone_lr_mult=0"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(BASELINES))
+def test_every_baseline_trains_from_a_config(tmp_path, name):
+    cfg = load_config(None, CACHED + [f"name={name}", f"method={name}", "sdh=true"])
+    m = train(cfg, tmp_path / name, progress=False)
+    log = [json.loads(r) for r in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+    assert "sdh" in log[0] and log[-1]["loss"] < log[0]["loss"]
+    assert m["map_at_1000"] > 0.3  # chance is about 0.1
+
+
+def test_train_view_student_feeds_the_student_views(tmp_path):
+    cfg = load_config(None, CACHED + ["name=v", "method=csq", "train_view=student", "epochs=1"])
+    t = Trainer(cfg, tmp_path / "v", progress=False)
+    seen = []
+
+    class Source:
+        def views(self, idx, rng, need_student):
+            return torch.zeros(len(idx), t.model.feature_dim), torch.ones(len(idx), t.model.feature_dim)
+
+    class Spy:
+        needs_student = False  # csq trains on one view
+
+        def __call__(self, h_t, h_s, y, proxies):
+            seen.append((h_t.detach().clone(), h_s))
+            return t.method(h_t, h_s, y, proxies)
+
+    t.source, t.criterion = Source(), Spy()
+    opt = t._optimizer()
+    with torch.no_grad():
+        want = t.model(torch.ones(4, t.model.feature_dim))
+    t._step(np.arange(4), t.targets[:4], np.random.default_rng(0), opt, torch.amp.GradScaler("cuda", enabled=False))
+    assert seen[0][1] is None and torch.allclose(seen[0][0], want)
