@@ -188,25 +188,28 @@ def test_every_baseline_trains_from_a_config(tmp_path, name):
     assert m["map_at_1000"] > 0.3  # chance is about 0.1
 
 
-def test_train_view_student_feeds_the_student_views(tmp_path):
-    cfg = load_config(None, CACHED + ["name=v", "method=csq", "train_view=student", "epochs=1"])
+@pytest.mark.parametrize(("view", "sdh"), [("teacher", False), ("student", False), ("teacher", True)])
+def test_views_reach_the_loss_as_configured(tmp_path, view, sdh):
+    """A one-view baseline sees T_T by default, T_S with train_view=student; with SdH its loss sees T_T and
+    L_SdH the student view."""
+    cfg = load_config(None, CACHED + ["name=v", "method=csq", f"train_view={view}", f"sdh={str(sdh).lower()}", "epochs=1"])
     t = Trainer(cfg, tmp_path / "v", progress=False)
+    dim = t.model.feature_dim
     seen = []
 
-    class Source:
+    class Source:  # teacher features all 0, student features all 1
         def views(self, idx, rng, need_student):
-            return torch.zeros(len(idx), t.model.feature_dim), torch.ones(len(idx), t.model.feature_dim)
+            return torch.zeros(len(idx), dim), (torch.ones(len(idx), dim) if need_student else None)
 
-    class Spy:
-        needs_student = False  # csq trains on one view
+    forward = t.method.forward
 
-        def __call__(self, h_t, h_s, y, proxies):
-            seen.append((h_t.detach().clone(), h_s))
-            return t.method(h_t, h_s, y, proxies)
+    def spy(h_t, h_s, y, proxies=None):
+        seen.append(h_t.detach().clone())
+        return forward(h_t, h_s, y, proxies)
 
-    t.source, t.criterion = Source(), Spy()
-    opt = t._optimizer()
+    t.source = Source()
+    t.method.forward = spy
     with torch.no_grad():
-        want = t.model(torch.ones(4, t.model.feature_dim))
-    t._step(np.arange(4), t.targets[:4], np.random.default_rng(0), opt, torch.amp.GradScaler("cuda", enabled=False))
-    assert seen[0][1] is None and torch.allclose(seen[0][0], want)
+        want = t.model(torch.full((4, dim), 1.0 if view == "student" else 0.0))
+    parts = t._step(np.arange(4), t.targets[:4], np.random.default_rng(0), t._optimizer(), torch.amp.GradScaler("cuda", enabled=False))
+    assert torch.allclose(seen[0], want) and ("sdh" in parts) == sdh

@@ -292,7 +292,7 @@ class Trainer:
         return self.finish(train_seconds)
 
     def _step(self, idx, y, rng, opt, scaler) -> dict[str, float]:
-        need_student = getattr(self.criterion, "needs_student", True)
+        need_student = getattr(self.criterion, "needs_student", False)  # one view unless the loss asks for two
         on_student = not need_student and self.cfg["train_view"] == "student"
         activate = not getattr(self.method, "wants_logits", False)
         with torch.autocast("cuda", enabled=self.device == "cuda" and self.cfg["amp"]):
