@@ -250,17 +250,81 @@ def encode(
 def evaluate(
     runs: Annotated[list[Path], typer.Argument(help="trained run folders")],
     protocol: Annotated[Optional[str], typer.Option(help="the protocol (default: each run's own)")] = None,
+    deformations: Annotated[Optional[str], typer.Option(help="all, or a comma list of: none, cutout, dropout, zoom_in, zoom_out, rotation, shear, noise (queries only)")] = None,
+    sensitivity: Annotated[Optional[str], typer.Option(help="comma list of s in (0, 1], or 'default' (0.1..1.0): mean Hamming shift under the teacher group scaled by s")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the deformations and transformations")] = 0,
+    out: Annotated[Optional[Path], typer.Option(help="also write the results as JSON")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Score trained runs on a protocol (mAP@K, mAP@all, P@H<=2) from their codes."""
+    """Score trained runs (mAP@K, mAP@all, P@H<=2 from their codes); with --deformations, mAP@K per query
+    deformation side by side (DHD's Table 4); with --sensitivity, the mean Hamming shift per s (Fig. 6)."""
     from .evaluate import evaluate_run
 
-    rows = [evaluate_run(r, protocol) for r in runs]
+    result: dict = {}
+    names = [r.name for r in runs]
+    if deformations is None and sensitivity is None:
+        result["metrics"] = [evaluate_run(r, protocol) for r in runs]
+    if deformations is not None:
+        from .deform import parse_deformations
+        from .robustness import robustness
+
+        rows = robustness(runs, parse_deformations(deformations), seed)
+        result["robustness"] = rows
+        result["robustness_table"] = [{"deformation": d, **{r["run"]: r["map"] for r in rows if r["deformation"] == d}}
+                                      for d in dict.fromkeys(r["deformation"] for r in rows)]  # fmt: skip
+    if sensitivity is not None:
+        from .robustness import SENSITIVITY_GRID
+        from .robustness import sensitivity as shift
+
+        grid = SENSITIVITY_GRID if sensitivity == "default" else _s_grid(sensitivity)
+        rows = shift(runs, grid, seed)
+        result["sensitivity"] = rows
+        result["sensitivity_table"] = [{"s": s, **{r["run"]: r["mean_hamming"] for r in rows if r["s"] == s}} for s in grid]
+    if out is not None:
+        _io.write_json(out, result)
     if as_json:
-        typer.echo(json.dumps(rows if len(rows) > 1 else rows[0]))
+        typer.echo(json.dumps(result["metrics"][0] if list(result) == ["metrics"] and len(runs) == 1 else result))
         return
-    cols = ["run", "protocol", "bits", *[k for k in rows[0] if k.startswith(("map", "p_at"))]]
-    typer.echo(results_table(rows, cols), nl=False)
+    if "metrics" in result:
+        rows = result["metrics"]
+        typer.echo(results_table(rows, ["run", "protocol", "bits", *[k for k in rows[0] if k.startswith(("map", "p_at"))]]), nl=False)
+    if "robustness_table" in result:
+        typer.echo(f"mAP@K per deformation of the queries (seed {seed}):")
+        typer.echo(results_table(result["robustness_table"], ["deformation", *names]), nl=False)
+    if "sensitivity_table" in result:
+        typer.echo("mean Hamming distance between clean and transformed query codes:")
+        typer.echo(results_table(result["sensitivity_table"], ["s", *names]), nl=False)
+
+
+def _s_grid(text: str) -> tuple[float, ...]:
+    try:
+        grid = tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise CLIError(f"--sensitivity must be 'default' or comma-separated numbers in (0, 1], got {text!r}") from None
+    if not grid or any(not 0 < s <= 1 for s in grid):
+        raise CLIError(f"--sensitivity values must lie in (0, 1], got {text!r}")
+    return grid
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="trained run folders")],
+    out: Annotated[Path, typer.Option(help="folder for report.html, report.md and the figures")] = Path("report"),
+    deformations: Annotated[str, typer.Option(help="all, a comma list, or none-at-all: '' (robustness table)")] = "all",
+    sensitivity: Annotated[str, typer.Option(help="'default', a comma list of s, or '' to skip")] = "default",
+    seed: Annotated[int, typer.Option(help="seed of the deformations, transformations and example queries")] = 0,
+    title: Annotated[str, typer.Option(help="the report's title")] = "hashdistill report",
+) -> None:
+    """Write an HTML (self-contained) and Markdown report of trained runs: metrics, robustness, PR and
+    P@top-M curves, proxy heatmaps, code histograms, sensitivity curves, example queries."""
+    from .deform import parse_deformations
+    from .report import write_report
+    from .robustness import SENSITIVITY_GRID
+
+    defs = parse_deformations(deformations) if deformations else None
+    grid = (SENSITIVITY_GRID if sensitivity == "default" else _s_grid(sensitivity)) if sensitivity else None
+    paths = write_report(runs, out, defs, grid, seed, title)
+    typer.echo(f"wrote {paths['html']} and {paths['md']}")
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .labels import similarity
+from .labels import balance_weights, similarity
 
 
 def normalised_hamming(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -30,8 +30,7 @@ class DCH(nn.Module):
     def forward(self, h: torch.Tensor, h_s: torch.Tensor | None, y: torch.Tensor, proxies=None) -> dict[str, torch.Tensor]:
         k = h.shape[1]
         s = similarity(y, y)
-        n_pos, n_all = s.sum(), s.numel()
-        w = torch.where(s > 0, n_all / n_pos.clamp_min(1), n_all / (n_all - n_pos).clamp_min(1))
+        w = balance_weights(s)
         d = normalised_hamming(h, h).clamp_min(k / 2 * 0.01)
         pair = (w * (s * torch.log(d / self.gamma) + torch.log1p(self.gamma / d))).mean()
         d_q = normalised_hamming(h.abs(), torch.ones(1, k, device=h.device)).squeeze(1)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .dhn import pair_nll
-from .labels import similarity
+from .labels import balance_weights, similarity
 
 
 class HashNet(nn.Module):
@@ -36,7 +36,6 @@ class HashNet(nn.Module):
     def forward(self, z: torch.Tensor, z_s: torch.Tensor | None, y: torch.Tensor, proxies=None) -> dict[str, torch.Tensor]:
         h = torch.tanh(self.beta * z)
         s = similarity(y, y)
-        n_pos, n_all = s.sum(), s.numel()
-        w = torch.where(s > 0, n_all / n_pos.clamp_min(1), n_all / (n_all - n_pos).clamp_min(1))
+        w = balance_weights(s)
         pair = (w * pair_nll(self.alpha * h @ h.T, s)).sum() / w.sum()
         return {"loss": pair, "pair": pair, "beta": torch.tensor(self.beta)}

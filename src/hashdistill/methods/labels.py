@@ -13,6 +13,12 @@ def similarity(y_a: torch.Tensor, y_b: torch.Tensor) -> torch.Tensor:
     return ((y_a.float() @ y_b.float().T) > 0).float()
 
 
+def balance_weights(s: torch.Tensor) -> torch.Tensor:
+    """HashNet's and DCH's pair weights: |S| / |S_1| on similar pairs, |S| / |S_0| on dissimilar ones."""
+    n_pos, n_all = s.sum(), s.numel()
+    return torch.where(s > 0, n_all / n_pos.clamp_min(1), n_all / (n_all - n_pos).clamp_min(1))
+
+
 def label_codes(y: torch.Tensor, codes: torch.Tensor, ties: torch.Tensor) -> torch.Tensor:
     """Each item's target code in {-1, +1}^K from per-class codes: its class's code, or for multi-hot rows
     sign(sum of its classes' codes) with zero sums taken from ``ties`` (CSQ's multi-label centroid)."""

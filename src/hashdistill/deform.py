@@ -1,0 +1,94 @@
+"""Unseen deformations applied to queries at evaluation time only (DHD's Table 4), seeded.
+
+Every deformation takes a whole batch of images (uint8 ``(N, H, W)`` / ``(N, C, H, W)`` or float in [0, 1])
+and returns float ``(N, C, H, W)`` in [0, 1]; a run's clean transform then resizes and normalises it. The
+random parameters are drawn per image from ``numpy.random.default_rng([seed, index of the deformation])``
+for the whole set at once (call it on all the queries): the same seed gives the same images. Parameters:
+
+| name | what | parameters |
+|---|---|---|
+| none | the clean query | - |
+| cutout | one square set to 0 | side = half the image side, position uniform (inside the image) |
+| dropout | pixel dropout | each pixel (all channels) set to 0 with p = 0.2 |
+| zoom_in | centre zoom | x1.5 (the central 2/3 resized to the full side) |
+| zoom_out | shrink and pad with 0 | x0.6 |
+| rotation | about the centre, zero padding | angle uniform in +-[15, 45] degrees |
+| shear | horizontal shear, zero padding | angle uniform in +-[10, 30] degrees |
+| noise | additive Gaussian noise, clipped to [0, 1] | sigma = 0.1 |
+"""
+
+from __future__ import annotations
+
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DEFORMATIONS = ("none", "cutout", "dropout", "zoom_in", "zoom_out", "rotation", "shear", "noise")
+
+
+def _as_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    x = torch.as_tensor(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+
+
+def _affine(x: torch.Tensor, theta: np.ndarray) -> torch.Tensor:
+    """Warp each image by its 2x3 ``theta`` (output -> input coordinates in [-1, 1]), zero padding."""
+    grid = F.affine_grid(torch.as_tensor(theta, dtype=x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _signed(rng: np.random.Generator, n: int, low: float, high: float) -> np.ndarray:
+    return rng.uniform(low, high, n) * rng.choice([-1.0, 1.0], n)
+
+
+def deform(images: np.ndarray | torch.Tensor, name: str, seed: int = 0) -> torch.Tensor:
+    """The batch with deformation ``name`` (one of ``DEFORMATIONS``) applied, float in [0, 1]."""
+    if name not in DEFORMATIONS:
+        raise ValueError(f"unknown deformation {name!r}; known: {', '.join(DEFORMATIONS)}")
+    x = _as_float(images)
+    n, _, h, w = x.shape
+    rng = np.random.default_rng([seed, DEFORMATIONS.index(name)])
+    eye = np.tile(np.array([[1.0, 0, 0], [0, 1.0, 0]]), (n, 1, 1))
+    if name == "none":
+        return x
+    if name == "cutout":
+        side = min(h, w) // 2
+        top, left = rng.integers(0, h - side + 1, n), rng.integers(0, w - side + 1, n)
+        rows, cols = torch.arange(h)[None, :, None], torch.arange(w)[None, None, :]
+        t, lft = torch.as_tensor(top)[:, None, None], torch.as_tensor(left)[:, None, None]
+        inside = (rows >= t) & (rows < t + side) & (cols >= lft) & (cols < lft + side)
+        return x.masked_fill(inside[:, None], 0.0)
+    if name == "dropout":
+        keep = torch.as_tensor(rng.random((n, 1, h, w)) >= 0.2)
+        return x * keep
+    if name in ("zoom_in", "zoom_out"):
+        scale = 1.5 if name == "zoom_in" else 0.6
+        return _affine(x, eye / scale)
+    if name == "rotation":
+        a = np.radians(_signed(rng, n, 15, 45))
+        theta = np.stack([np.stack([np.cos(a), -np.sin(a), 0 * a], 1), np.stack([np.sin(a), np.cos(a), 0 * a], 1)], 1)
+        return _affine(x, theta)
+    if name == "shear":
+        theta = eye.copy()
+        theta[:, 0, 1] = np.tan(np.radians(_signed(rng, n, 10, 30)))
+        return _affine(x, theta)
+    noise = torch.as_tensor(rng.standard_normal(x.shape), dtype=x.dtype) * 0.1  # "noise"
+    return (x + noise).clamp(0, 1)
+
+
+def parse_deformations(text: str) -> list[str]:
+    """``all`` or a comma list -> deformation names (unknown names fail naming them)."""
+    names = list(DEFORMATIONS) if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in names if t not in DEFORMATIONS]
+    if unknown or not names:
+        bad = ", ".join(unknown) if unknown else repr(text)
+        raise ValueError(f"unknown deformation(s) {bad}; known: all, {', '.join(DEFORMATIONS)}")
+    return names
+
+
+__all__ = ["DEFORMATIONS", "deform", "parse_deformations"]

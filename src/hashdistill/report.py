@@ -1,0 +1,174 @@
+"""One report for several trained runs: ``write_report(runs, out_dir)`` writes ``report.html`` (self-contained:
+every picture inlined) and ``report.md`` (pictures as files beside it) with the metrics table, the
+robustness table, PR and P@top-M curves, proxy heatmaps, per-bit histograms of h, the sensitivity curves
+and a grid of example queries with their top-10 results (relevant ones framed green, others red)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from . import _io, plots
+from .codes import hamming, load_codes
+from .evaluate import results_table
+from .metrics import precision_at_k, precision_recall_curve
+from .robustness import LoadedRun, encode_batch, robustness, sensitivity
+
+TOP_M = (1, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000)
+
+
+def _relevant(q_label: np.ndarray, db_labels: np.ndarray) -> np.ndarray:
+    if db_labels.ndim == 1:
+        return db_labels == q_label
+    return (db_labels.astype(np.int64) @ np.asarray(q_label, np.int64)) > 0
+
+
+def _thumb(image: np.ndarray, size: int, colour: tuple[int, int, int] | None) -> Image.Image:
+    img = Image.fromarray(image if image.ndim == 2 else np.moveaxis(image, 0, -1) if image.shape[0] in (1, 3) else image)
+    img = img.convert("RGB").resize((size, size), Image.NEAREST)
+    return ImageOps.expand(img, border=3, fill=colour or (255, 255, 255))
+
+
+def query_grid(run: LoadedRun, path: Path, n_queries: int = 6, k: int = 10, size: int = 56, seed: int = 0) -> Path:
+    """A PNG: ``n_queries`` seeded example queries (first column, white frame) and their top-``k`` database
+    images by Hamming distance (green frame: relevant, red: not)."""
+    qcodes, _, _ = load_codes(run.dir / "codes-query.npz")
+    picks = np.sort(np.random.default_rng(seed).choice(len(qcodes), min(n_queries, len(qcodes)), replace=False))
+    db_images = run.data.database.images
+    rows = []
+    for i in picks:
+        d = hamming(qcodes[i : i + 1], run.database)[0]
+        top = np.argsort(d, kind="stable")[:k]
+        rel = _relevant(run.data.query.labels[i], run.data.database.labels[top])
+        cells = [_thumb(np.asarray(run.data.query.images[i]), size, None)]
+        cells += [_thumb(np.asarray(db_images[j]), size, (40, 160, 60) if r else (200, 40, 40)) for j, r in zip(top, rel)]
+        rows.append(cells)
+    cell = rows[0][0].size[0] + 4
+    grid = Image.new("RGB", (cell * (k + 1), cell * len(rows)), (255, 255, 255))
+    for r, cells in enumerate(rows):
+        for c, img in enumerate(cells):
+            grid.paste(img, (c * cell + 2, r * cell + 2))
+    _io.atomic_write(path, lambda f: grid.save(f, format="PNG"))
+    return path
+
+
+def _curves(run: LoadedRun) -> tuple[tuple[np.ndarray, np.ndarray], tuple[list[int], np.ndarray]]:
+    q, _, _ = load_codes(run.dir / "codes-query.npz")
+    ql, dbl = run.data.query.labels, run.data.database.labels
+    ms = [m for m in TOP_M if m <= len(run.database)]
+    return precision_recall_curve(q, run.database, ql, dbl), (ms, precision_at_k(q, run.database, ql, dbl, ks=ms))
+
+
+def _inline(path: Path) -> str:
+    mime = "image/svg+xml" if path.suffix == ".svg" else "image/png"
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
+
+
+def write_report(
+    runs: list[str | os.PathLike], out_dir: str | os.PathLike, deformations: list[str] | None = None,
+    sensitivity_grid: tuple[float, ...] | None = None, seed: int = 0, title: str = "hashdistill report",
+) -> dict[str, Path]:  # fmt: skip
+    """Write the report for ``runs`` into ``out_dir``; returns the paths of ``html`` and ``md``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    loaded = [LoadedRun(r) for r in runs]
+    names = [r.name for r in loaded]
+    if len(set(names)) != len(names):
+        raise ValueError(f"runs must have distinct folder names, got {', '.join(names)}")
+    sections: list[tuple[str, str, list[Path]]] = []  # (heading, markdown text, pictures)
+
+    metrics = []
+    for r in loaded:
+        m = json.loads((r.dir / "metrics.json").read_text()) if (r.dir / "metrics.json").is_file() else {}
+        metrics.append({"run": r.name, "method": r.cfg["method"], "bits": r.cfg["bits"], "sdh": r.cfg.get("sdh", False),
+                        **{k: v for k, v in m.items() if k.startswith(("map", "p_at"))}})  # fmt: skip
+    cols = list(dict.fromkeys(k for m in metrics for k in m))
+    sections.append(("Metrics", results_table(metrics, cols), []))
+
+    if deformations:
+        rows = robustness(runs, deformations, seed)
+        table = [{"deformation": d, **{row["run"]: row["map"] for row in rows if row["deformation"] == d}} for d in deformations]
+        text = f"mAP@{loaded[0].data.topk} with each deformation applied to the queries only (seed {seed}).\n\n"
+        sections.append(("Robustness to unseen deformations", text + results_table(table, ["deformation", *names]), []))
+    pr, topm = {}, {}
+    for r in loaded:
+        pr[r.name], topm[r.name] = _curves(r)
+    pictures = plots.pr_curves(pr, out / "pr-curves") + plots.topm_curves(topm, out / "topm-curves")
+    sections.append(("Precision-recall and P@top-M", "", [p for p in pictures if p.suffix == ".png"]))
+    if sensitivity_grid:
+        rows = sensitivity(runs, sensitivity_grid, seed)
+        pictures = plots.sensitivity_curves(rows, out / "sensitivity")
+        sections.append(("Sensitivity to transformations", "Mean Hamming distance between each query's clean code and "
+                         "its code under the run's teacher group with every probability scaled by s.", pictures[:1]))  # fmt: skip
+    for r in loaded:
+        pictures = []
+        proxies = torch.load(r.dir / "checkpoint.pt", map_location="cpu", weights_only=False)["model"].get("proxies")
+        if proxies is not None:
+            pictures += plots.proxy_heatmap(proxies.float().numpy(), r.data.class_names, out / f"{r.name}-proxies")[:1]
+        h = encode_batch(r.model, r.clean, r.queries)
+        pictures += plots.bit_histograms(h, out / f"{r.name}-bits", title=f"{r.name}: continuous codes h of the queries")[:1]
+        pictures.append(query_grid(r, out / f"{r.name}-queries.png", seed=seed))
+        sections.append((f"Run {r.name}", "Proxy similarity (where the method has proxies), per-bit histograms of h, and "
+                         "example queries (first column) with their top-10 results: green relevant, red not.", pictures))  # fmt: skip
+
+    md = [f"# {title}", ""]
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    for heading, text, pics in sections:
+        md += [f"## {heading}", "", text, "", *[f"![{p.stem}]({p.name})" for p in pics], ""]
+        body.append(f"<h2>{html.escape(heading)}</h2>")
+        body.append(_markdown_table_html(text))
+        body += [f'<img alt="{html.escape(p.stem)}" src="{_inline(p)}">' for p in pics]
+    page = _PAGE.format(title=html.escape(title), body="\n".join(body))
+    paths = {"html": out / "report.html", "md": out / "report.md"}
+    _io.write_text(paths["html"], page)
+    _io.write_text(paths["md"], "\n".join(md))
+    return paths
+
+
+def _markdown_table_html(text: str) -> str:
+    """The report's Markdown (paragraphs and pipe tables) as HTML."""
+    out, table = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            if not set(line) <= set("|-: "):
+                table.append([html.escape(c.strip()) for c in line.strip("|").split("|")])
+            continue
+        if table:
+            head, *rest = table
+            out.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rest) + "</table>")  # fmt: skip
+            table = []
+        if line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    return "\n".join(out)
+
+
+# the script records how many images decoded (data-images="loaded/total"), for headless checks
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1100px; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }}
+td, th {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
+img {{ max-width: 100%; display: block; margin: 0.5em 0; }}
+</style></head>
+<body>
+{body}
+<script>
+window.addEventListener("load", () => {{
+  const imgs = Array.from(document.images);
+  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.body.dataset.images = ok + "/" + imgs.length;
+}});
+</script>
+</body></html>
+"""
+
+__all__ = ["query_grid", "write_report"]

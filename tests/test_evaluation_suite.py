@@ -1,0 +1,125 @@
+"""Deformations, robustness and sensitivity on a trained run, the plots' files, and the report rendered
+in headless Chromium."""
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hashdistill import plots
+from hashdistill.cli import app
+from hashdistill.config import load_config
+from hashdistill.deform import DEFORMATIONS, deform, parse_deformations
+from hashdistill.report import write_report
+from hashdistill.robustness import robustness, sensitivity
+from hashdistill.train import train
+
+TINY = ["limit_train=600", "limit_query=100", "limit_database=1500", "batch_size=100", "bits=16", "epochs=8",
+        "crop_scale=[0.5,1.0]", "lr=1e-3", "num_threads=2", "mode=cached", "backbone=mobilenet_v2",
+        "pretrained=true", "input_size=32", "views=2", "backbone_lr_mult=0"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two small DHD runs on real Fashion-MNIST (cached MobileNetV2 features): with SdH (dhd) and without."""
+    root = tmp_path_factory.mktemp("runs")
+    out = []
+    for method in ("dhd", "dhd-hp-bceq"):
+        cfg = load_config(None, TINY + [f"name={method}", f"method={method}"])
+        train(cfg, root / method, progress=False)
+        out.append(root / method)
+    return out
+
+
+@pytest.mark.parametrize("name", DEFORMATIONS)
+def test_each_deformation_is_seeded_and_stays_in_range(fmnist, name):
+    images = fmnist.images[fmnist.query[:16]]
+    a = deform(images, name, seed=3)
+    assert a.shape == (16, 1, 28, 28) and a.dtype == torch.float32 and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, deform(images, name, seed=3))
+    clean = torch.as_tensor(images[:, None]).float() / 255
+    if name == "none":
+        assert torch.equal(a, clean)
+        return
+    assert not torch.equal(a, clean)
+    if name not in ("zoom_in", "zoom_out"):  # the zooms draw nothing at random
+        assert not torch.equal(a, deform(images, name, seed=4))
+
+
+def test_zoom_and_parse():
+    x = torch.zeros(1, 1, 30, 30)
+    x[:, :, 10:20, 10:20] = 1.0  # a centred square grows when zoomed in and shrinks when zoomed out
+    assert deform(x, "zoom_in").sum() > x.sum() > deform(x, "zoom_out").sum()
+    assert parse_deformations("all") == list(DEFORMATIONS)
+    with pytest.raises(ValueError, match="unknown deformation"):
+        parse_deformations("none,blur")
+
+
+def test_robustness_and_sensitivity_on_trained_runs(runs):
+    rows = robustness(runs, ["none", "noise", "rotation"], seed=0)
+    assert [(r["run"], r["deformation"]) for r in rows][:3] == [("dhd", "none"), ("dhd", "noise"), ("dhd", "rotation")]
+    clean = {r["run"]: r["map"] for r in rows if r["deformation"] == "none"}
+    assert all(0.3 < v <= 1 for v in clean.values())  # chance is about 0.1
+    assert robustness(runs[:1], ["rotation"], seed=0)[0]["map"] == rows[2]["map"]  # seeded
+    sens = sensitivity(runs[:1], (0.25, 1.0), seed=0)
+    assert [r["s"] for r in sens] == [0.25, 1.0]
+    assert 0 <= sens[0]["mean_hamming"] <= sens[1]["mean_hamming"] <= 16  # stronger transforms move codes more
+
+
+def test_plots_write_png_and_svg(tmp_path):
+    rng = np.random.default_rng(0)
+    made = []
+    made += plots.pr_curves({"a": (np.linspace(1, 0.2, 17), np.linspace(0, 1, 17))}, tmp_path / "pr")
+    made += plots.topm_curves({"a": ([1, 10, 100], np.array([1.0, 0.9, 0.8]))}, tmp_path / "topm")
+    made += plots.proxy_heatmap(rng.normal(size=(4, 16)), ["a", "b", "c", "d"], tmp_path / "proxies")
+    made += plots.bit_histograms(np.tanh(rng.normal(size=(100, 16))), tmp_path / "bits")
+    made += plots.sensitivity_curves([{"run": "a", "s": 0.5, "mean_hamming": 1.0}, {"run": "a", "s": 1.0, "mean_hamming": 2.0}], tmp_path / "sens")
+    assert sorted(p.name for p in made) == sorted(f"{s}.{e}" for s in ("pr", "topm", "proxies", "bits", "sens") for e in ("png", "svg"))
+    for p in made:
+        head = p.read_bytes()[:200]
+        assert head.startswith(b"\x89PNG") if p.suffix == ".png" else b"<svg" in p.read_bytes()[:2000] or b"<?xml" in head
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_report_renders_in_headless_chromium(runs, tmp_path):
+    paths = write_report(runs, tmp_path / "report", deformations=["none", "cutout"], sensitivity_grid=(0.5, 1.0))
+    page = paths["html"].read_text()
+    n_images = page.count("<img ")
+    assert n_images >= 9 and "Robustness to unseen deformations" in page and "cutout" in page
+    md = paths["md"].read_text()
+    for name in ("pr-curves.png", "topm-curves.png", "sensitivity.png", "dhd-proxies.png", "dhd-queries.png"):
+        assert f"]({name})" in md and (tmp_path / "report" / name).is_file()
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no Chromium here (make test installs Debian's chromium when run as root)")
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000", "--window-size=1200,3000"]
+    dom = subprocess.run([*cmd, "--dump-dom", paths["html"].as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert f'data-images="{n_images}/{n_images}"' in dom  # every picture decoded
+    shot = tmp_path / "shot.png"
+    subprocess.run([*cmd, f"--screenshot={shot}", paths["html"].as_uri()], capture_output=True, timeout=120)
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.std() > 10  # not a blank page
+
+
+def test_cli_evaluate_deformations_and_report(runs, tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(app, ["evaluate", str(runs[0]), str(runs[1]), "--deformations", "none,dropout", "--sensitivity", "0.5,1.0",
+                            "--out", str(tmp_path / "suite.json")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "dropout" in r.output and "dhd-hp-bceq" in r.output and (tmp_path / "suite.json").is_file()
+    bad = subprocess.run([sys.executable, "-m", "hashdistill", "evaluate", str(runs[0]), "--deformations", "blur"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [bad.stderr.strip()]
+    assert "unknown deformation(s) blur" in bad.stderr
+    r = runner.invoke(app, ["report", str(runs[0]), "--out", str(tmp_path / "rep")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "rep" / "report.html").is_file()
