@@ -23,7 +23,7 @@ from hashdistill.config import load_config
 from hashdistill.deform import DEFORMATIONS
 from hashdistill.evaluate import git_commit, results_table
 from hashdistill.report import write_report
-from hashdistill.robustness import SENSITIVITY_GRID, robustness, sensitivity
+from hashdistill.robustness import SENSITIVITY_GRID, LoadedRun, robustness, sensitivity
 from hashdistill.train import train
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -51,10 +51,11 @@ def main(argv: list[str] | None = None) -> int:
             train(cfg, run_dir, progress=False)
         runs.append(run_dir)
     protocol = cfg["protocol"]
+    loaded = [LoadedRun(r) for r in runs]
     print("deformations ...", flush=True)
-    rob = robustness(runs, list(DEFORMATIONS), args.seed)
+    rob = robustness(loaded, list(DEFORMATIONS), args.seed)
     print("sensitivity ...", flush=True)
-    sens = sensitivity(runs, SENSITIVITY_GRID, args.seed)
+    sens = sensitivity(loaded, SENSITIVITY_GRID, args.seed)
     names = list(VARIANTS)
     table4 = [{"deformation": d, **{r["run"]: r["map"] for r in rob if r["deformation"] == d}} for d in DEFORMATIONS]
     for row in table4:
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         row["SdH gain vs T_S"] = row["dhd"] - row["dhd-hp-bceq-ts"]
     fig6 = [{"s": s, **{r["run"]: r["mean_hamming"] for r in sens if r["s"] == s}} for s in SENSITIVITY_GRID]
     stem = f"robustness-{protocol}"
-    report = write_report(runs, args.out_dir / stem, list(DEFORMATIONS), SENSITIVITY_GRID, args.seed,
+    report = write_report(loaded, args.out_dir / stem, list(DEFORMATIONS), SENSITIVITY_GRID, args.seed,
                           title=f"DHD with and without SdH on {protocol}, {args.bits} bits")  # fmt: skip
     command = "python benchmarks/" + " ".join(shlex.quote(a) for a in [Path(__file__).name, *(argv or sys.argv[1:])])
     result = {

@@ -19,7 +19,7 @@ from . import _io, plots
 from .codes import hamming, load_codes
 from .evaluate import results_table
 from .metrics import precision_at_k, precision_recall_curve
-from .robustness import LoadedRun, encode_batch, robustness, sensitivity
+from .robustness import LoadedRun, encode_batch, loaded_run, robustness, sensitivity
 
 TOP_M = (1, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000)
 
@@ -31,7 +31,9 @@ def _relevant(q_label: np.ndarray, db_labels: np.ndarray) -> np.ndarray:
 
 
 def _thumb(image: np.ndarray, size: int, colour: tuple[int, int, int] | None) -> Image.Image:
-    img = Image.fromarray(image if image.ndim == 2 else np.moveaxis(image, 0, -1) if image.shape[0] in (1, 3) else image)
+    if image.ndim == 3 and image.shape[0] in (1, 3):  # (C, H, W) -> (H, W, C)
+        image = np.moveaxis(image, 0, -1).squeeze()
+    img = Image.fromarray(image)
     img = img.convert("RGB").resize((size, size), Image.NEAREST)
     return ImageOps.expand(img, border=3, fill=colour or (255, 255, 255))
 
@@ -72,13 +74,13 @@ def _inline(path: Path) -> str:
 
 
 def write_report(
-    runs: list[str | os.PathLike], out_dir: str | os.PathLike, deformations: list[str] | None = None,
+    runs: list[str | os.PathLike | LoadedRun], out_dir: str | os.PathLike, deformations: list[str] | None = None,
     sensitivity_grid: tuple[float, ...] | None = None, seed: int = 0, title: str = "hashdistill report",
 ) -> dict[str, Path]:  # fmt: skip
     """Write the report for ``runs`` into ``out_dir``; returns the paths of ``html`` and ``md``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    loaded = [LoadedRun(r) for r in runs]
+    loaded = [loaded_run(r) for r in runs]
     names = [r.name for r in loaded]
     if len(set(names)) != len(names):
         raise ValueError(f"runs must have distinct folder names, got {', '.join(names)}")
@@ -93,7 +95,7 @@ def write_report(
     sections.append(("Metrics", results_table(metrics, cols), []))
 
     if deformations:
-        rows = robustness(runs, deformations, seed)
+        rows = robustness(loaded, deformations, seed)
         table = [{"deformation": d, **{row["run"]: row["map"] for row in rows if row["deformation"] == d}} for d in deformations]
         text = f"mAP@{loaded[0].data.topk} with each deformation applied to the queries only (seed {seed}).\n\n"
         sections.append(("Robustness to unseen deformations", text + results_table(table, ["deformation", *names]), []))
@@ -103,7 +105,7 @@ def write_report(
     pictures = plots.pr_curves(pr, out / "pr-curves") + plots.topm_curves(topm, out / "topm-curves")
     sections.append(("Precision-recall and P@top-M", "", [p for p in pictures if p.suffix == ".png"]))
     if sensitivity_grid:
-        rows = sensitivity(runs, sensitivity_grid, seed)
+        rows = sensitivity(loaded, sensitivity_grid, seed)
         pictures = plots.sensitivity_curves(rows, out / "sensitivity")
         sections.append(("Sensitivity to transformations", "Mean Hamming distance between each query's clean code and "
                          "its code under the run's teacher group with every probability scaled by s.", pictures[:1]))  # fmt: skip

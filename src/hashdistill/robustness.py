@@ -53,11 +53,15 @@ class LoadedRun:
         return mean_average_precision(q, self.database, self.data.query.labels, self.data.database.labels, topk=self.data.topk)
 
 
-def robustness(runs: list[str | Path], deformations: list[str], seed: int = 0) -> list[dict[str, Any]]:
+def loaded_run(run: str | Path | LoadedRun) -> LoadedRun:
+    """A run folder loaded once (a ``LoadedRun`` passes through)."""
+    return run if isinstance(run, LoadedRun) else LoadedRun(run)
+
+
+def robustness(runs: list[str | Path | LoadedRun], deformations: list[str], seed: int = 0) -> list[dict[str, Any]]:
     """One row per (run, deformation): mAP@K with that deformation applied to the queries only."""
     rows = []
-    for run_dir in runs:
-        run = LoadedRun(run_dir)
+    for run in map(loaded_run, runs):
         for name in deformations:
             value = run.query_map(deform(run.queries, name, seed))
             rows.append({"run": run.name, "deformation": name, "topk": run.data.topk, "map": value})
@@ -65,14 +69,15 @@ def robustness(runs: list[str | Path], deformations: list[str], seed: int = 0) -
 
 
 @torch.inference_mode()
-def sensitivity(runs: list[str | Path], grid: tuple[float, ...] = SENSITIVITY_GRID, seed: int = 0) -> list[dict[str, Any]]:
+def sensitivity(
+    runs: list[str | Path | LoadedRun], grid: tuple[float, ...] = SENSITIVITY_GRID, seed: int = 0
+) -> list[dict[str, Any]]:
     """One row per (run, s): the mean Hamming distance between each query's clean code and its code under
     the run's teacher group with every probability scaled by s (s = 0 is the clean view)."""
     from .train import transforms
 
     rows = []
-    for run_dir in runs:
-        run = LoadedRun(run_dir)
+    for run in map(loaded_run, runs):
         clean = encode_batch(run.model, run.clean, run.queries) >= 0  # sign(0) = +1
         for s in grid:
             tf = transforms({**run.cfg, "s_teacher": float(s)})[0].to(next(run.model.parameters()).device)
