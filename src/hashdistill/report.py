@@ -89,7 +89,9 @@ def write_report(
     metrics = []
     for r in loaded:
         m = json.loads((r.dir / "metrics.json").read_text()) if (r.dir / "metrics.json").is_file() else {}
-        metrics.append({"run": r.name, "method": r.cfg["method"], "bits": r.cfg["bits"], "sdh": r.cfg.get("sdh", False),
+        sdh = bool(r.cfg.get("sdh")) or r.cfg["method"] == "dhd"  # the switch, or DHD's own L_SdH
+        view = "T_T + T_S" if sdh else {"student": "T_S"}.get(r.cfg.get("train_view"), "T_T")
+        metrics.append({"run": r.name, "method": r.cfg["method"], "bits": r.cfg["bits"], "SdH": sdh, "views": view,
                         **{k: v for k, v in m.items() if k.startswith(("map", "p_at"))}})  # fmt: skip
     cols = list(dict.fromkeys(k for m in metrics for k in m))
     sections.append(("Metrics", results_table(metrics, cols), []))
