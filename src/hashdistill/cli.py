@@ -262,6 +262,8 @@ def evaluate(
 
     result: dict = {}
     names = [r.name for r in runs]
+    if protocol is not None and (deformations is not None or sensitivity is not None):
+        raise CLIError("--protocol applies to plain scoring; --deformations and --sensitivity use each run's own queries")
     if deformations is None and sensitivity is None:
         result["metrics"] = [evaluate_run(r, protocol) for r in runs]
     if deformations is not None:
@@ -310,7 +312,7 @@ def _s_grid(text: str) -> tuple[float, ...]:
 def report(
     runs: Annotated[list[Path], typer.Argument(help="trained run folders")],
     out: Annotated[Path, typer.Option(help="folder for report.html, report.md and the figures")] = Path("report"),
-    deformations: Annotated[str, typer.Option(help="all, a comma list, or none-at-all: '' (robustness table)")] = "all",
+    deformations: Annotated[str, typer.Option(help="all, a comma list, or '' to skip the robustness table")] = "all",
     sensitivity: Annotated[str, typer.Option(help="'default', a comma list of s, or '' to skip")] = "default",
     seed: Annotated[int, typer.Option(help="seed of the deformations, transformations and example queries")] = 0,
     title: Annotated[str, typer.Option(help="the report's title")] = "hashdistill report",
