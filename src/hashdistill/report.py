@@ -16,7 +16,7 @@ import torch
 from PIL import Image, ImageOps
 
 from . import _io, plots
-from .codes import hamming, load_codes
+from .codes import hamming
 from .evaluate import results_table
 from .metrics import precision_at_k, precision_recall_curve
 from .robustness import LoadedRun, encode_batch, loaded_run, robustness, sensitivity
@@ -41,7 +41,7 @@ def _thumb(image: np.ndarray, size: int, colour: tuple[int, int, int] | None) ->
 def query_grid(run: LoadedRun, path: Path, n_queries: int = 6, k: int = 10, size: int = 56, seed: int = 0) -> Path:
     """A PNG: ``n_queries`` seeded example queries (first column, white frame) and their top-``k`` database
     images by Hamming distance (green frame: relevant, red: not)."""
-    qcodes, _, _ = load_codes(run.dir / "codes-query.npz")
+    qcodes = run.query_codes
     picks = np.sort(np.random.default_rng(seed).choice(len(qcodes), min(n_queries, len(qcodes)), replace=False))
     db_images = run.data.database.images
     rows = []
@@ -62,7 +62,7 @@ def query_grid(run: LoadedRun, path: Path, n_queries: int = 6, k: int = 10, size
 
 
 def _curves(run: LoadedRun) -> tuple[tuple[np.ndarray, np.ndarray], tuple[list[int], np.ndarray]]:
-    q, _, _ = load_codes(run.dir / "codes-query.npz")
+    q = run.query_codes
     ql, dbl = run.data.query.labels, run.data.database.labels
     ms = [m for m in TOP_M if m <= len(run.database)]
     return precision_recall_curve(q, run.database, ql, dbl), (ms, precision_at_k(q, run.database, ql, dbl, ks=ms))

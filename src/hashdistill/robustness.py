@@ -37,11 +37,18 @@ class LoadedRun:
         self.cfg, self.model, self.clean = load_run(self.dir)
         self.data = load_training_data(self.cfg)
         self.queries = take(self.data.query.images, np.arange(len(self.data.query)))
-        saved = self.dir / "codes-database.npz"
+        self.query_codes = self._codes("query", self.queries)  # of the clean queries, packed
+        self.database = self._codes("database", None)
+
+    def _codes(self, part: str, images: torch.Tensor | None) -> np.ndarray:
+        """The run's saved packed codes of a split, or its images encoded when none match the split."""
+        split = self.data.query if part == "query" else self.data.database
+        saved = self.dir / f"codes-{part}.npz"
         codes, ids, _ = load_codes(saved) if saved.is_file() else (None, None, None)
-        if codes is None or not np.array_equal(ids, self.data.database.ids):
-            codes = pack(encode_batch(self.model, self.clean, take(self.data.database.images, np.arange(len(self.data.database)))))
-        self.database = codes
+        if codes is None or not np.array_equal(ids, split.ids):
+            images = take(split.images, np.arange(len(split))) if images is None else images
+            codes = pack(encode_batch(self.model, self.clean, images))
+        return codes
 
     @property
     def name(self) -> str:
