@@ -19,7 +19,7 @@ from . import _io, plots
 from .codes import hamming
 from .evaluate import results_table
 from .metrics import precision_at_k, precision_recall_curve
-from .robustness import LoadedRun, encode_batch, loaded_run, robustness, sensitivity
+from .robustness import LoadedRun, loaded_run, robustness, sensitivity
 
 TOP_M = (1, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000)
 
@@ -116,8 +116,7 @@ def write_report(
         proxies = torch.load(r.dir / "checkpoint.pt", map_location="cpu", weights_only=False)["model"].get("proxies")
         if proxies is not None:
             pictures += plots.proxy_heatmap(proxies.float().numpy(), r.data.class_names, out / f"{r.name}-proxies")[:1]
-        h = encode_batch(r.model, r.clean, r.queries)
-        pictures += plots.bit_histograms(h, out / f"{r.name}-bits", title=f"{r.name}: continuous codes h of the queries")[:1]
+        pictures += plots.bit_histograms(r.query_h, out / f"{r.name}-bits", title=f"{r.name}: continuous codes h of the queries")[:1]
         pictures.append(query_grid(r, out / f"{r.name}-queries.png", seed=seed))
         sections.append((f"Run {r.name}", "Proxy similarity (where the method has proxies), per-bit histograms of h, and "
                          "example queries (first column) with their top-10 results: green relevant, red not.", pictures))  # fmt: skip

@@ -4,51 +4,46 @@ run's saved ones."""
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from .codes import load_codes, pack
 from .datasets import load_training_data, take
 from .deform import deform
 from .metrics import mean_average_precision
+from .train import encode_batch, encode_images, load_run, transforms
 
 SENSITIVITY_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-
-
-@torch.inference_mode()
-def encode_batch(model: nn.Module, transform: nn.Module, x: torch.Tensor, batch: int = 256) -> np.ndarray:
-    """Continuous codes of a batch of images (uint8 or float in [0, 1]) through ``transform`` and ``model``."""
-    device = next(model.parameters()).device
-    chunks = [model(transform(x[a : a + batch].to(device))).float().cpu() for a in range(0, len(x), batch)]
-    return torch.cat(chunks).numpy()
 
 
 class LoadedRun:
     """A trained run ready to encode its protocol's queries: config, model, clean transform, database codes."""
 
     def __init__(self, run_dir: str | Path) -> None:
-        from .train import load_run
-
         self.dir = Path(run_dir)
         self.cfg, self.model, self.clean = load_run(self.dir)
         self.data = load_training_data(self.cfg)
         self.queries = take(self.data.query.images, np.arange(len(self.data.query)))
-        self.query_codes = self._codes("query", self.queries)  # of the clean queries, packed
-        self.database = self._codes("database", None)
+        self.query_codes = self._codes("query")  # of the clean queries, packed
+        self.database = self._codes("database")
 
-    def _codes(self, part: str, images: torch.Tensor | None) -> np.ndarray:
-        """The run's saved packed codes of a split, or its images encoded when none match the split."""
+    def _codes(self, part: str) -> np.ndarray:
+        """The run's saved packed codes of a split, or the split encoded when none match it."""
         split = self.data.query if part == "query" else self.data.database
         saved = self.dir / f"codes-{part}.npz"
         codes, ids, _ = load_codes(saved) if saved.is_file() else (None, None, None)
         if codes is None or not np.array_equal(ids, split.ids):
-            images = take(split.images, np.arange(len(split))) if images is None else images
-            codes = pack(encode_batch(self.model, self.clean, images))
+            codes = pack(encode_images(self.model, self.clean, split.images))
         return codes
+
+    @cached_property
+    def query_h(self) -> np.ndarray:
+        """Continuous codes h of the clean queries (encoded once)."""
+        return encode_batch(self.model, self.clean, self.queries)
 
     @property
     def name(self) -> str:
@@ -81,11 +76,9 @@ def sensitivity(
 ) -> list[dict[str, Any]]:
     """One row per (run, s): the mean Hamming distance between each query's clean code and its code under
     the run's teacher group with every probability scaled by s (s = 0 is the clean view)."""
-    from .train import transforms
-
     rows = []
     for run in map(loaded_run, runs):
-        clean = encode_batch(run.model, run.clean, run.queries) >= 0  # sign(0) = +1
+        clean = run.query_h >= 0  # sign(0) = +1
         for s in grid:
             tf = transforms({**run.cfg, "s_teacher": float(s)})[0].to(next(run.model.parameters()).device)
             torch.manual_seed(seed)

@@ -37,7 +37,6 @@ from .metrics import mean_average_precision
 from .model import HashModel
 
 
-
 def _device(cfg: dict[str, Any]) -> str:
     if cfg["device"] == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -382,10 +381,14 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[dict[str,
 
 
 @torch.inference_mode()
-def encode_images(model: HashModel, clean: nn.Module, images: Any, batch: int = 256, progress: bool = False) -> np.ndarray:
-    """Continuous codes of images (uint8 arrays or ``ListImages``) through a run's model."""
-    out = []
+def encode_batch(model: nn.Module, transform: nn.Module, x: torch.Tensor, batch: int = 256) -> np.ndarray:
+    """Continuous codes of an in-memory batch of images (uint8 or float in [0, 1]) through ``transform`` and ``model``."""
     device = next(model.parameters()).device
-    for a in tqdm(range(0, len(images), batch), disable=not progress, leave=False, desc="encoding"):
-        out.append(model(clean(take(images, np.arange(a, min(a + batch, len(images)))).to(device))).float().cpu())
-    return torch.cat(out).numpy()
+    chunks = [model(transform(x[a : a + batch].to(device))).float().cpu() for a in range(0, len(x), batch)]
+    return torch.cat(chunks).numpy()
+
+
+def encode_images(model: HashModel, clean: nn.Module, images: Any, batch: int = 256, progress: bool = False) -> np.ndarray:
+    """Continuous codes of images (uint8 arrays or ``ListImages``, read batch by batch) through a run's model."""
+    starts = tqdm(range(0, len(images), batch), disable=not progress, leave=False, desc="encoding")
+    return np.concatenate([encode_batch(model, clean, take(images, np.arange(a, min(a + batch, len(images)))), batch) for a in starts])
