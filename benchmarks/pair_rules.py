@@ -2,13 +2,17 @@
 training images (ground truth read for this measurement only). It chose the default rule.
 
     python benchmarks/pair_rules.py --protocol fmnist-1k --features mobilenet_v2@64/14
+    python benchmarks/pair_rules.py --protocol fmnist-1k --features mobilenet_v2@64/14,mobilenet_v2@128/14 --center
 
-Writes ``benchmarks/results/pair-rules-<protocol>.{json,md}``.
+Several comma-separated feature sets are combined as DistillHash combines them (``pair_features``: each
+mean-centred with ``--center``, unit rows, concatenated). Writes ``benchmarks/results/pair-rules-<protocol>.{json,md}``,
+keeping the rows of other feature sets.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -19,7 +23,8 @@ import numpy as np
 from hashdistill import _io
 from hashdistill.data import PROTOCOLS, load_protocol
 from hashdistill.evaluate import git_commit, results_table, split_features
-from hashdistill.pairs import InitialPairs, knn_graph, normalise, purity
+from hashdistill.methods.distillhash import pair_features
+from hashdistill.pairs import InitialPairs, knn_graph, purity
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RULES = [
@@ -32,12 +37,14 @@ RULES = [
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--protocol", default="fmnist-1k", choices=list(PROTOCOLS))
-    ap.add_argument("--features", default="mobilenet_v2@64/14", help="pixels or BACKBONE@SIZE[/BLOCK]")
+    ap.add_argument("--features", default="mobilenet_v2@64/14", help="pixels or BACKBONE@SIZE[/BLOCK], comma-separated")
+    ap.add_argument("--center", action="store_true", help="mean-centre each feature set (DistillHash's pairs.center)")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
 
     p = load_protocol(args.protocol)
-    f = normalise(split_features(p, "train", args.features))
+    f = pair_features([split_features(p, "train", spec) for spec in args.features.split(",")], args.center)
+    features = args.features.replace(",", " + ") + (" (centred)" if args.center else "")
     y = p.labels[p.train]
     graph = knn_graph(f, 100)
     rows = []
@@ -46,21 +53,29 @@ def main(argv: list[str] | None = None) -> int:
         src = InitialPairs(f, rule, graph=graph, **params)
         r = purity(src, y)
         rows.append({
-            "rule": rule, "params": ", ".join(f"{k}={v}" for k, v in params.items()), **r,
+            "features": features, "rule": rule, "params": ", ".join(f"{k}={v}" for k, v in params.items()), **r,
             "seconds": round(time.perf_counter() - t0, 1),
         })  # fmt: skip
         print(f"{rule:>13} {rows[-1]['params']:<24} similar {r['similar']:>10,} at {r['similar_purity']:.3f}  "
               f"dissimilar at {r['dissimilar_purity']:.3f}", flush=True)  # fmt: skip
     command = "python benchmarks/" + " ".join(shlex.quote(a) for a in [Path(__file__).name, *(argv or sys.argv[1:])])
-    result = {"protocol": args.protocol, "features": args.features, "commit": git_commit(Path(__file__).parent),
-              "command": command, "base_rate": float(np.mean(y[:, None] == y[None])) if y.ndim == 1 else None,
-              "rows": rows}  # fmt: skip
+    commit = git_commit(Path(__file__).parent)
+    for row in rows:
+        row["command"], row["commit"] = command, commit
     path = args.out_dir / f"pair-rules-{args.protocol}.json"
+    old = json.loads(path.read_text()) if path.is_file() else {"rows": []}
+    for row in old["rows"]:  # rows written before rows named their features and command
+        row.setdefault("features", old.get("features"))
+        row.setdefault("command", old.get("command"))
+        row.setdefault("commit", old.get("commit"))
+    rows = [r for r in old["rows"] if r["features"] != features] + rows
+    result = {"protocol": args.protocol, "base_rate": float(np.mean(y[:, None] == y[None])) if y.ndim == 1 else None,
+              "rows": rows}  # fmt: skip
     _io.write_json(path, result)
-    cols = ["rule", "params", "similar", "similar_purity", "dissimilar", "dissimilar_purity", "kept_fraction", "purity"]
+    cols = ["features", "rule", "params", "similar", "similar_purity", "dissimilar", "dissimilar_purity", "kept_fraction", "purity"]
     _io.write_text(path.with_suffix(".md"), (
-        f"# DistillHash initial pair rules on `{args.protocol}` ({args.features} features)\n\n"
-        f"`{command}` at commit `{result['commit']}`. Over all {rows[0]['of_pairs']:,} unordered pairs of the training\n"
+        f"# DistillHash initial pair rules on `{args.protocol}`\n\n"
+        f"Each row's command and commit are in the JSON. Over all {rows[0]['of_pairs']:,} unordered pairs of the training\n"
         f"images; `similar_purity` is the fraction of pairs labelled similar that share a class (chance:\n"
         f"{result['base_rate']:.3f}), `dissimilar_purity` the same for dissimilar.\n\n" + results_table(rows, cols)
     ))  # fmt: skip

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from hashdistill.config import ConfigError, load_config
-from hashdistill.methods.distillhash import BayesianPairLoss, QuantizationLoss, SquaredPairLoss
-from hashdistill.pairs import DistilledPairs, InitialPairs, distill_rule, knn_graph, local_extremes, normalise, purity
+from hashdistill.methods.distillhash import BayesianPairLoss, DistillHash, QuantizationLoss, SquaredPairLoss, pair_features
+from hashdistill.pairs import (
+    DistilledPairs, InitialPairs, calibrate, distill_rule, fit_logistic, knn_graph, local_extremes, normalise, purity,
+)  # fmt: skip
 from hashdistill.train import train
 
 
@@ -71,6 +73,73 @@ def test_batch_distillation_equals_the_dense_computation():
     assert (dense == 1).any() and (dense == -1).any() and (dense == 0).any()
 
 
+def test_materialised_labels_equal_the_on_the_fly_ones():
+    rng = np.random.default_rng(4)
+    n = 50
+    codes = rng.choice([-1.0, 1.0], size=(n, 16))
+    ranked = torch.cat([torch.arange(n)[:, None], knn_graph(normalise(codes + rng.normal(0, 0.3, codes.shape)), 6)], 1)
+    src = DistilledPairs(codes, ranked[:, :4], ranked[:, 2:6], scale=0.4, offset=-1.0)
+    rows, cols = torch.tensor([9, 0, 33]), torch.arange(n)
+    expected = src.labels(rows, cols)
+    assert not src.materialise(memory_mb=1e-4)  # 2,500 labels do not fit 100 bytes: stays on the fly
+    assert src.materialise(memory_mb=1.0) and src.dense.shape == (n, n)
+    assert torch.equal(src.labels(rows, cols), expected)
+
+
+def test_fit_logistic_recovers_the_sigmoid_that_made_the_counts():
+    x = np.arange(-8, 8.5, 0.5)
+    p = 1 / (1 + np.exp(-(0.7 * x - 1.5)))
+    total = np.full_like(x, 1e6)
+    a, c = fit_logistic(x, p * total, (1 - p) * total, balance=False)
+    assert a == pytest.approx(0.7, abs=1e-6) and c == pytest.approx(-1.5, abs=1e-6)
+    # balanced: the classes reweighted to equal mass shift the offset by the log prior ratio, not the slope
+    ab, cb = fit_logistic(x, p * total, (1 - p) * total, balance=True)
+    prior = (p * total).sum() / total.sum()
+    assert ab == pytest.approx(0.7, abs=1e-6) and cb == pytest.approx(-1.5 - math.log(prior / (1 - prior)), abs=1e-6)
+    with pytest.raises(ValueError, match="both similar and dissimilar"):
+        fit_logistic(x, np.zeros_like(x), total)
+
+
+def test_calibration_fits_the_posterior_to_the_noisy_labels():
+    # two clusters of 16-bit codes; the noisy labels say similar exactly for same-cluster pairs, so a
+    # calibrated posterior must separate theta near 8 (same cluster) from theta near 0 (other cluster)
+    rng = np.random.default_rng(5)
+    y = np.repeat([0, 1], 20)
+    centres = np.array([[1.0] * 16, [1.0] * 8 + [-1.0] * 8])
+    codes = centres[y] * np.where(rng.random((40, 16)) < 0.1, -1, 1)  # a few flipped bits: not separable
+    f = normalise(np.eye(2)[y] + rng.normal(0, 0.05, (40, 2)))
+    noisy = InitialPairs(f, "knn", k=19)  # k = cluster size - 1: similar = same cluster
+    src = DistilledPairs(codes, torch.arange(40)[:, None], torch.arange(40)[:, None])
+    scale, offset = calibrate(src, noisy, balance=True, memory_mb=0.001)
+    assert scale > 0
+    p_same, p_other = torch.sigmoid(torch.tensor([scale * 8 + offset, scale * 0 + offset]))
+    assert p_same > 0.9 and p_other < 0.1
+
+
+def test_pair_features_centre_each_scale_and_weigh_them_equally():
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(5, 1, (30, 4)), rng.normal(0, 100, (30, 3))
+    f = pair_features([a, b])
+    assert f.shape == (30, 7) and torch.allclose(f.norm(dim=1), torch.ones(30, dtype=f.dtype), atol=1e-5)
+    # both parts carry half the squared norm, whatever their scale, and are centred
+    assert torch.allclose(f[:, :4].norm(dim=1) ** 2, torch.full((30,), 0.5), atol=1e-5)
+    # centred: a shift of one part's features, or a rescaling of the other, changes nothing
+    assert torch.allclose(pair_features([a + 50.0, b * 1e-3]), f, atol=1e-5)
+    assert torch.allclose(pair_features([a], center=False), normalise(a))
+
+
+def test_batches_gather_each_anchors_neighbours():
+    rng = np.random.default_rng(7)
+    y = np.repeat(np.arange(5), 20)
+    method = DistillHash({"k": 4, "noise_neighbours": 3, "batch_neighbours": 2})
+    method.setup(np.eye(5)[y] + rng.normal(0, 0.1, (100, 5)), y)
+    anchors = np.array([3, 50, 97])
+    idx = method.with_neighbours(anchors, np.random.default_rng(0))
+    assert set(anchors) <= set(idx) and len(idx) == len(set(idx)) <= 3 * 3
+    extra = set(idx) - set(anchors)
+    assert extra and all(any(j in method.graph[a, :4].tolist() for a in anchors) for j in extra)
+
+
 def test_knn_graph_blockwise_matches_brute_force_and_knn_labels_are_symmetric():
     rng = np.random.default_rng(1)
     f = normalise(rng.normal(size=(200, 8)))
@@ -129,7 +198,7 @@ def test_bayesian_and_squared_pair_losses_by_hand():
     assert q.item() == pytest.approx((0.25 + 0.0) / 2)
 
 
-SMALL = ["limit_train=400", "limit_query=100", "limit_database=1000", "bits=16", "epochs=3", "batch_size=100",
+SMALL = ["limit_train=400", "limit_query=100", "limit_database=1000", "bits=16", "epochs=3", "batch_size=100", "input_size=32", "views=2",
          "num_threads=2", "pairs.stage1_epochs=2", "pairs.input_size=32", "pairs.k=10", "pairs.noise_neighbours=5"]  # fmt: skip
 
 
@@ -163,6 +232,12 @@ def test_distillhash_run_reports_purity_and_never_reads_labels(tmp_path, monkeyp
 def test_distillhash_config_errors_are_one_line():
     with pytest.raises(ConfigError, match="unknown pairs key"):
         load_config("configs/distillhash-fmnist.yaml", ["pairs.nearest=3"])
+    with pytest.raises(ConfigError, match="pairs.calibration must be one of"):
+        load_config("configs/distillhash-fmnist.yaml", ["pairs.calibration=platt"])
+    with pytest.raises(ConfigError, match="pairs.input_size"):
+        load_config("configs/distillhash-fmnist.yaml", ["pairs.input_size=[64, -1]"])
+    with pytest.raises(ConfigError, match="batch_neighbours"):
+        load_config("configs/distillhash-fmnist.yaml", ["pairs.batch_neighbours=-1"])
     with pytest.raises(ConfigError, match="stage1_epochs"):
         load_config("configs/distillhash-fmnist.yaml", ["epochs=5", "pairs.stage1_epochs=5"])
 

@@ -126,7 +126,7 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("cached mode freezes the backbone: use a pretrained one (small-cnn trains end to end)")
     _validate_method(cfg)
     if str(cfg["method"]).startswith("distillhash"):
-        from .methods.distillhash import PAIR_DEFAULTS
+        from .methods.distillhash import CALIBRATIONS, PAIR_DEFAULTS
 
         pairs = cfg["pairs"] or {}
         if not isinstance(pairs, dict):
@@ -135,6 +135,15 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
         if unknown:
             raise ConfigError(f"unknown pairs key(s): {', '.join(unknown)}; known: {', '.join(PAIR_DEFAULTS)}")
         cfg["pairs"] = {**PAIR_DEFAULTS, **pairs}
+        size = cfg["pairs"]["input_size"]
+        if not all(isinstance(x, int) and x > 0 for x in (size if isinstance(size, list) and size else [size])):
+            raise ConfigError(f"pairs.input_size must be a positive integer or a list of them, got {size!r}")
+        if not isinstance(cfg["pairs"]["batch_neighbours"], int) or cfg["pairs"]["batch_neighbours"] < 0:
+            raise ConfigError(f"pairs.batch_neighbours must be a non-negative integer, got {cfg['pairs']['batch_neighbours']!r}")
+        if cfg["pairs"]["batch_neighbours"] >= cfg["batch_size"]:
+            raise ConfigError(f"pairs.batch_neighbours must be below batch_size ({cfg['batch_size']})")
+        if cfg["pairs"]["calibration"] not in CALIBRATIONS:
+            raise ConfigError(f"pairs.calibration must be one of {', '.join(CALIBRATIONS)}, got {cfg['pairs']['calibration']!r}")
         if cfg["method"] != "distillhash-noisy" and not 0 < int(cfg["pairs"]["stage1_epochs"]) < cfg["epochs"]:
             raise ConfigError(f"pairs.stage1_epochs must be between 1 and epochs - 1 ({cfg['epochs'] - 1})")
     cfg["name"] = cfg["name"] or f"{cfg['method']}-{cfg['protocol'] or 'data'}-{cfg['bits']}"

@@ -92,24 +92,26 @@ def view_features(
     backbone: nn.Module,
     images: Any,
     teacher: nn.Module,
-    student: nn.Module,
+    student: nn.Module | None,
     views: int,
     seed: int,
     batch: int,
     device: str,
     progress: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Teacher and student features (N, V, D) of the training images; view v is drawn with seed (seed, v)."""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Teacher and student features (N, V, D) of the training images; view v is drawn with seed (seed, v).
+    ``student=None`` computes the teacher views only (for a loss that never sees a student view)."""
     parts_t, parts_s = [], []
+    groups = (("teacher", teacher, parts_t),) + ((("student", student, parts_s),) if student is not None else ())
     for v in range(views):
-        for name, tf, parts in (("teacher", teacher, parts_t), ("student", student, parts_s)):
+        for name, tf, parts in groups:
 
             def compute(tf=tf, v=v, name=name) -> np.ndarray:
                 torch.manual_seed(seed * 1009 + 2 * v + (name == "student"))
                 return compute_features(backbone, images, tf, batch, device, f"{name} view {v + 1}/{views}", progress)
 
             parts.append(cache.get(f"train-{name}-{v}", compute))
-    return np.stack(parts_t, axis=1), np.stack(parts_s, axis=1)
+    return np.stack(parts_t, axis=1), (np.stack(parts_s, axis=1) if parts_s else None)
 
 
 def frozen_features(
@@ -145,5 +147,6 @@ def parse_feature_spec(text: str) -> dict[str, Any]:
 
 def feature_name(spec: dict[str, Any]) -> str:
     """The inverse of ``parse_feature_spec``: the name result rows carry."""
-    layer = spec.get("layer")
-    return f"{spec['backbone']}@{spec['input_size']}" + (f"/{layer}" if layer is not None else "")
+    layer, size = spec.get("layer"), spec["input_size"]
+    sizes = "+".join(str(s) for s in size) if isinstance(size, list | tuple) else str(size)
+    return f"{spec['backbone']}@{sizes}" + (f"/{layer}" if layer is not None else "")

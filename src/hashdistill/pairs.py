@@ -44,6 +44,13 @@ def knn_graph(f: torch.Tensor, k: int, memory_mb: float = 256) -> torch.Tensor:
     return out
 
 
+def _row_sample(n: int, max_rows: int | None, seed: int) -> np.ndarray:
+    """All n rows, or a sorted seeded sample of ``max_rows`` of them."""
+    if max_rows is None or max_rows >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
+
+
 def _pair_sample(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     i, j = rng.integers(0, n, size), rng.integers(0, n, size)
@@ -131,24 +138,45 @@ def local_extremes(theta: torch.Tensor, rows_nbrs: torch.Tensor, cols_nbrs: torc
 
 
 class DistilledPairs:
-    """Step 2: labels kept where the stage-1 posterior P_ij = sigmoid(b_i . b_j / 2) clears the locally
-    estimated noise-rate thresholds (``distill_rule``); ``nbr_minus`` / ``nbr_plus`` are the
-    neighbourhoods (rows of a k-NN graph of the frozen features) over which rho_minus / rho_plus are
-    minimised."""
+    """Step 2: labels kept where the stage-1 posterior P_ij = sigmoid(scale * b_i . b_j / 2 + offset)
+    clears the locally estimated noise-rate thresholds (``distill_rule``); ``nbr_minus`` / ``nbr_plus``
+    are the neighbourhoods (rows of a k-NN graph of the frozen features) over which rho_minus / rho_plus
+    are minimised. ``scale = 1, offset = 0`` is the paper's posterior; ``calibrate`` fits them."""
 
-    def __init__(self, codes: Any, nbr_minus: torch.Tensor, nbr_plus: torch.Tensor, binary: bool = True) -> None:
+    def __init__(
+        self, codes: Any, nbr_minus: torch.Tensor, nbr_plus: torch.Tensor, binary: bool = True,
+        scale: float = 1.0, offset: float = 0.0,
+    ) -> None:  # fmt: skip
         self.b = torch.as_tensor(np.asarray(codes)).double()
         if binary:  # the paper: P from the codes b = sign(h); else from the continuous h
             self.b = torch.where(self.b >= 0, 1.0, -1.0).double()
         self.nbr_minus, self.nbr_plus = nbr_minus, nbr_plus
+        self.scale, self.offset = float(scale), float(offset)
+        self.dense: torch.Tensor | None = None
+
+    def materialise(self, memory_mb: float = 256) -> bool:
+        """Compute every pair's label once (int8, n x n) when that matrix fits ``memory_mb``, so batches
+        read labels instead of recomputing the local noise rates; returns whether it did."""
+        n = len(self)
+        if n * n > memory_mb * 2**20:
+            return False
+        step = _rows_per_block(n, 8 * (self.nbr_minus.shape[1] + 1), memory_mb)
+        cols = torch.arange(n)
+        self.dense = torch.cat([self._labels(torch.arange(a, min(n, a + step)), cols) for a in range(0, n, step)])
+        return True
 
     def __len__(self) -> int:
         return len(self.b)
 
     def theta(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        return 0.5 * self.b[rows] @ self.b[cols].T
+        return self.scale * (0.5 * self.b[rows] @ self.b[cols].T) + self.offset
 
     def labels(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        if self.dense is not None:
+            return self.dense[rows][:, cols]
+        return self._labels(rows, cols)
+
+    def _labels(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         out = []
         for nbr, largest in ((self.nbr_minus, False), (self.nbr_plus, True)):
             r, c = nbr[rows], nbr[cols]  # (R, m), (C, m)
@@ -156,6 +184,68 @@ class DistilledPairs:
             uc, c_inv = torch.unique(c, return_inverse=True)
             out.append(local_extremes(self.theta(ur, uc), r_inv, c_inv, largest))
         return distill_rule(self.theta(rows, cols), out[0], out[1])
+
+
+THETA_STEP = 0.25  # calibration bins theta = b_i . b_j / 2 on this grid (exact for binary codes)
+
+
+def fit_logistic(x: np.ndarray, positives: np.ndarray, negatives: np.ndarray, balance: bool = True, iters: int = 50) -> tuple[float, float]:
+    """(a, c) maximising the (weighted) likelihood of sigmoid(a x + c) for binned data: ``positives`` /
+    ``negatives`` count the +1 / -1 labels at each value of ``x``; ``balance`` weighs both classes equally.
+    Newton's method on the two parameters (a concave problem), halving steps that do not improve."""
+    wp, wn = np.asarray(positives, np.float64), np.asarray(negatives, np.float64)
+    if wp.sum() == 0 or wn.sum() == 0:
+        raise ValueError("calibration needs both similar and dissimilar pairs")
+    if balance:
+        wp, wn = wp / wp.sum(), wn / wn.sum()
+    else:
+        total = wp.sum() + wn.sum()
+        wp, wn = wp / total, wn / total
+    x = np.asarray(x, np.float64)
+
+    def nll(w: np.ndarray) -> float:
+        z = w[0] * x + w[1]
+        return float(np.sum(wp * np.logaddexp(0, -z) + wn * np.logaddexp(0, z)))
+
+    w = np.zeros(2)
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-(w[0] * x + w[1])))
+        r = p * wn - (1 - p) * wp  # d nll / d z per bin
+        v = (wp + wn) * p * (1 - p)
+        grad = np.array([np.sum(r * x), np.sum(r)])
+        hess = np.array([[np.sum(v * x * x), np.sum(v * x)], [np.sum(v * x), np.sum(v)]]) + 1e-12 * np.eye(2)
+        step, before = np.linalg.solve(hess, grad), nll(w)
+        while nll(w - step) > before and np.abs(step).max() > 1e-12:
+            step = step / 2
+        w = w - step
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(w[0]), float(w[1])
+
+
+def calibrate(
+    posterior: DistilledPairs, noisy: InitialPairs, balance: bool = True, memory_mb: float = 256,
+    max_rows: int | None = None, seed: int = 0,
+) -> tuple[float, float]:  # fmt: skip
+    """Platt scaling of the stage-1 posterior on the noisy labels (no ground truth): the (scale, offset)
+    with which sigmoid(scale * theta + offset) best predicts the initial labels s~ of the pairs, theta =
+    b_i . b_j / 2 of ``posterior`` (its own scale and offset ignored). Counts are binned on a
+    ``THETA_STEP`` grid over the unordered pairs, in row blocks (``max_rows``: a seeded sample of rows)."""
+    n, k = len(posterior), posterior.b.shape[1]
+    rows = _row_sample(n, max_rows, seed)
+    bins = int(round(k / THETA_STEP)) + 1  # theta in [-k/2, k/2]
+    pos, neg = torch.zeros(bins, dtype=torch.float64), torch.zeros(bins, dtype=torch.float64)
+    cols, step = torch.arange(n), _rows_per_block(n, 24, memory_mb)
+    for a in range(0, len(rows), step):
+        r = torch.as_tensor(rows[a : a + step])
+        theta = 0.5 * posterior.b[r] @ posterior.b.T
+        s = noisy.labels(r, cols)
+        upper = cols[None, :] > r[:, None]
+        idx = ((theta + k / 2) / THETA_STEP).round().long().clamp(0, bins - 1)
+        pos += torch.bincount(idx[upper & (s > 0)], minlength=bins).double()
+        neg += torch.bincount(idx[upper & (s < 0)], minlength=bins).double()
+    grid = np.arange(bins) * THETA_STEP - k / 2
+    return fit_logistic(grid, pos.numpy(), neg.numpy(), balance)
 
 
 def same_label(y_rows: np.ndarray, y_cols: np.ndarray) -> torch.Tensor:
@@ -190,7 +280,7 @@ def purity(source: Any, y: np.ndarray, memory_mb: float = 256, max_rows: int | N
     large n), each row paired with every other image. Ground truth is used here only.
     """
     n = len(source)
-    rows = np.arange(n) if max_rows is None or max_rows >= n else np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
+    rows = _row_sample(n, max_rows, seed)
     per_row = 8 * (getattr(source, "nbr_minus", torch.empty(0, 1)).shape[1] + 1)
     step = _rows_per_block(n, per_row, memory_mb)
     cols = torch.arange(n)

@@ -81,7 +81,7 @@ class ImageViews:
 class CachedViews:
     """Cached source: per image, one of its V teacher and V student feature views, drawn at random."""
 
-    def __init__(self, teacher: np.ndarray, student: np.ndarray, device: str) -> None:
+    def __init__(self, teacher: np.ndarray, student: np.ndarray | None, device: str) -> None:
         self.teacher, self.student, self.device = teacher, student, device
 
     def views(self, idx: np.ndarray, rng: np.random.Generator, need_student: bool):
@@ -156,8 +156,10 @@ class Trainer:
         backbone, dim = create_backbone(c["backbone"], c["pretrained"], layer=c["backbone_layer"])
         self.backbone = backbone.to(self.device).eval()
         cache = FeatureCache(self._feature_key("train-views", self.fit_split))
+        # student views only for a loss that sees them (or trains on them): each view costs a backbone pass
+        student = self.student_tf if getattr(self.criterion, "needs_student", False) or c["train_view"] == "student" else None
         ft, fs = view_features(
-            cache, self.backbone, self.fit_split.images, self.teacher_tf, self.student_tf, c["views"], c["seed"],
+            cache, self.backbone, self.fit_split.images, self.teacher_tf, student, c["views"], c["seed"],
             c["feature_batch"], self.device, self.progress,
         )  # fmt: skip
         self.features_seconds += cache.seconds
@@ -181,11 +183,16 @@ class Trainer:
     def _setup_pairs(self) -> None:
         """Step 0 of a pair-based method: frozen features of the training images -> initial pairs."""
         c = self.cfg
-        f, seconds = frozen_features(c["pairs"], self.fit_split.images, self._split_key(self.fit_split), c["feature_batch"],
-                                     self.device, self.progress, "pair features")  # fmt: skip
-        self.features_seconds += seconds
+        spec = getattr(self.method, "cfg", c["pairs"])
+        sizes = spec["input_size"] if isinstance(spec["input_size"], list) else [spec["input_size"]]
+        feats = []
+        for size in sizes:  # one array per input size (the method combines them)
+            f, seconds = frozen_features({**spec, "input_size": int(size)}, self.fit_split.images, self._split_key(self.fit_split),
+                                         c["feature_batch"], self.device, self.progress, f"pair features @{size}")  # fmt: skip
+            self.features_seconds += seconds
+            feats.append(np.asarray(f, np.float32))
         # ground truth feeds the purity report only (never the loss)
-        self.report = self.method.setup(np.asarray(f, np.float32), self.fit_split.labels, c["seed"])
+        self.report = self.method.setup(feats, self.fit_split.labels, c["seed"])
         self._print_report("initial")
 
     def _print_report(self, part: str) -> None:
@@ -230,7 +237,10 @@ class Trainer:
         _io.write_text(self.run_dir / "config.yaml", dump_config(c))
         opt = self._optimizer()
         n = len(self.fit_split)
-        steps_per_epoch = math.ceil(n / c["batch_size"])
+        # a pair method may fill each batch with anchors and some of their neighbours (``batch_neighbours``
+        # per anchor); an epoch then takes every training image once as an anchor
+        per_batch = c["batch_size"] // (1 + int(getattr(self.method, "batch_neighbours", 0)))
+        steps_per_epoch = math.ceil(n / per_batch)
         total = steps_per_epoch * c["epochs"]
         warmup = min(total, steps_per_epoch * c["warmup_epochs"])
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup))
@@ -259,13 +269,15 @@ class Trainer:
             sums: dict[str, float] = {}
             bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{c['epochs']}", disable=not self.progress, leave=False)
             for step in bar:
-                idx = order[step * c["batch_size"] : (step + 1) * c["batch_size"]]
+                idx = anchors = order[step * per_batch : (step + 1) * per_batch]
+                if per_batch < c["batch_size"]:
+                    idx = self.method.with_neighbours(anchors, rng)
                 if hasattr(self.method, "set_step"):  # schedules inside a loss (HashNet's continuation)
                     self.method.set_step(epoch * steps_per_epoch + step)
                 parts = self._step(idx, self.targets[idx].to(self.device), rng, opt, scaler)
                 sched.step()
                 for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + v * len(idx)
+                    sums[k] = sums.get(k, 0.0) + v * len(anchors)
                 bar.set_postfix(loss=f"{parts['loss']:.4f}")
                 if callback is not None:
                     callback(epoch, step)
