@@ -207,7 +207,7 @@ class Trainer:
     def _maybe_distill(self, epoch: int) -> None:
         """At the end of a pair method's stage 1: freeze the stage-1 codes (saved, so a resume reuses them) and distil."""
         stage1 = getattr(self.method, "stage1_epochs", None)
-        if stage1 is None or epoch < stage1 or "distilled" in self.report:
+        if stage1 is None or epoch < stage1 or getattr(self.method, "distilled", False):
             return
         path = self.run_dir / "stage1-h.npy"  # continuous h: the method takes sign(h) or h as its posterior asks
         if path.is_file():

@@ -160,6 +160,11 @@ class DistillHash(nn.Module):
         return self.report
 
     @property
+    def distilled(self) -> bool:
+        """Whether step 2 has run (the batch labels now come from the distilled pairs)."""
+        return isinstance(self.source, DistilledPairs)
+
+    @property
     def batch_neighbours(self) -> int:
         return int(self.cfg["batch_neighbours"])
 
