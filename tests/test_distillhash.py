@@ -121,7 +121,7 @@ def test_pair_features_centre_each_scale_and_weigh_them_equally():
     a, b = rng.normal(5, 1, (30, 4)), rng.normal(0, 100, (30, 3))
     f = pair_features([a, b])
     assert f.shape == (30, 7) and torch.allclose(f.norm(dim=1), torch.ones(30, dtype=f.dtype), atol=1e-5)
-    # both parts carry half the squared norm, whatever their scale, and are centred
+    # both parts carry half the squared norm, whatever their scale
     assert torch.allclose(f[:, :4].norm(dim=1) ** 2, torch.full((30,), 0.5), atol=1e-5)
     # centred: a shift of one part's features, or a rescaling of the other, changes nothing
     assert torch.allclose(pair_features([a + 50.0, b * 1e-3]), f, atol=1e-5)
