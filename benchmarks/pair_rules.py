@@ -64,10 +64,6 @@ def main(argv: list[str] | None = None) -> int:
         row["command"], row["commit"] = command, commit
     path = args.out_dir / f"pair-rules-{args.protocol}.json"
     old = json.loads(path.read_text()) if path.is_file() else {"rows": []}
-    for row in old["rows"]:  # rows written before rows named their features and command
-        row.setdefault("features", old.get("features"))
-        row.setdefault("command", old.get("command"))
-        row.setdefault("commit", old.get("commit"))
     rows = [r for r in old["rows"] if r["features"] != features] + rows
     result = {"protocol": args.protocol, "base_rate": float(np.mean(y[:, None] == y[None])) if y.ndim == 1 else None,
               "rows": rows}  # fmt: skip

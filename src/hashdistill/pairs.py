@@ -10,6 +10,7 @@ sized by a memory budget.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,11 +45,16 @@ def knn_graph(f: torch.Tensor, k: int, memory_mb: float = 256) -> torch.Tensor:
     return out
 
 
-def _row_sample(n: int, max_rows: int | None, seed: int) -> np.ndarray:
-    """All n rows, or a sorted seeded sample of ``max_rows`` of them."""
-    if max_rows is None or max_rows >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
+def _upper_blocks(
+    n: int, bytes_per_entry: int, memory_mb: float, max_rows: int | None = None, seed: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(rows, all columns, mask of the pairs i < j) in row blocks sized by ``memory_mb``, over every row or
+    a sorted seeded sample of ``max_rows`` of them: whole-set passes over the unordered pairs."""
+    rows = np.arange(n) if max_rows is None or max_rows >= n else np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
+    step, cols = _rows_per_block(n, bytes_per_entry, memory_mb), torch.arange(n)
+    for a in range(0, len(rows), step):
+        r = torch.as_tensor(rows[a : a + step])
+        yield r, cols, cols[None, :] > r[:, None]
 
 
 def _pair_sample(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -231,16 +237,12 @@ def calibrate(
     with which sigmoid(scale * theta + offset) best predicts the initial labels s~ of the pairs, theta =
     b_i . b_j / 2 of ``posterior`` (its own scale and offset ignored). Counts are binned on a
     ``THETA_STEP`` grid over the unordered pairs, in row blocks (``max_rows``: a seeded sample of rows)."""
-    n, k = len(posterior), posterior.b.shape[1]
-    rows = _row_sample(n, max_rows, seed)
+    k = posterior.b.shape[1]
     bins = int(round(k / THETA_STEP)) + 1  # theta in [-k/2, k/2]
     pos, neg = torch.zeros(bins, dtype=torch.float64), torch.zeros(bins, dtype=torch.float64)
-    cols, step = torch.arange(n), _rows_per_block(n, 24, memory_mb)
-    for a in range(0, len(rows), step):
-        r = torch.as_tensor(rows[a : a + step])
+    for r, cols, upper in _upper_blocks(len(posterior), 24, memory_mb, max_rows, seed):
         theta = 0.5 * posterior.b[r] @ posterior.b.T
         s = noisy.labels(r, cols)
-        upper = cols[None, :] > r[:, None]
         idx = ((theta + k / 2) / THETA_STEP).round().long().clamp(0, bins - 1)
         pos += torch.bincount(idx[upper & (s > 0)], minlength=bins).double()
         neg += torch.bincount(idx[upper & (s < 0)], minlength=bins).double()
@@ -279,16 +281,10 @@ def purity(source: Any, y: np.ndarray, memory_mb: float = 256, max_rows: int | N
     Row blocks keep memory within ``memory_mb``; ``max_rows`` limits the rows to a seeded sample (for
     large n), each row paired with every other image. Ground truth is used here only.
     """
-    n = len(source)
-    rows = _row_sample(n, max_rows, seed)
-    per_row = 8 * (getattr(source, "nbr_minus", torch.empty(0, 1)).shape[1] + 1)
-    step = _rows_per_block(n, per_row, memory_mb)
-    cols = torch.arange(n)
+    per_entry = 8 * (getattr(source, "nbr_minus", torch.empty(0, 1)).shape[1] + 1)
     c = PairCounts()
-    for a in range(0, len(rows), step):
-        r = torch.as_tensor(rows[a : a + step])
+    for r, cols, upper in _upper_blocks(len(source), per_entry, memory_mb, max_rows, seed):
         lab = source.labels(r, cols)
-        upper = cols[None, :] > r[:, None]
         truth = same_label(y[r.numpy()], y)
         sim, dis = (lab == 1) & upper, (lab == -1) & upper
         c.similar += int(sim.sum())

@@ -183,7 +183,7 @@ class Trainer:
     def _setup_pairs(self) -> None:
         """Step 0 of a pair-based method: frozen features of the training images -> initial pairs."""
         c = self.cfg
-        spec = getattr(self.method, "cfg", c["pairs"])
+        spec = c["pairs"]  # validated and completed with the method's defaults by the config
         sizes = spec["input_size"] if isinstance(spec["input_size"], list) else [spec["input_size"]]
         feats = []
         for size in sizes:  # one array per input size (the method combines them)
@@ -239,7 +239,8 @@ class Trainer:
         n = len(self.fit_split)
         # a pair method may fill each batch with anchors and some of their neighbours (``batch_neighbours``
         # per anchor); an epoch then takes every training image once as an anchor
-        per_batch = c["batch_size"] // (1 + int(getattr(self.method, "batch_neighbours", 0)))
+        neighbours = int(getattr(self.method, "batch_neighbours", 0))
+        per_batch = c["batch_size"] // (1 + neighbours)
         steps_per_epoch = math.ceil(n / per_batch)
         total = steps_per_epoch * c["epochs"]
         warmup = min(total, steps_per_epoch * c["warmup_epochs"])
@@ -270,7 +271,7 @@ class Trainer:
             bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{c['epochs']}", disable=not self.progress, leave=False)
             for step in bar:
                 idx = anchors = order[step * per_batch : (step + 1) * per_batch]
-                if per_batch < c["batch_size"]:
+                if neighbours:
                     idx = self.method.with_neighbours(anchors, rng)
                 if hasattr(self.method, "set_step"):  # schedules inside a loss (HashNet's continuation)
                     self.method.set_step(epoch * steps_per_epoch + step)
