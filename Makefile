@@ -11,7 +11,7 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 FMNIST_DEB := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PROTOCOLS := fmnist-1k mnist-1k fmnist-outfits
 
-.PHONY: setup data browser demo test bench-quality bench-search clean
+.PHONY: setup data browser demo test lint format bench-quality bench-search clean
 
 setup: $(STAMP) data
 
@@ -40,8 +40,17 @@ data: $(STAMP)
 demo: setup
 	$(VENV)/bin/hashdistill demo
 
-test: setup browser
+test: setup browser lint
 	$(PY) -m pytest -q
+
+# ruff (lint + format check), configured in pyproject.toml; `make format` rewrites in place
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 # headless Chromium renders the HTML report in a test (Debian's package; installed when run as root)
 browser:

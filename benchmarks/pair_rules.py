@@ -22,9 +22,10 @@ import numpy as np
 
 from hashdistill import _io
 from hashdistill.data import PROTOCOLS, load_protocol
-from hashdistill.evaluate import git_commit, results_table, split_features
 from hashdistill.methods.distillhash import pair_features
-from hashdistill.pairs import InitialPairs, knn_graph, purity
+from hashdistill.methods.distillhash.pairs import InitialPairs, knn_graph, purity
+from hashdistill.shallow import split_features
+from hashdistill.tables import git_commit, results_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RULES = [
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--protocol", default="fmnist-1k", choices=list(PROTOCOLS))
     ap.add_argument("--features", default="mobilenet_v2@64/14", help="pixels or BACKBONE@SIZE[/BLOCK], comma-separated")
-    ap.add_argument("--center", action="store_true", help="mean-centre each feature set (DistillHash's pairs.center)")
+    ap.add_argument("--center", action="store_true", help="mean-centre each feature set (DistillHash's method.pairs.center)")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
 
@@ -68,7 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     result = {"protocol": args.protocol, "base_rate": float(np.mean(y[:, None] == y[None])) if y.ndim == 1 else None,
               "rows": rows}  # fmt: skip
     _io.write_json(path, result)
-    cols = ["features", "rule", "params", "similar", "similar_purity", "dissimilar", "dissimilar_purity", "kept_fraction", "purity"]
+    cols = [
+        "features",
+        "rule",
+        "params",
+        "similar",
+        "similar_purity",
+        "dissimilar",
+        "dissimilar_purity",
+        "kept_fraction",
+        "purity",
+    ]
     _io.write_text(path.with_suffix(".md"), (
         f"# DistillHash initial pair rules on `{args.protocol}`\n\n"
         f"Each row's command and commit are in the JSON. Over all {rows[0]['of_pairs']:,} unordered pairs of the training\n"

@@ -22,8 +22,8 @@ def jobs() -> list[tuple[str, list[str], tuple[int, ...]]]:
     for m in (*BASELINES, *DHD_ABLATIONS):
         if m in DHD_ABLATIONS:
             out.append((m, [f"method={m}"], TABLE3_BITS))
-        out.append((f"{m}-ts", [f"method={m}", "train_view=student"], TABLE3_BITS))
-        out.append((f"{m}+sdh", [f"method={m}", "sdh=true"], TABLE3_BITS))
+        out.append((f"{m}-ts", [f"method={m}", "method.train_view=student"], TABLE3_BITS))
+        out.append((f"{m}+sdh", [f"method={m}", "method.self_distill=true"], TABLE3_BITS))
     return out
 
 
@@ -67,7 +67,9 @@ def table3(rows: list[dict[str, Any]], features: str, metric: str) -> tuple[str,
     """Markdown of Table 3 (each method trained on T_T, on T_S only, and with SdH, at 16 and 64 bits) and
     the statements on the paper's claims (T_S alone below T_T; SdH lifting each method)."""
     by = {(r["method"], r["bits"]): r for r in rows if r["features"] == features}
-    heads = [f"{name} {b}" for name in ("T_T", "-SdH (T_S)", "+SdH") for b in TABLE3_BITS] + [f"SdH gain {b}" for b in TABLE3_BITS]
+    heads = [f"{name} {b}" for name in ("T_T", "-SdH (T_S)", "+SdH") for b in TABLE3_BITS] + [
+        f"SdH gain {b}" for b in TABLE3_BITS
+    ]
     lines = ["| method | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
     claims: list[str] = []
     measured = 0
@@ -105,10 +107,14 @@ def markdown(rows: list[dict[str, Any]], features: str, metric: str) -> str:
         return ""  # no comparison was run on these features
     t2, c2 = table2(rows, features, metric)
     t3, c3 = table3(rows, features, metric)
-    intro = ("Every deep row trains the same hash head over the same frozen backbone features, for the same budget "
-             "and seed (the rows' config, overrides and commit are in the JSON); shallow rows fit on the same features.")
-    views = ("T_T: trained on the teacher group (as Table 2). -SdH: on the student group T_S only. +SdH: the "
-             "method's loss on T_T plus lambda1 L_SdH pulling T_S to it.")
+    intro = (
+        "Every deep row trains the same hash head over the same frozen backbone features, for the same budget "
+        "and seed (the rows' config, overrides and commit are in the JSON); shallow rows fit on the same features."
+    )
+    views = (
+        "T_T: trained on the teacher group (as Table 2). -SdH: on the student group T_S only. +SdH: the "
+        "method's loss on T_T plus lambda1 L_SdH pulling T_S to it."
+    )
     out = [f"## The paper's comparison on `{features}` features ({metric})", "", intro, "",
            "### Table 2 analogue", "", t2, *[f"- {c}" for c in c2], "",
            "### Table 3 analogue", "", views, "", t3, *[f"- {c}" for c in c3], ""]  # fmt: skip

@@ -34,9 +34,10 @@ from pathlib import Path
 
 from hashdistill import _io
 from hashdistill.data import PROTOCOLS, load_protocol
-from hashdistill.evaluate import git_commit, results_table, run_shallow
 from hashdistill.features import feature_name
-from hashdistill.shallow import SHALLOW_METHODS
+from hashdistill.methods.distillhash import DistillHashParams
+from hashdistill.shallow import SHALLOW_METHODS, run_shallow
+from hashdistill.tables import git_commit, results_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import paper_tables
@@ -48,11 +49,12 @@ def _key(row: dict) -> tuple:
     return (row["method"], row["bits"], row["features"])
 
 
-def features_of(cfg: dict) -> str:
+def features_of(cfg) -> str:
     """The name rows of a config's runs carry: its frozen features' (as shallow rows on them), or the end-to-end backbone."""
-    if cfg["mode"] == "cached":
-        return feature_name({"backbone": cfg["backbone"], "input_size": cfg["input_size"], "layer": cfg["backbone_layer"]})
-    return f"{cfg['backbone']}@{cfg['input_size']}px (end-to-end)"
+    m = cfg.model
+    if m.mode == "cached":
+        return feature_name({"backbone": m.backbone, "input_size": m.input_size, "layer": m.layer})
+    return f"{m.backbone}@{m.input_size}px (end-to-end)"
 
 
 def run_deep(config: Path, protocol: str, bits: int, overrides: list[str], runs_dir: Path, label: str | None = None) -> dict:
@@ -62,21 +64,22 @@ def run_deep(config: Path, protocol: str, bits: int, overrides: list[str], runs_
     from hashdistill.config import load_config
     from hashdistill.train import train
 
-    cfg = load_config(config, [*overrides, f"protocol={protocol}", f"bits={bits}"])
-    cfg["name"] = f"{cfg['name']}-{label or cfg['method']}-{protocol}-{bits}"
-    run_dir = runs_dir / cfg["name"]
+    cfg = load_config(config, [*overrides, f"data.protocol={protocol}", f"model.bits={bits}"])
+    name = f"{cfg.run_name}-{label or cfg.method.name}-{protocol}-{bits}"
+    cfg = cfg.replace([f"name={name}"])
+    run_dir = runs_dir / name
     shutil.rmtree(run_dir, ignore_errors=True)
     m = train(cfg, run_dir, progress=False)
-    where = features_of(cfg)
     extra = {}
-    if cfg.get("pairs"):
-        extra = {"pair_features": feature_name(cfg["pairs"]), "purity": m.get("purity")}
+    if isinstance(cfg.method, DistillHashParams):  # its rows name the features of its initial pairs
+        extra = {"pair_features": feature_name(cfg.method.pairs.model_dump()), "purity": m.get("purity")}
     return {
-        "method": label or cfg["method"], "bits": bits, "features": where, **extra,
+        "method": label or cfg.method.name, "bits": bits, "features": features_of(cfg), **extra,
         **{k: m[k] for k in ("map_at_1000", "map_all", "p_at_h2") if k in m},
         "train_seconds": m["train_seconds"], "features_seconds": m["features_seconds"],
-        "encode_seconds": m["encode_seconds"], "epochs": cfg["epochs"], "seed": cfg["seed"],
-        "train_view": cfg["train_view"], "sdh": cfg["sdh"], "config": str(config), "overrides": overrides,
+        "encode_seconds": m["encode_seconds"], "epochs": cfg.schedule.epochs, "seed": cfg.runtime.seed,
+        "train_view": cfg.method.train_view, "self_distill": cfg.method.self_distill, "config": str(config),
+        "overrides": overrides,
     }  # fmt: skip
 
 
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare:
         from hashdistill.config import load_config
 
-        cfg = load_config(args.compare, [*args.overrides, f"protocol={args.protocol}"])
+        cfg = load_config(args.compare, [*args.overrides, f"data.protocol={args.protocol}"])
         compare_features = features_of(cfg)
         todo = [(m, [], b) for m in paper_tables.SHALLOW for b in paper_tables.TABLE2_BITS]
         todo += [(label, sets, b) for label, sets, bs in paper_tables.jobs() for b in bs]
@@ -162,8 +165,7 @@ def save(args: argparse.Namespace, protocol, rows: dict) -> None:
     md = (
         f"# Retrieval quality on `{args.protocol}`\n\n{protocol.spec.description}.\n\n"
         f"Written at commit `{result['commit']}`. In the JSON each row names the command and the commit that\n"
-        "produced it.\n\n"
-        + results_table(runs, cols)
+        "produced it.\n\n" + results_table(runs, cols)
     )
     metric = protocol.spec.metrics[0]
     for features in sorted({r["features"] for r in runs}):

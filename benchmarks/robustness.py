@@ -21,14 +21,15 @@ from pathlib import Path
 from hashdistill import _io
 from hashdistill.config import load_config
 from hashdistill.deform import DEFORMATIONS
-from hashdistill.evaluate import git_commit, results_table
 from hashdistill.report import write_report
-from hashdistill.robustness import SENSITIVITY_GRID, LoadedRun, robustness, sensitivity
+from hashdistill.robustness import SENSITIVITY_GRID, robustness, sensitivity
+from hashdistill.run import Run
+from hashdistill.tables import git_commit, results_table
 from hashdistill.train import train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {"dhd": ["method=dhd"], "dhd-hp-bceq": ["method=dhd-hp-bceq"],
-            "dhd-hp-bceq-ts": ["method=dhd-hp-bceq", "train_view=student"]}  # fmt: skip
+            "dhd-hp-bceq-ts": ["method=dhd-hp-bceq", "method.train_view=student"]}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,14 +45,14 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = []
     for label, sets in VARIANTS.items():
-        cfg = load_config(args.config, [*args.overrides, *sets, f"bits={args.bits}", f"name={label}"])
+        cfg = load_config(args.config, [*args.overrides, *sets, f"model.bits={args.bits}", f"name={label}"])
         run_dir = args.runs_dir / label
         if not (args.reuse and (run_dir / "metrics.json").is_file()):
             print(f"training {label} ...", flush=True)
             train(cfg, run_dir, progress=False)
         runs.append(run_dir)
-    protocol = cfg["protocol"]
-    loaded = [LoadedRun(r) for r in runs]
+    protocol = cfg.data.protocol
+    loaded = [Run.load(r) for r in runs]
     print("deformations ...", flush=True)
     rob = robustness(loaded, list(DEFORMATIONS), args.seed)
     print("sensitivity ...", flush=True)

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from hashdistill import _io
-from hashdistill.evaluate import git_commit, results_table
 from hashdistill.index import HammingIndex
+from hashdistill.tables import git_commit, results_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -99,15 +99,15 @@ def run(kind: str, bits: int, ks: list[int], n: int, nq: int, numpy_queries: int
         exact_d, _ = ours["flat"][0].search(q, k)
         out = []
         for method, (index, build, memory) in ours.items():
-            secs, (d, i) = timed(lambda: index.search(q, k))
+            secs, (d, i) = timed(lambda index=index, k=k: index.search(q, k))
             extra = {"median_verified": int(np.median(index.last_work))} if method == "mih" else {}
             out.append({"method": f"hashdistill-{method}", "qps": nq / secs, "recall": recall(i, d, exact_d),
                         "build_seconds": build, "memory_mb": memory / 2**20, **extra})  # fmt: skip
-        secs, (d, i) = timed(lambda: faiss_index.search(q, k))
+        secs, (d, i) = timed(lambda k=k: faiss_index.search(q, k))
         out.append({"method": "faiss-IndexBinaryFlat", "qps": nq / secs, "recall": recall(i, d, exact_d),
                     "build_seconds": faiss_build, "memory_mb": db.nbytes / 2**20})  # fmt: skip
         if numpy_queries:
-            secs, (d, i) = timed(lambda: numpy_scan(q[:numpy_queries], db, k), repeat=1)
+            secs, (d, i) = timed(lambda k=k: numpy_scan(q[:numpy_queries], db, k), repeat=1)
             out.append({"method": "numpy-bitwise_count", "qps": numpy_queries / secs,
                         "recall": recall(i, d, exact_d[:numpy_queries]), "build_seconds": 0.0,
                         "memory_mb": db.nbytes / 2**20, "queries_timed": numpy_queries})  # fmt: skip
@@ -157,8 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         md = (
             "# Exact Hamming top-k search, 1M codes, 1,000 queries\n\n"
             f"Commit `{result['commit']}`, {result['machine']}, command `{result['command'].strip()}`.\n"
-            "All methods in one process on the same arrays; recall against the exact top-k.\n\n"
-            + results_table(rows, cols)
+            "All methods in one process on the same arrays; recall against the exact top-k.\n\n" + results_table(rows, cols)
         )
         _io.write_text(RESULTS / "search.md", md)
         print(f"wrote {RESULTS / 'search.json'} and {RESULTS / 'search.md'}", file=sys.stderr)

@@ -69,6 +69,8 @@ def test_feature_spec_names_round_trip_and_bad_names_fail():
 
     spec = parse_feature_spec("mobilenet_v2@64/14")
     assert spec == {"backbone": "mobilenet_v2", "pretrained": True, "input_size": 64, "layer": 14}
-    assert feature_name(spec) == "mobilenet_v2@64/14" and feature_name(parse_feature_spec("mobilenet_v2@32")) == "mobilenet_v2@32"
+    assert (
+        feature_name(spec) == "mobilenet_v2@64/14" and feature_name(parse_feature_spec("mobilenet_v2@32")) == "mobilenet_v2@32"
+    )
     with pytest.raises(ValueError, match="BACKBONE@SIZE"):
         parse_feature_spec("mobilenet_v2")

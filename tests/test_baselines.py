@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hashdistill.config import ConfigError, load_config
-from hashdistill.methods import BASELINES, SelfDistilled, create_method
+from hashdistill.methods import SelfDistilled, create_method
 from hashdistill.methods.cnnh import CNNH, approximate_codes
 from hashdistill.methods.csq import CSQ, hash_centres
 from hashdistill.methods.dch import DCH
@@ -17,7 +17,10 @@ from hashdistill.methods.dhn import DHN
 from hashdistill.methods.dnnh import DNNH
 from hashdistill.methods.dpn import DPN
 from hashdistill.methods.hashnet import HashNet
-from hashdistill.train import Trainer, train
+from hashdistill.methods.targets import label_codes
+from hashdistill.train import train
+
+BASELINES = ("cnnh", "dnnh", "dhn", "hashnet", "dch", "dpn", "csq")
 
 H = torch.tensor([[0.9, -0.4, 0.2], [0.7, -0.6, -0.1], [-0.8, 0.5, 0.3], [0.1, 0.9, -0.95]])
 Y = torch.tensor([0, 0, 1, 2])
@@ -43,7 +46,10 @@ def _softplus(x):
 @pytest.mark.parametrize("y", [Y, Y_MULTI])
 def test_dhn_by_hand(y):
     h, n = H.tolist(), len(H)
-    pair = sum(_softplus(0.5 * _dot(h[i], h[j])) - _same(y, i, j) * 0.5 * _dot(h[i], h[j]) for i in range(n) for j in range(n)) / n**2
+    pair = (
+        sum(_softplus(0.5 * _dot(h[i], h[j])) - _same(y, i, j) * 0.5 * _dot(h[i], h[j]) for i in range(n) for j in range(n))
+        / n**2
+    )
     quant = sum(math.log(math.cosh(abs(v) - 1)) for row in h for v in row) / H.numel()
     got = DHN(bits=3)(H, None, y)
     assert got["loss"].item() == pytest.approx(pair + 0.1 * quant, rel=1e-5)
@@ -51,7 +57,7 @@ def test_dhn_by_hand(y):
 
 def test_hashnet_by_hand_with_continuation():
     m = HashNet(bits=3)
-    m.set_step(450)  # beta rises every 200 steps: at step 450 it is (1 + 0.005 * 400) ** 0.5
+    m.on_step(450)  # beta rises every 200 steps: at step 450 it is (1 + 0.005 * 400) ** 0.5
     beta, alpha = math.sqrt(3.0), 10 / 3
     assert m.beta == pytest.approx(beta)
     z = H
@@ -60,10 +66,12 @@ def test_hashnet_by_hand_with_continuation():
     s = [[_same(Y, i, j) for j in range(n)] for i in range(n)]
     n_pos = sum(map(sum, s))
     w = [[n * n / n_pos if s[i][j] else n * n / (n * n - n_pos) for j in range(n)] for i in range(n)]
-    num = sum(w[i][j] * (_softplus(alpha * _dot(h[i], h[j])) - s[i][j] * alpha * _dot(h[i], h[j])) for i in range(n) for j in range(n))
+    num = sum(
+        w[i][j] * (_softplus(alpha * _dot(h[i], h[j])) - s[i][j] * alpha * _dot(h[i], h[j])) for i in range(n) for j in range(n)
+    )
     want = num / sum(map(sum, w))
     assert m(z, None, Y)["loss"].item() == pytest.approx(want, rel=1e-5)
-    assert getattr(m, "wants_logits", False)
+    assert HashNet.uses_logits  # the trainer hands it the pre-activation z
 
 
 def test_dch_by_hand():
@@ -94,7 +102,7 @@ def test_dnnh_by_hand():
 
 def test_dpn_targets_and_loss_by_hand():
     m = DPN(bits=4, n_classes=3, seed=0)
-    t = m.targets
+    t = m.class_targets
     assert t.shape == (3, 4) and torch.all((t == -1).sum(1) == 2)  # p = 0.5: half the bits of each target at -1
     h = torch.tensor([[0.5, -0.5, 1.0, 0.0], [0.9, 0.9, -0.9, 0.2]])
     want = sum(max(1 - v * tv, 0) for row, c in zip(h.tolist(), [2, 0]) for v, tv in zip(row, t[c].tolist())) / 8
@@ -102,8 +110,6 @@ def test_dpn_targets_and_loss_by_hand():
     # multi-hot: sign of the summed targets, ties from the fixed random vector
     summed = t[0] + t[1]
     want_t = torch.where(summed > 0, 1.0, torch.where(summed < 0, -1.0, m.ties[0]))
-    from hashdistill.methods.labels import label_codes
-
     assert torch.equal(label_codes(torch.tensor([[1, 1, 0]]), t, m.ties)[0], want_t)
 
 
@@ -134,7 +140,7 @@ def test_cnnh_stage_one_recovers_a_realisable_similarity():
 
 def test_cnnh_regresses_the_stage_one_codes_by_position():
     m = CNNH(bits=4, seed=0, sweeps=4)
-    m.prepare(np.array([0, 0, 1, 2]))
+    m.fit_codes(np.array([0, 0, 1, 2]))
     h = torch.tensor([[0.5, -0.5, 0.9, 0.1], [-0.2, 0.3, -0.9, 0.8]])
     idx = torch.tensor([3, 0])
     want = (h - m.codes[idx]).abs().mean()
@@ -143,7 +149,7 @@ def test_cnnh_regresses_the_stage_one_codes_by_position():
 
 def test_sdh_switch_adds_self_distillation_to_any_method():
     base = DHN(bits=3)
-    wrapped = SelfDistilled(base, lambda1=0.3)
+    wrapped = SelfDistilled(base, weight=0.3)
     hs = torch.tensor([[0.1, 0.2, 0.3], [-0.5, 0.1, 0.0], [0.3, 0.3, 0.3], [0.9, -0.1, 0.2]], requires_grad=True)
     ht = H.clone().requires_grad_(True)
     parts = wrapped(ht, hs, Y)
@@ -154,62 +160,52 @@ def test_sdh_switch_adds_self_distillation_to_any_method():
     assert ht.grad is None and hs.grad.abs().sum() > 0  # the teacher is detached in L_SdH
     with pytest.raises(ValueError, match="already trains on two views"):
         SelfDistilled(create_method("dhd"))
+    assert isinstance(create_method(load_config(None, ["method=dhn", "method.self_distill=true"]).method), SelfDistilled)
     # dhd-hp-bceq + SdH is DHD's full loss
     proxies = torch.randn(3, 3)
     full = create_method("dhd")(H, hs.detach(), Y, proxies)["loss"]
-    assert SelfDistilled(create_method("dhd-hp-bceq"), 0.1)(H, hs.detach(), Y, proxies)["loss"].item() == pytest.approx(full.item())
+    assert SelfDistilled(create_method("dhd-hp-bceq"), 0.1)(H, hs.detach(), Y, proxies)["loss"].item() == pytest.approx(
+        full.item()
+    )
 
 
 def test_method_config_errors():
-    with pytest.raises(ConfigError, match="unknown method 'dsh'"):
+    with pytest.raises(ConfigError, match=r"^method.name: unknown method 'dsh'; known: dhd, "):
         load_config(None, ["method=dsh"])
-    with pytest.raises(ConfigError, match="unknown method_params for dch: gama"):
-        load_config(None, ["method=dch", "method_params.gama=10"])
-    assert load_config(None, ["method=dch", "method_params.gamma=10"])["method_params"] == {"gamma": 10}
-    with pytest.raises(ConfigError, match="dhd already includes L_SdH"):
-        load_config(None, ["method=dhd", "sdh=true"])
-    with pytest.raises(ConfigError, match="train_view picks"):
-        load_config(None, ["method=csq", "sdh=true", "train_view=student"])
-    with pytest.raises(ConfigError, match="train_view must be"):
-        load_config(None, ["train_view=both"])
+    with pytest.raises(ConfigError, match=r"^unknown key method.gama; known: .*gamma, lambda_q$"):
+        load_config(None, ["method=dch", "method.gama=10"])
+    assert load_config(None, ["method=dch", "method.gamma=10"]).method.gamma == 10
+    with pytest.raises(ConfigError, match=r"^method.gamma: Input should be greater than 0, got -1$"):
+        load_config(None, ["method=dch", "method.gamma=-1"])
+    with pytest.raises(ConfigError, match="^method.self_distill: dhd already trains on two views"):
+        load_config(None, ["method=dhd", "method.self_distill=true"])
+    with pytest.raises(ConfigError, match="^method.train_view: picks the one view"):
+        load_config(None, ["method=csq", "method.self_distill=true", "method.train_view=student"])
+    with pytest.raises(ConfigError, match=r"^method.train_view: Input should be 'teacher' or 'student', got 'both'$"):
+        load_config(None, ["method.train_view=both"])
 
 
-CACHED = ["limit_train=600", "limit_query=100", "limit_database=1500", "batch_size=100", "crop_scale=[0.5,1.0]",
-          "lr=1e-3", "bits=16", "num_threads=2", "mode=cached", "backbone=mobilenet_v2", "pretrained=true",
-          "input_size=32", "views=2", "epochs=8", "backbone_lr_mult=0"]  # fmt: skip
+def test_switching_method_keeps_settings_only_within_a_family():
+    """``method=NAME`` keeps the settings NAME shares (DHD's ablations), else starts from NAME's defaults."""
+    dhd = load_config("configs/compare-outfits.yaml")
+    assert dhd.method.temperature == 0.4
+    assert load_config("configs/compare-outfits.yaml", ["method=dhd-hp-bceq"]).method.temperature == 0.4
+    hashnet = load_config("configs/compare-outfits.yaml", ["method=hashnet"]).method
+    assert hashnet.name == "hashnet" and not hasattr(hashnet, "temperature") and hashnet.gamma == 0.005
+    noisy = load_config("configs/distillhash-fmnist.yaml", ["method=distillhash-noisy"]).method
+    assert noisy.pairs.input_size == [64, 128] and noisy.stage1_epochs == 50
 
 
-@pytest.mark.parametrize("name", list(BASELINES))
+CACHED = ["data.limit_train=600", "data.limit_query=100", "data.limit_database=1500", "optim.batch_size=100",
+          "augment.crop_scale=[0.5,1.0]", "optim.lr=1e-3", "model.bits=16", "runtime.num_threads=2",
+          "model.mode=cached", "model.backbone=mobilenet_v2", "model.pretrained=true", "model.input_size=32",
+          "augment.views=2", "schedule.epochs=8", "optim.backbone_lr_mult=0"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", BASELINES)
 def test_every_baseline_trains_from_a_config(tmp_path, name):
-    cfg = load_config(None, CACHED + [f"name={name}", f"method={name}", "sdh=true"])
+    cfg = load_config(None, CACHED + [f"name={name}", f"method={name}", "method.self_distill=true"])
     m = train(cfg, tmp_path / name, progress=False)
     log = [json.loads(r) for r in (tmp_path / name / "log.jsonl").read_text().splitlines()]
     assert "sdh" in log[0] and log[-1]["loss"] < log[0]["loss"]
     assert m["map_at_1000"] > 0.3  # chance is about 0.1
-
-
-@pytest.mark.parametrize(("view", "sdh"), [("teacher", False), ("student", False), ("teacher", True)])
-def test_views_reach_the_loss_as_configured(tmp_path, view, sdh):
-    """A one-view baseline sees T_T by default, T_S with train_view=student; with SdH its loss sees T_T and
-    L_SdH the student view."""
-    cfg = load_config(None, CACHED + ["name=v", "method=csq", f"train_view={view}", f"sdh={str(sdh).lower()}", "epochs=1"])
-    t = Trainer(cfg, tmp_path / "v", progress=False)
-    dim = t.model.feature_dim
-    seen = []
-
-    class Source:  # teacher features all 0, student features all 1
-        def views(self, idx, rng, need_student):
-            return torch.zeros(len(idx), dim), (torch.ones(len(idx), dim) if need_student else None)
-
-    forward = t.method.forward
-
-    def spy(h_t, h_s, y, proxies=None):
-        seen.append(h_t.detach().clone())
-        return forward(h_t, h_s, y, proxies)
-
-    t.source = Source()
-    t.method.forward = spy
-    with torch.no_grad():
-        want = t.model(torch.full((4, dim), 1.0 if view == "student" else 0.0))
-    parts = t._step(np.arange(4), t.targets[:4], np.random.default_rng(0), t._optimizer(), torch.amp.GradScaler("cuda", enabled=False))
-    assert torch.allclose(seen[0], want) and ("sdh" in parts) == sdh

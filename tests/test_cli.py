@@ -30,21 +30,45 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "hashdistill", *args], capture_output=True, text=True)
 
 
-def test_bad_input_is_one_line_and_nonzero():
-    for args, words in [
-        (["data", "info", "cifar"], "unknown protocol 'cifar'"),
-        (["baseline", "--method", "foo"], "unknown method 'foo'"),
-        (["baseline", "--bits", "8,x"], "--bits must be"),
+def test_bad_input_is_one_line_and_nonzero(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model:\n  bits: 12\n")
+    for args, line in [
+        (["data", "info", "cifar"], "unknown protocol 'cifar'; known: fmnist-1k, mnist-1k, fmnist-outfits"),
+        (["baseline", "--method", "foo"], "unknown method 'foo'; known: lsh, pcah, sh, itq, sdh, ksh"),
+        (["baseline", "--bits", "8,x"], "--bits must be comma-separated integers, got '8,x'"),
+        (["train", str(cfg)], "model.bits: must be a multiple of 8, got 12"),
+        (
+            ["config", "--set", "method.gama=3", "--set", "method=dch"],
+            "unknown key method.gama; known: name, self_distill, self_distill_weight, train_view, gamma, lambda_q",
+        ),  # a typo survives a switch of method
+        (["encode", str(tmp_path)], f"{tmp_path}: no config.yaml (not a trained run folder)"),
     ]:
         r = _cli(*args)
-        assert r.returncode == 1
-        assert r.stderr.strip().splitlines() == [f"hashdistill: error: {r.stderr.split('error: ', 1)[1].strip()}"]
-        assert words in r.stderr
+        assert (r.returncode, r.stderr) == (1, f"hashdistill: error: {line}\n"), args
+
+
+def test_config_prints_the_resolved_config():
+    r = _cli("config", "configs/compare-fmnist.yaml", "--set", "method=csq", "--set", "method.self_distill=true")
+    assert r.returncode == 0, r.stderr
+    import yaml
+
+    cfg = yaml.safe_load(r.stdout)
+    assert cfg["name"] == "compare-fmnist" and cfg["model"]["bits"] == 64 and cfg["optim"]["lr"] == 0.001
+    assert cfg["method"] == {
+        "name": "csq",
+        "self_distill": True,
+        "self_distill_weight": 0.1,
+        "train_view": "teacher",
+        "lambda_q": 0.0001,
+    }
 
 
 def test_index_build_and_search_from_baseline_codes(tmp_path):
     codes = tmp_path / "codes"
-    r = runner.invoke(app, ["baseline", "--method", "itq", "--bits", "32", "--save-codes", str(codes), "--out", str(tmp_path / "r.json")])
+    r = runner.invoke(
+        app, ["baseline", "--method", "itq", "--bits", "32", "--save-codes", str(codes), "--out", str(tmp_path / "r.json")]
+    )
     assert r.exit_code == 0, r.output
     idx = tmp_path / "db.hidx"
     r = runner.invoke(app, ["index", "build", str(codes / "32-database.npz"), "--out", str(idx), "--method", "mih"])

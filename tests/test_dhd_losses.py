@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from hashdistill.methods import create_method
+from hashdistill.methods import DHD, DHDProxyOnly, DHDProxyQuantized, MethodError, create_method
 from hashdistill.methods.dhd import BCEQuantizationLoss, HashProxyLoss, SelfDistillationLoss
 
 H = torch.tensor([[0.6, -0.8], [0.0, 1.0]])
@@ -55,7 +55,7 @@ def test_bce_quantization_loss_by_hand():
         gp = math.exp(-((v - 1) ** 2) / (2 * sigma**2))
         gn = math.exp(-((v + 1) ** 2) / (2 * sigma**2))
         bp = 1.0 if v >= 0 else 0.0  # sign(0) = +1
-        bce = lambda u, g: -(u * math.log(max(g, math.exp(-100))) + (1 - u) * math.log(max(1 - g, math.exp(-100))))  # noqa: E731
+        bce = lambda u, g: -(u * math.log(max(g, math.exp(-100))) + (1 - u) * math.log(max(1 - g, math.exp(-100))))
         total += bce(bp, gp) + bce(1 - bp, gn)
     assert BCEQuantizationLoss(sigma)(h).item() == pytest.approx(total / 4, rel=1e-5)
     # codes at +-1 cost almost nothing; codes at 0 cost the most
@@ -67,16 +67,17 @@ def test_dhd_total_and_ablations():
     torch.manual_seed(0)
     ht, hs = torch.tanh(torch.randn(4, 8)), torch.tanh(torch.randn(4, 8))
     proxies, y = torch.randn(3, 8), torch.tensor([0, 1, 2, 1])
-    full = create_method("dhd", temperature=0.2, lambda1=0.1, lambda2=0.1, sigma=0.5)(ht, hs, y, proxies)
+    full = DHD(temperature=0.2, lambda1=0.1, lambda2=0.1, sigma=0.5)(ht, hs, y, proxies)
     hp = HashProxyLoss(0.2)(ht, proxies, y)
     sdh = SelfDistillationLoss()(ht, hs)
     q = BCEQuantizationLoss(0.5)(ht)
     assert full["loss"].item() == pytest.approx((hp + 0.1 * sdh + 0.1 * q).item(), rel=1e-6)
     only_hp = create_method("dhd-hp")(ht, None, y, proxies)
+    assert isinstance(create_method("dhd-hp"), DHDProxyOnly) and DHDProxyOnly.views == DHDProxyQuantized.views == 1
     assert set(only_hp) == {"hp", "loss"} and only_hp["loss"].item() == pytest.approx(hp.item(), rel=1e-6)
     hp_q = create_method("dhd-hp-bceq")(ht, None, y, proxies)
     assert hp_q["loss"].item() == pytest.approx((hp + 0.1 * q).item(), rel=1e-6)
-    with_proxies = create_method("dhd", quantize_proxies=True)(ht, hs, y, proxies)
+    with_proxies = DHD(quantize_proxies=True)(ht, hs, y, proxies)
     assert with_proxies["bceq"].item() == pytest.approx((q + BCEQuantizationLoss(0.5)(proxies)).item(), rel=1e-6)
-    with pytest.raises(ValueError, match="unknown method"):
+    with pytest.raises(MethodError, match="unknown method 'dsh'"):
         create_method("dsh")

@@ -8,9 +8,18 @@ import pytest
 import torch
 
 from hashdistill.config import ConfigError, load_config
-from hashdistill.methods.distillhash import BayesianPairLoss, DistillHash, QuantizationLoss, SquaredPairLoss, pair_features
-from hashdistill.pairs import (
-    DistilledPairs, InitialPairs, calibrate, distill_rule, fit_logistic, knn_graph, local_extremes, normalise, purity,
+from hashdistill.methods.distillhash import DistillHash, pair_features
+from hashdistill.methods.distillhash.method import BayesianPairLoss, QuantizationLoss, SquaredPairLoss
+from hashdistill.methods.distillhash.pairs import (
+    DistilledPairs,
+    InitialPairs,
+    calibrate,
+    distill_rule,
+    fit_logistic,
+    knn_graph,
+    local_extremes,
+    normalise,
+    purity,
 )  # fmt: skip
 from hashdistill.train import train
 
@@ -131,7 +140,7 @@ def test_pair_features_centre_each_scale_and_weigh_them_equally():
 def test_batches_gather_each_anchors_neighbours():
     rng = np.random.default_rng(7)
     y = np.repeat(np.arange(5), 20)
-    method = DistillHash({"k": 4, "noise_neighbours": 3, "batch_neighbours": 2})
+    method = DistillHash(pairs={"k": 4, "noise_neighbours": 3, "batch_neighbours": 2})
     method.setup(np.eye(5)[y] + rng.normal(0, 0.1, (100, 5)), y)
     anchors = np.array([3, 50, 97])
     idx = method.with_neighbours(anchors, np.random.default_rng(0))
@@ -198,8 +207,9 @@ def test_bayesian_and_squared_pair_losses_by_hand():
     assert q.item() == pytest.approx((0.25 + 0.0) / 2)
 
 
-SMALL = ["limit_train=400", "limit_query=100", "limit_database=1000", "bits=16", "epochs=3", "batch_size=100", "input_size=32", "views=2",
-         "num_threads=2", "pairs.stage1_epochs=2", "pairs.input_size=32", "pairs.k=10", "pairs.noise_neighbours=5"]  # fmt: skip
+SMALL = ["data.limit_train=400", "data.limit_query=100", "data.limit_database=1000", "model.bits=16", "schedule.epochs=3",
+         "optim.batch_size=100", "model.input_size=32", "augment.views=2", "runtime.num_threads=2", "method.stage1_epochs=2",
+         "method.pairs.input_size=32", "method.pairs.k=10", "method.pairs.noise_neighbours=5"]  # fmt: skip
 
 
 def test_distillhash_run_reports_purity_and_never_reads_labels(tmp_path, monkeypatch):
@@ -224,26 +234,59 @@ def test_distillhash_run_reports_purity_and_never_reads_labels(tmp_path, monkeyp
 
     monkeypatch.setattr(tr, "load_training_data", scrambled)
     train(cfg, tmp_path / "b", progress=False)
-    a, b = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=False)["model"] for r in ("a", "b"))
+    a, b = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=True)["model"] for r in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((tmp_path / "b" / "purity.json").read_text()) != report
 
 
 def test_distillhash_config_errors_are_one_line():
-    with pytest.raises(ConfigError, match="unknown pairs key"):
-        load_config("configs/distillhash-fmnist.yaml", ["pairs.nearest=3"])
-    with pytest.raises(ConfigError, match="pairs.calibration must be one of"):
-        load_config("configs/distillhash-fmnist.yaml", ["pairs.calibration=platt"])
-    with pytest.raises(ConfigError, match="pairs.input_size"):
-        load_config("configs/distillhash-fmnist.yaml", ["pairs.input_size=[64, -1]"])
-    with pytest.raises(ConfigError, match="batch_neighbours"):
-        load_config("configs/distillhash-fmnist.yaml", ["pairs.batch_neighbours=-1"])
-    with pytest.raises(ConfigError, match="stage1_epochs"):
-        load_config("configs/distillhash-fmnist.yaml", ["epochs=5", "pairs.stage1_epochs=5"])
+    cases = [
+        (
+            ["method.pairs.nearest=3"],
+            r"^unknown key method.pairs.nearest; known: backbone, pretrained, input_size, .*report_rows$",
+        ),
+        (
+            ["method.pairs.calibration=platt"],
+            r"^method.pairs.calibration: Input should be 'none', 'balanced' or 'prior', got 'platt'$",
+        ),
+        (["method.pairs.input_size=[64, -1]"], r"^method.pairs.input_size\[1\]: Input should be greater than 0, got -1$"),
+        (
+            ["method.pairs.input_size=[]"],
+            r"^method.pairs.input_size: give an input size or a non-empty list of them, got \[\]$",
+        ),
+        (
+            ["method.pairs.batch_neighbours=-1"],
+            r"^method.pairs.batch_neighbours: Input should be greater than or equal to 0, got -1$",
+        ),
+        (
+            ["method.pairs.batch_neighbours=128"],
+            r"^method.pairs.batch_neighbours must be below optim.batch_size \(128\), got 128$",
+        ),
+        (
+            ["schedule.epochs=5", "method.stage1_epochs=5"],
+            r"^method.stage1_epochs must be between 1 and schedule.epochs - 1 \(4\), got 5$",
+        ),
+        (
+            ["method.pairs.quantiles=[0.5, 0.1]"],
+            r"^method.pairs.quantiles: one or two increasing quantiles in \(0, 1\), got \[0.5, 0.1\]$",
+        ),
+        (
+            ["method.stage_epochs=3"],
+            r"^unknown key method.stage_epochs; known: name, .*stage1_epochs, balance, quantization, pairs$",
+        ),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            load_config("configs/distillhash-fmnist.yaml", overrides)
+    # the noisy ablation never distils, so its stage-1 length is not checked against the schedule
+    assert (
+        load_config("configs/distillhash-fmnist.yaml", ["method=distillhash-noisy", "schedule.epochs=5"]).method.stage1_epochs
+        == 50
+    )
 
 
 def test_distillhash_resumes_after_distillation_from_the_saved_stage1_outputs(tmp_path):
-    cfg = load_config("configs/distillhash-fmnist.yaml", SMALL + ["epochs=4"])
+    cfg = load_config("configs/distillhash-fmnist.yaml", SMALL + ["schedule.epochs=4"])
     train(cfg, tmp_path / "full", progress=False)
 
     def kill(epoch, step):
@@ -253,6 +296,6 @@ def test_distillhash_resumes_after_distillation_from_the_saved_stage1_outputs(tm
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "killed", progress=False, callback=kill)
     m = train(cfg, tmp_path / "killed", resume=True, progress=False)
-    a, b = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=False)["model"] for r in ("full", "killed"))
+    a, b = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=True)["model"] for r in ("full", "killed"))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert m["purity"]["distilled"] == json.loads((tmp_path / "full" / "purity.json").read_text())["distilled"]

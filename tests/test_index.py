@@ -92,7 +92,7 @@ def test_search_ranks_exactly_as_the_metric(fmnist):
     yq, ydb = fmnist.labels[fmnist.query[:100]], fmnist.labels[db_idx]
     # codes with heavy ties: 16-bit projections of real images
     proj = rng.standard_normal((784, 16))
-    code = lambda idx: np.where(fmnist.images[idx].reshape(len(idx), -1) @ proj >= 128 * proj.sum(0), 1, -1)  # noqa: E731
+    code = lambda idx: np.where(fmnist.images[idx].reshape(len(idx), -1) @ proj >= 128 * proj.sum(0), 1, -1)
     q, db = code(fmnist.query[:100]), code(db_idx)
     for method in ("flat", "mih"):
         index = HammingIndex(16, method)

@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("milvus_lite", reason="the [milvus] extra is not installed")
 
-from hashdistill.index import HammingIndex, MilvusIndex  # noqa: E402
+from hashdistill.index import HammingIndex, MilvusIndex
 
 
 @pytest.fixture(scope="module")

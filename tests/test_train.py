@@ -8,11 +8,12 @@ import torch
 from typer.testing import CliRunner
 
 from hashdistill.cli import app
-from hashdistill.config import ConfigError, load_config, validate
+from hashdistill.config import ConfigError, load_config
 from hashdistill.train import Trainer, train
 
-SMALL = ["limit_train=600", "limit_query=100", "limit_database=1500", "batch_size=100", "crop_scale=[0.5,1.0]",
-         "lr=1e-3", "backbone_lr_mult=1.0", "bits=32", "num_threads=2"]  # fmt: skip
+SMALL = ["data.limit_train=600", "data.limit_query=100", "data.limit_database=1500", "optim.batch_size=100",
+         "augment.crop_scale=[0.5,1.0]", "optim.lr=1e-3", "optim.backbone_lr_mult=1.0", "model.bits=32",
+         "runtime.num_threads=2"]  # fmt: skip
 
 
 def _log(run):
@@ -20,7 +21,7 @@ def _log(run):
 
 
 def test_end_to_end_run_reduces_loss_and_produces_codes(tmp_path):
-    cfg = load_config(None, SMALL + ["name=e2e", "epochs=3"])
+    cfg = load_config(None, SMALL + ["name=e2e", "schedule.epochs=3"])
     m = train(cfg, tmp_path / "e2e", progress=False)
     log = _log(tmp_path / "e2e")
     assert [r["epoch"] for r in log] == [1, 2, 3] and log[-1]["loss"] < log[0]["loss"]
@@ -30,18 +31,21 @@ def test_end_to_end_run_reduces_loss_and_produces_codes(tmp_path):
 
 
 def test_cached_run_reduces_loss_and_produces_codes(tmp_path):
-    cfg = load_config(None, SMALL + ["name=cached", "mode=cached", "backbone=mobilenet_v2", "pretrained=true",
-                                     "input_size=32", "views=2", "epochs=8", "backbone_lr_mult=0"])  # fmt: skip
+    cfg = load_config(None, SMALL + ["name=cached", "model.mode=cached", "model.backbone=mobilenet_v2", "model.pretrained=true",
+                                     "model.input_size=32", "augment.views=2", "schedule.epochs=8", "optim.backbone_lr_mult=0"])  # fmt: skip
     m = train(cfg, tmp_path / "cached", progress=False)
     log = _log(tmp_path / "cached")
-    assert log[-1]["loss"] < log[0]["loss"] and m["features_seconds"] >= 0
+    assert log[-1]["loss"] < log[0]["loss"]
     with np.load(tmp_path / "cached" / "codes-query.npz") as z:
         assert z["codes"].shape == (100, 4)
     assert m["map_at_1000"] > 0.3
+    # a second run of the same config reads every feature from the cache and trains the same weights
+    again = train(cfg, tmp_path / "again", progress=False)
+    assert again["features_seconds"] == 0.0 and again["map_at_1000"] == m["map_at_1000"]
 
 
 def test_resume_after_a_kill_mid_epoch_finishes_identically(tmp_path):
-    cfg = load_config(None, SMALL + ["name=r", "epochs=3", "limit_train=300"])
+    cfg = load_config(None, SMALL + ["name=r", "schedule.epochs=3", "data.limit_train=300"])
     train(cfg, tmp_path / "full", progress=False)
 
     def kill(epoch, step):
@@ -50,17 +54,17 @@ def test_resume_after_a_kill_mid_epoch_finishes_identically(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "killed", progress=False, callback=kill)
-    assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["epoch"] == 1
     train(cfg, tmp_path / "killed", resume=True, progress=False)
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
-    b = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
     assert b["epoch"] == 3 and [r["epoch"] for r in _log(tmp_path / "killed")] == [1, 2, 3]
     for k in a["model"]:
         assert torch.allclose(a["model"][k].float(), b["model"][k].float(), atol=1e-5), k
 
 
 def test_validation_split_never_uses_queries(tmp_path):
-    cfg = load_config(None, SMALL + ["name=v", "epochs=1", "val_fraction=0.2", "select=best"])
+    cfg = load_config(None, SMALL + ["name=v", "schedule.epochs=1", "data.val_fraction=0.2", "schedule.select=best"])
     t = Trainer(cfg, tmp_path / "v", progress=False)
     assert len(t.val_split) == 120 and len(t.fit_split) == 480
     assert not np.intersect1d(t.val_split.ids, t.data.query.ids).size
@@ -68,31 +72,81 @@ def test_validation_split_never_uses_queries(tmp_path):
     assert "val_map" in _log(tmp_path / "v")[0] and (tmp_path / "v" / "best.pt").is_file()
 
 
-def test_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match="unknown config key"):
-        load_config(None, ["learning_rate=1"])
-    with pytest.raises(ConfigError, match="lr must be a number"):
-        load_config(None, ["lr=fast"])
-    assert load_config(None, ["lr=1e-3"])["lr"] == 0.001
-    with pytest.raises(ConfigError, match="mode must be"):
-        load_config(None, ["mode=fast"])
-    with pytest.raises(ConfigError, match="select: best needs"):
-        load_config(None, ["select=best"])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["learning_rate=1"], "unknown key learning_rate; known: name, data, model, augment, method, optim, schedule, runtime"),
+        (["lr=1"], "unknown key lr (now optim.lr); known: name, data, model, augment, method, optim, schedule, runtime"),
+        (
+            ["data.limt_train=5"],
+            "unknown key data.limt_train; known: protocol, train, query, database, root, load_size, "
+            "topk, limit_train, limit_query, limit_database, val_fraction, workers",
+        ),
+        (["data.limit_train=0"], "data.limit_train: Input should be greater than 0, got 0"),
+        (["data.protocol=cifar"], "data.protocol: unknown protocol 'cifar'; known: fmnist-1k, mnist-1k, fmnist-outfits"),
+        (["data.protocol=null"], "data: without data.protocol, list files are needed: data.train, data.query, data.database"),
+        (["model.bits=12"], "model.bits: must be a multiple of 8, got 12"),
+        (["model.mode=fast"], "model.mode: Input should be 'end-to-end' or 'cached', got 'fast'"),
+        (["model.bitz=8"], "unknown key model.bitz; known: bits, backbone, pretrained, layer, head_hidden, mode, input_size"),
+        (["augment.crop_scale=abc"], "augment.crop_scale: Input should be a valid tuple, got 'abc'"),
+        (["augment.crop_scale=[0.9,0.5]"], "augment.crop_scale: must be [low, high] with 0 < low <= high <= 1, got [0.9, 0.5]"),
+        (["optim.lr=fast"], "optim.lr: Input should be a valid number, unable to parse string as a number, got 'fast'"),
+        (["optim.momentum=0.9"], "unknown key optim.momentum; known: lr, backbone_lr_mult, weight_decay, batch_size"),
+        (["schedule.select=best"], "schedule.select: best needs data.val_fraction > 0 (selection never looks at the queries)"),
+        (["schedule.epoch=3"], "unknown key schedule.epoch; known: epochs, warmup_epochs, select"),
+        (["runtime.device=gpu"], "runtime.device: must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
+        (["runtime.sed=1"], "unknown key runtime.sed; known: seed, device, amp, num_threads, feature_batch"),
+        (["model.mode=cached"], "model.mode: cached freezes the backbone: use a pretrained one (small-cnn trains end to end)"),
+        (["model"], "--set expects key=value or a.b.c=value, got 'model'"),
+        (["model.bits.x=8"], "model.bits is not a section: cannot set model.bits.x"),
+    ],
+)
+def test_config_errors_are_one_line_naming_the_key(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, overrides)
+    assert str(e.value) == message
+
+
+def test_config_files_and_overrides(tmp_path):
+    assert load_config(None, ["optim.lr=1e-3"]).optim.lr == 0.001  # YAML reads 1e-3 as a string
     bad = tmp_path / "bad.yaml"
-    bad.write_text("bits: [")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    bad.write_text("model: {bits: [")
+    with pytest.raises(ConfigError, match=r"^.*bad.yaml: not valid YAML"):
         load_config(bad)
+    bad.write_bytes(b"model:\n  backbone: \xff\xfe\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not UTF-8 text \(byte 19\)$"):
+        load_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="bad.yaml: a config is a mapping of sections"):
+        load_config(bad)
+    good = tmp_path / "good.yaml"
+    good.write_text("model:\n  bits: 16\nmethod: csq\n")
+    cfg = load_config(good, ["method.lambda_q=0.5", "method.self_distill=true"])
+    assert (cfg.run_name, cfg.model.bits, cfg.method.name, cfg.method.lambda_q, cfg.method.self_distill) == (
+        "good",
+        16,
+        "csq",
+        0.5,
+        True,
+    )
+    # what a run writes is what it reads back
+    import yaml
+
+    from hashdistill.config import dump_config, parse_config
+
+    assert parse_config(yaml.safe_load(dump_config(cfg))) == cfg
 
 
 def test_cli_train_encode_evaluate_index(tmp_path):
     cfgfile = tmp_path / "tiny.yaml"
-    cfgfile.write_text("protocol: fmnist-1k\nepochs: 1\n" + "".join(s.replace("=", ": ") + "\n" for s in SMALL))
+    cfgfile.write_text("schedule: {epochs: 1}\n")
     runner = CliRunner()
-    r = runner.invoke(app, ["train", str(cfgfile), "--runs-dir", str(tmp_path), "--quiet"])
+    sets = [a for s in SMALL for a in ("--set", s)]
+    r = runner.invoke(app, ["train", str(cfgfile), "--runs-dir", str(tmp_path), "--quiet", *sets])
     assert r.exit_code == 0, r.output
     run = tmp_path / "tiny"
     assert json.loads(r.output.strip().splitlines()[-1])["bits"] == 32
-    r = runner.invoke(app, ["train", str(cfgfile), "--runs-dir", str(tmp_path), "--quiet"])
+    r = runner.invoke(app, ["train", str(cfgfile), "--runs-dir", str(tmp_path), "--quiet", *sets])
     assert r.exit_code == 1  # an existing run is never overwritten silently
     r = runner.invoke(app, ["encode", str(run), "--split", "query", "--out", str(tmp_path / "q.npz")])
     assert r.exit_code == 0, r.output
@@ -135,12 +189,10 @@ def test_list_file_dataset_trains(tmp_path, fmnist):
             lines.append(f"{i}.png " + " ".join(cols))
         lists[split] = tmp_path / f"{split}.txt"
         lists[split].write_text("\n".join(lines) + "\n")
-    cfg = load_config(None, ["epochs=2", "bits=16", "batch_size=50", "input_size=28", "crop_scale=[0.5,1.0]",
-                             "backbone_lr_mult=1.0", "lr=1e-3", "name=lists"])  # fmt: skip
-    cfg["protocol"] = None
-    cfg["data"] = {"train": str(lists["train"]), "query": str(lists["query"]), "database": str(lists["database"]),
-                   "root": str(root), "load_size": 28, "topk": 100}  # fmt: skip
-    cfg = validate(cfg)
+    cfg = load_config(None, ["schedule.epochs=2", "model.bits=16", "optim.batch_size=50", "model.input_size=28",
+                             "augment.crop_scale=[0.5,1.0]", "optim.backbone_lr_mult=1.0", "optim.lr=1e-3", "name=lists",
+                             "data.protocol=null", *[f"data.{k}={v}" for k, v in lists.items()], f"data.root={root}",
+                             "data.load_size=28", "data.topk=100"])  # fmt: skip
     m = train(cfg, tmp_path / "lists", progress=False)
     log = _log(tmp_path / "lists")
     assert log[-1]["loss"] < log[0]["loss"] and 0 < m["map_at_100"] <= 1

@@ -1,4 +1,10 @@
-"""hashdistill: learning-to-hash image retrieval."""
+"""hashdistill: learning-to-hash image retrieval (docs/architecture.md).
+
+``hashdistill.Run.load(path)`` opens a trained run (``run.encode(images)``, ``run.codes("database")``); the
+code and metric helpers below are importable without loading torch.
+"""
+
+from typing import Any
 
 from .codes import binarize, hamming, pack, unpack
 from .metrics import (
@@ -11,6 +17,7 @@ from .metrics import (
 
 __version__ = "0.1.0"
 __all__ = [
+    "Run",
     "binarize",
     "evaluate_retrieval",
     "hamming",
@@ -21,3 +28,11 @@ __all__ = [
     "precision_recall_curve",
     "unpack",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Run":  # imported on first use: it loads torch
+        from .run import Run
+
+        return Run
+    raise AttributeError(f"module 'hashdistill' has no attribute {name!r}")

@@ -31,11 +31,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
     """Call ``write(fileobj)`` on a temporary file, fsync it and rename it to ``path``."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
     return Path(path)
 
 

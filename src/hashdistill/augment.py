@@ -10,9 +10,14 @@ first, so every transform (hue, saturation) is defined.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import kornia.augmentation as K
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 def to_float_rgb(images: torch.Tensor) -> torch.Tensor:
@@ -98,3 +103,14 @@ class ViewTransform(nn.Module):
 def view_groups(size: int, s_teacher: float, **kw) -> tuple[ViewTransform, ViewTransform, ViewTransform]:
     """(teacher T_T, student T_S, clean) transforms sharing size, crop and normalisation."""
     return ViewTransform(size, s_teacher, **kw), ViewTransform(size, 1.0, **kw), ViewTransform(size, 0.0, **kw)
+
+
+def view_transforms(cfg: Config, s_teacher: float | None = None) -> tuple[ViewTransform, ViewTransform, ViewTransform]:
+    """A run's (teacher, student, clean) transforms: its input size, crop, teacher strength (or
+    ``s_teacher``) and its backbone's normalisation."""
+    from .backbones import IMAGENET_MEAN, IMAGENET_STD, is_imagenet
+
+    a = cfg.augment
+    norm = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD} if is_imagenet(cfg.model.backbone) else {}
+    s = a.s_teacher if s_teacher is None else s_teacher
+    return view_groups(cfg.model.input_size, s, crop_ratio=a.crop_ratio, crop_scale=tuple(a.crop_scale), **norm)

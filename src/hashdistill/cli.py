@@ -14,10 +14,10 @@ from . import _io
 from .codes import load_codes, save_codes
 from .data import PROTOCOLS, DataNotFoundError, ListFileError, load_protocol, prepare_protocol
 from .data.sources import extract_mnist_wheel
-from .evaluate import git_commit, results_table, run_shallow
 from .index import METHODS as INDEX_METHODS
 from .index import HammingIndex
-from .shallow import SHALLOW_METHODS
+from .shallow import SHALLOW_METHODS, run_shallow
+from .tables import git_commit, results_table
 
 app = typer.Typer(
     help="Learning-to-hash image retrieval: train, encode, evaluate, search.",
@@ -29,6 +29,7 @@ data_app = typer.Typer(help="Prepare and inspect the benchmark protocols.", no_a
 app.add_typer(data_app, name="data")
 index_app = typer.Typer(help="Build Hamming search indexes.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
+
 
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit status 1."""
@@ -98,8 +99,13 @@ def baseline(
     bits: Annotated[str, typer.Option(help="comma-separated code lengths")] = "16,32,64",
     features: Annotated[str, typer.Option(help="input features")] = "pixels",
     seed: Annotated[int, typer.Option(help="random_state of the hasher")] = 0,
-    out: Annotated[Optional[Path], typer.Option(help="JSON file (default runs/baselines/<protocol>-<method>-<features>.json)")] = None,
-    codes_dir: Annotated[Optional[Path], typer.Option("--save-codes", help="folder for query/database codes (<bits>-query.npz, <bits>-database.npz)")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option(help="JSON file (default runs/baselines/<protocol>-<method>-<features>.json)")
+    ] = None,
+    codes_dir: Annotated[
+        Optional[Path],
+        typer.Option("--save-codes", help="folder for query/database codes (<bits>-query.npz, <bits>-database.npz)"),
+    ] = None,
 ) -> None:
     """Fit a shallow hasher on a protocol at several code lengths; print a table and write JSON."""
     if method.lower() not in SHALLOW_METHODS:
@@ -132,21 +138,24 @@ def demo(
     from .train import train
 
     cfg = load_config(config)
-    p = load_protocol(cfg["protocol"])
-    typer.echo(f"{cfg['protocol']}: query {len(p.query)}, train {len(p.train)}, database {len(p.database)}")
-    row, _, _ = run_shallow(p, "itq", cfg["bits"])
-    typer.echo(f"baseline ITQ {cfg['bits']} bits on pixels: mAP@1000 {row['map_at_1000']:.4f}")
-    run_dir = runs_dir / cfg["name"]
-    typer.echo(f"training DHD ({cfg['backbone']}, {cfg['mode']}, {cfg['epochs']} epochs) into {run_dir} "
-               "(resumes if interrupted) ...")  # fmt: skip
+    if cfg.data.protocol is None:
+        raise CLIError(f"{config}: the demo runs on a protocol (data.protocol)")
+    p = load_protocol(cfg.data.protocol)
+    bits = cfg.model.bits
+    typer.echo(f"{p.name}: query {len(p.query)}, train {len(p.train)}, database {len(p.database)}")
+    row, _, _ = run_shallow(p, "itq", bits)
+    typer.echo(f"baseline ITQ {bits} bits on pixels: mAP@1000 {row['map_at_1000']:.4f}")
+    run_dir = runs_dir / cfg.run_name
+    typer.echo(f"training {cfg.method.name} ({cfg.model.backbone}, {cfg.model.mode}, {cfg.schedule.epochs} epochs) "
+               f"into {run_dir} (resumes if interrupted) ...")  # fmt: skip
     m = train(cfg, run_dir, resume=True)
     typer.echo(
-        f"DHD {cfg['bits']} bits on {cfg['protocol']}: mAP@1000 {m['map_at_1000']:.4f}  mAP@all {m['map_all']:.4f}  "
+        f"{cfg.method.name} {bits} bits on {p.name}: mAP@1000 {m['map_at_1000']:.4f}  mAP@all {m['map_all']:.4f}  "
         f"P@H<=2 {m['p_at_h2']:.4f}  (training {m['train_seconds']:.0f} s)"
     )
-    with np.load(run_dir / "codes-query.npz") as zq, np.load(run_dir / "codes-database.npz") as zd:
-        q, q_ids, db, db_ids = zq["codes"], zq["ids"], zd["codes"], zd["ids"]
-    index = HammingIndex(cfg["bits"], "mih")
+    q, q_ids, _ = load_codes(run_dir / "codes-query.npz")
+    db, db_ids, _ = load_codes(run_dir / "codes-database.npz")
+    index = HammingIndex(bits, "mih")
     index.add(db, db_ids)
     picks = [int(i) for i in (len(q) * (0.5 + np.arange(queries)) / queries)]
     dist, hits = index.search(q[picks], 5)
@@ -209,10 +218,21 @@ def search(
         typer.echo(f"query {n}: " + "  ".join(f"{a}:{b}" for a, b in zip(i, d) if a >= 0))
 
 
+@app.command("config")
+def config_cmd(
+    config: Annotated[Optional[Path], typer.Argument(help="a YAML config (default: every default)")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override: section.key=value (repeatable)")] = None,
+) -> None:
+    """Print a config resolved and validated: every section with every default filled in."""
+    from .config import dump_config, load_config
+
+    typer.echo(dump_config(load_config(config, set_ or [])), nl=False)
+
+
 @app.command("train")
 def train_cmd(
     config: Annotated[Path, typer.Argument(help="a YAML config (see configs/)")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override: key=value (repeatable)")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override: section.key=value (repeatable)")] = None,
     resume: Annotated[bool, typer.Option(help="continue from the run's last checkpoint")] = False,
     runs_dir: Annotated[Path, typer.Option(help="where run folders go")] = Path("runs"),
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
@@ -222,7 +242,7 @@ def train_cmd(
     from .train import train
 
     cfg = load_config(config, set_ or [])
-    run_dir = runs_dir / cfg["name"]
+    run_dir = runs_dir / cfg.run_name
     if (run_dir / "checkpoint.pt").is_file() and not resume:
         raise CLIError(f"{run_dir} already holds a run: pass --resume to continue it, or --set name=<new name>")
     metrics = train(cfg, run_dir, resume=resume, progress=not quiet)
@@ -236,22 +256,31 @@ def encode(
     out: Annotated[Path, typer.Option(help="codes file to write (.npz: codes, ids[, labels])")] = Path("codes.npz"),
 ) -> None:
     """Encode images with a trained run into packed binary codes."""
-    from .datasets import images_to_encode
-    from .train import encode_images, load_run
+    from .run import Run
 
-    cfg, model, clean = load_run(run)
-    images, ids, labels = images_to_encode(split, cfg)
-    h = encode_images(model, clean, images, progress=True)
+    r = Run.load(run)
+    images, ids, labels = r.images(split)
+    h = r.encode(images, progress=True)
     save_codes(out, h, ids, labels)
-    typer.echo(f"{out}: {len(h)} codes of {cfg['bits']} bits")
+    typer.echo(f"{out}: {len(h)} codes of {r.bits} bits")
 
 
 @app.command()
 def evaluate(
     runs: Annotated[list[Path], typer.Argument(help="trained run folders")],
     protocol: Annotated[Optional[str], typer.Option(help="the protocol (default: each run's own)")] = None,
-    deformations: Annotated[Optional[str], typer.Option(help="all, or a comma list of: none, cutout, dropout, zoom_in, zoom_out, rotation, shear, noise (queries only)")] = None,
-    sensitivity: Annotated[Optional[str], typer.Option(help="comma list of s in (0, 1], or 'default' (0.1..1.0): mean Hamming shift under the teacher group scaled by s")] = None,
+    deformations: Annotated[
+        Optional[str],
+        typer.Option(
+            help="all, or a comma list of: none, cutout, dropout, zoom_in, zoom_out, rotation, shear, noise (queries only)"
+        ),
+    ] = None,
+    sensitivity: Annotated[
+        Optional[str],
+        typer.Option(
+            help="comma list of s in (0, 1], or 'default' (0.1..1.0): mean Hamming shift under the teacher group scaled by s"
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="seed of the deformations and transformations")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="also write the results as JSON")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
@@ -259,11 +288,13 @@ def evaluate(
     """Score trained runs (mAP@K, mAP@all, P@H<=2 from their codes); with --deformations, mAP@K per query
     deformation side by side (DHD's Table 4); with --sensitivity, the mean Hamming shift per s (Fig. 6)."""
     from .evaluate import evaluate_run
+    from .run import Run
 
     result: dict = {}
-    names = [r.name for r in runs]
     if protocol is not None and (deformations is not None or sensitivity is not None):
         raise CLIError("--protocol applies to plain scoring; --deformations and --sensitivity use each run's own queries")
+    runs = [Run.load(r) for r in runs]  # each run loaded once for every table
+    names = [r.name for r in runs]
     if deformations is None and sensitivity is None:
         result["metrics"] = [evaluate_run(r, protocol) for r in runs]
     if deformations is not None:
@@ -289,7 +320,9 @@ def evaluate(
         return
     if "metrics" in result:
         rows = result["metrics"]
-        typer.echo(results_table(rows, ["run", "protocol", "bits", *[k for k in rows[0] if k.startswith(("map", "p_at"))]]), nl=False)
+        typer.echo(
+            results_table(rows, ["run", "protocol", "bits", *[k for k in rows[0] if k.startswith(("map", "p_at"))]]), nl=False
+        )
     if "robustness_table" in result:
         typer.echo(f"mAP@K per deformation of the queries (seed {seed}):")
         typer.echo(results_table(result["robustness_table"], ["deformation", *names]), nl=False)

@@ -1,6 +1,6 @@
 """Binary codes: sign, bit packing, Hamming distances and bit statistics.
 
-Conventions (DESIGN.md): a code is a vector in {-1, +1}^K with sign(0) = +1; packed codes are
+Conventions (docs/protocols.md): a code is a vector in {-1, +1}^K with sign(0) = +1; packed codes are
 ``uint8`` arrays of shape (N, K/8) in numpy ``packbits`` order (bit +1 -> 1, first bit is the
 most significant bit of the first byte). K must be a multiple of 8 for packing.
 """

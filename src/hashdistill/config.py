@@ -1,66 +1,202 @@
-"""Training configuration: YAML files with defaults, ``--set key=value`` overrides, validation."""
+"""A run's configuration: typed, nested sections (docs/config.md).
+
+``data`` (what it trains and is scored on) -> ``model`` (backbone, hash head, code length) -> ``augment``
+(the views) -> ``method`` (the loss and its hyper-parameters, validated by the method's own ``Params``)
+-> ``optim`` -> ``schedule`` -> ``runtime``. ``load_config(path, ["a.b.c=value", ...])`` reads a YAML file
+over the defaults and applies ``--set`` overrides at any depth; every bad key or value fails with one
+line naming its full key path (``ConfigError``).
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)  # fmt: skip
 
-DEFAULTS: dict[str, Any] = {
-    "name": None,  # run name (default: the config file's stem)
-    "protocol": "fmnist-1k",  # a benchmark protocol, or null with `data` (list files)
-    "data": None,  # {train, query, database: list files, root: image folder, load_size: 256}
-    "method": "dhd",  # see hashdistill.methods.METHODS
-    "method_params": None,  # a baseline's own hyper-parameters, e.g. {gamma: 20} for dch (defaults cited in its module)
-    "sdh": False,  # add self-distillation (L_SdH, weight lambda1) to any method: loss on T_T, student T_S pulled to it
-    "train_view": "teacher",  # without SdH, the view group a one-view method trains on: teacher (T_T) or student (T_S)
-    "bits": 64,
-    "backbone": "small-cnn",
-    "pretrained": False,  # true (offline package / hub) or a weights path
-    "backbone_layer": None,  # mobilenet_v2: cut after this block (pooled block features)
-    "head_hidden": 0,  # a hidden ReLU layer of this width before the hash layer (0: linear hash layer)
-    "mode": "end-to-end",  # or "cached": frozen backbone, features of many views cached on disk
-    "input_size": 28,
-    "crop_ratio": 1.0,  # centre crop after augmentation (the paper: 224/256 = 0.875)
-    "crop_scale": [0.08, 1.0],  # RandomResizedCrop scale range (official code: kornia's default)
-    "s_teacher": 0.5,  # teacher group = student group with probabilities scaled by s_T
-    "views": 8,  # cached mode: teacher and student views computed per training image
-    "epochs": 30,
-    "batch_size": 128,
-    "lr": 3.0e-4,
-    "backbone_lr_mult": 0.05,
-    "weight_decay": 1.0e-5,
-    "warmup_epochs": 1,
-    "temperature": 0.2,
-    "lambda1": 0.1,
-    "lambda2": 0.1,
-    "sigma": 0.5,
-    "quantize_proxies": False,
-    "seed": 0,
-    "val_fraction": 0.0,  # carve a validation split from the training set for model selection
-    "select": "last",  # or "best" (highest validation mAP; needs val_fraction > 0)
-    "eval_topk": None,  # default: the protocol's K (1000)
-    "limit_train": None,  # use only the first N of each split (quick experiments, tests)
-    "limit_query": None,
-    "limit_database": None,
-    "num_threads": None,
-    "device": "auto",  # auto: cuda when available
-    "amp": True,  # mixed precision on CUDA
-    "feature_batch": 256,
-    "workers": 0,  # DataLoader workers for list-file datasets
-    "pairs": None,  # pair-based unsupervised methods (DistillHash): see methods/distillhash.py PAIR_DEFAULTS
-}
-CHOICES = {"mode": ("end-to-end", "cached"), "select": ("last", "best"), "train_view": ("teacher", "student")}
-FLOATS = ("lr", "backbone_lr_mult", "weight_decay", "temperature", "lambda1", "lambda2", "sigma", "s_teacher",
-          "val_fraction", "crop_ratio")  # fmt: skip
+from .methods import MethodError, MethodParams, method_class, method_params, same_params
 
 
 class ConfigError(ValueError):
-    """A bad configuration; the message names the key."""
+    """A bad configuration; the message is one line naming the key path."""
 
 
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Section):
+    """A benchmark ``protocol``, or DHD-format list files (``train``, ``query``, ``database``; image paths
+    relative to ``root``, default the list file's folder, loaded at ``load_size``)."""
+
+    protocol: str | None = "fmnist-1k"
+    train: str | None = None
+    query: str | None = None
+    database: str | None = None
+    root: str | None = None
+    load_size: PositiveInt = 256
+    topk: PositiveInt | None = None  # the K of mAP@K (default: the protocol's, 1000 for list files)
+    limit_train: PositiveInt | None = None  # only the first N of a split (quick experiments, tests)
+    limit_query: PositiveInt | None = None
+    limit_database: PositiveInt | None = None
+    val_fraction: float = Field(0.0, ge=0, lt=1)  # a validation split carved from the training set
+    workers: NonNegativeInt = 0  # image-loading threads for list files (0: 4)
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, v: str | None) -> str | None:
+        from .data import PROTOCOLS
+
+        if v is not None and v not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {v!r}; known: {', '.join(PROTOCOLS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        lists = {k: getattr(self, k) for k in ("train", "query", "database")}
+        if self.protocol is None and not all(lists.values()):
+            missing = ", ".join(f"data.{k}" for k, v in lists.items() if not v)
+            raise ValueError(f"without data.protocol, list files are needed: {missing}")
+        if self.protocol is not None and any(lists.values()):
+            raise ValueError("give either data.protocol or list files (set data.protocol=null to use list files)")
+        return self
+
+    @property
+    def source(self) -> str | dict[str, Any]:
+        """What names the images (a feature cache's key): the protocol, or the list files."""
+        if self.protocol:
+            return self.protocol
+        return {k: getattr(self, k) for k in ("train", "query", "database", "root", "load_size")}
+
+
+class ModelConfig(Section):
+    """backbone -> hash head (Linear, no bias -> LayerNorm -> tanh; a hidden ReLU layer of ``head_hidden``
+    units first when > 0) -> ``bits``. ``mode: cached`` freezes a pretrained backbone and trains the head
+    over cached features of many views."""
+
+    bits: PositiveInt = 64
+    backbone: str = "small-cnn"
+    pretrained: bool | str = False  # true (offline package / hub) or a weights file
+    layer: int | None = None  # mobilenet_v2: cut after this block (pooled block features)
+    head_hidden: NonNegativeInt = 0
+    mode: Literal["end-to-end", "cached"] = "end-to-end"
+    input_size: PositiveInt = 28  # the side the views are drawn at
+
+    @field_validator("bits")
+    @classmethod
+    def _bytes(cls, v: int) -> int:
+        if v % 8:
+            raise ValueError("must be a multiple of 8")
+        return v
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, v: str) -> str:
+        from .backbones import BACKBONES
+
+        if v not in BACKBONES:
+            raise ValueError(f"unknown backbone {v!r}; known: {', '.join(BACKBONES)}")
+        return v
+
+
+class AugmentConfig(Section):
+    """The view groups (docs/algorithms/dhd.md): the student group T_S and the teacher group T_T (every
+    probability x ``s_teacher``), drawn at ``model.input_size`` then centre-cropped by ``crop_ratio``."""
+
+    crop_ratio: float = Field(1.0, gt=0, le=1)  # the paper: 224/256 = 0.875
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop's scale range (kornia's default)
+    s_teacher: float = Field(0.5, ge=0, le=1)
+    views: PositiveInt = 8  # cached mode: teacher and student views computed per training image
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _scale(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1] <= 1:
+            raise ValueError("must be [low, high] with 0 < low <= high <= 1")
+        return v
+
+
+class OptimConfig(Section):
+    """Adam; the backbone's learning rate is ``lr x backbone_lr_mult``."""
+
+    lr: float = Field(3.0e-4, gt=0)
+    backbone_lr_mult: float = Field(0.05, ge=0)
+    weight_decay: float = Field(1.0e-5, ge=0)
+    batch_size: PositiveInt = 128
+
+
+class ScheduleConfig(Section):
+    """Linear warm-up, then cosine decay per step; ``select: best`` keeps the epoch with the best
+    validation mAP (needs ``data.val_fraction`` > 0; never looks at the queries)."""
+
+    epochs: PositiveInt = 30
+    warmup_epochs: NonNegativeInt = 1
+    select: Literal["last", "best"] = "last"
+
+
+class RuntimeConfig(Section):
+    seed: int = 0
+    device: str = "auto"  # auto (cuda when available), cpu, cuda, cuda:N
+    amp: bool = True  # mixed precision on CUDA
+    num_threads: PositiveInt | None = None
+    feature_batch: PositiveInt = 256  # images per backbone pass when encoding or caching features
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
+            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return v
+
+
+class Config(Section):
+    """A whole run. Build it with ``load_config`` or ``parse_config`` (they validate the method section
+    with the method's own parameters)."""
+
+    name: str | None = None
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    augment: AugmentConfig = AugmentConfig()
+    method: SerializeAsAny[MethodParams] = MethodParams(name="dhd")
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        if self.model.mode == "cached" and self.model.backbone == "small-cnn" and not self.model.pretrained:
+            raise ValueError("model.mode: cached freezes the backbone: use a pretrained one (small-cnn trains end to end)")
+        if self.schedule.select == "best" and not self.data.val_fraction:
+            raise ValueError("schedule.select: best needs data.val_fraction > 0 (selection never looks at the queries)")
+        method_class(self.method.name).check(self.method, {"epochs": self.schedule.epochs, "batch_size": self.optim.batch_size})
+        return self
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{self.method.name}-{self.data.protocol or 'data'}-{self.model.bits}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def replace(self, overrides: list[str]) -> Config:
+        """A validated copy with ``key=value`` overrides applied."""
+        return parse_config(apply_overrides(self.to_dict(), overrides))
+
+
+# ---------------------------------------------------------------------- reading and overriding
 def parse_value(text: str) -> Any:
     """A ``--set`` value, read as YAML (so numbers, booleans, null and lists work)."""
     try:
@@ -69,109 +205,187 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Defaults <- YAML file <- ``key=value`` overrides; unknown keys and bad values fail clearly."""
-    cfg = dict(DEFAULTS)
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``key.sub.subsub=value`` overrides on a raw (unvalidated) config mapping; returns a new mapping.
+
+    ``method=NAME`` switches the method: its settings are kept when NAME takes the same parameters (DHD
+    and its ablations, DistillHash and its ablations), else NAME starts from its defaults.
+    """
+    raw = _copy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        path = [p.strip() for p in key.split(".")]
+        if not sep or not all(path):
+            raise ConfigError(f"--set expects key=value or a.b.c=value, got {item!r}")
+        value = parse_value(text)
+        if path == ["method"] and isinstance(value, str):
+            raw["method"] = _switch_method({"name": "dhd", **_method_section(raw.get("method"))}, value)
+            continue
+        if path[0] == "method":
+            raw["method"] = _method_section(raw.get("method"))
+        node, model = raw, Config
+        for depth, part in enumerate(path[:-1]):
+            model = _schema_section(model, part, raw)
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict) or model is None:
+                raise ConfigError(f"{'.'.join(path[: depth + 1])} is not a section: cannot set {key}")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def parse_config(raw: Any, origin: str = "config") -> Config:
+    """A validated ``Config`` from a raw mapping (a YAML file's content with overrides applied)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: a config is a mapping of sections (data, model, method, ...), got {type(raw).__name__}")
+    raw = dict(raw)
+    section = _method_section(raw.get("method"))
+    if isinstance(section, dict):
+        section = {"name": "dhd", **section}  # the default method
+    try:
+        method = method_params(section)
+    except MethodError as e:
+        raise ConfigError(str(e)) from None
+    except ValidationError as e:
+        raise ConfigError(_one_line(e, "method", method_class(section["name"]).Params)) from None
+    try:
+        return Config.model_validate({**raw, "method": method})
+    except ValidationError as e:
+        raise ConfigError(_one_line(e, "", Config)) from None
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- YAML file <- ``key=value`` overrides, validated; the run's name defaults to the file's stem."""
+    raw: dict[str, Any] = {}
+    origin = "config"
     if path is not None:
-        path = Path(path)
+        path, origin = Path(path), str(path)
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml.safe_load(path.read_bytes().decode("utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such config file") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: a folder, not a config file") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if loaded is None:
+            loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a config is a mapping of keys to values")
-        cfg.update(loaded)
-        cfg["name"] = cfg["name"] or path.stem
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        key = key.strip()
-        if "." in key:  # a nested setting: pairs.k=10
-            outer, inner = key.split(".", 1)
-            if not isinstance(cfg.get(outer) or {}, dict):
-                raise ConfigError(f"{outer} is not a mapping: cannot set {key}")
-            cfg[outer] = {**(cfg.get(outer) or {}), inner: parse_value(value)}
-        else:
-            cfg[key] = parse_value(value)
-    return validate(cfg)
-
-
-def validate(cfg: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(cfg) - set(DEFAULTS))
-    if unknown:
-        raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
-    for key in FLOATS:  # PyYAML reads 1e-3 (no dot) as a string
-        try:
-            cfg[key] = float(cfg[key])
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key} must be a number, got {cfg[key]!r}") from None
-    for key, allowed in CHOICES.items():
-        if cfg[key] not in allowed:
-            raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {cfg[key]!r}")
-    for key in ("bits", "epochs", "batch_size", "input_size", "views"):
-        if not isinstance(cfg[key], int) or cfg[key] <= 0:
-            raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
-    if cfg["bits"] % 8:
-        raise ConfigError(f"bits must be a multiple of 8, got {cfg['bits']}")
-    if not 0 <= float(cfg["val_fraction"]) < 1:
-        raise ConfigError(f"val_fraction must be in [0, 1), got {cfg['val_fraction']}")
-    if cfg["select"] == "best" and not cfg["val_fraction"]:
-        raise ConfigError("select: best needs val_fraction > 0 (selection never looks at the queries)")
-    if cfg["protocol"] is None and not cfg["data"]:
-        raise ConfigError("set either protocol or data (list files)")
-    if cfg["mode"] == "cached" and cfg["backbone"] == "small-cnn" and not cfg["pretrained"]:
-        raise ConfigError("cached mode freezes the backbone: use a pretrained one (small-cnn trains end to end)")
-    _validate_method(cfg)
-    if str(cfg["method"]).startswith("distillhash"):
-        from .methods.distillhash import CALIBRATIONS, PAIR_DEFAULTS
-
-        pairs = cfg["pairs"] or {}
-        if not isinstance(pairs, dict):
-            raise ConfigError("pairs must be a mapping of pair settings")
-        unknown = sorted(set(pairs) - set(PAIR_DEFAULTS))
-        if unknown:
-            raise ConfigError(f"unknown pairs key(s): {', '.join(unknown)}; known: {', '.join(PAIR_DEFAULTS)}")
-        cfg["pairs"] = {**PAIR_DEFAULTS, **pairs}
-        size = cfg["pairs"]["input_size"]
-        if not all(isinstance(x, int) and x > 0 for x in (size if isinstance(size, list) and size else [size])):
-            raise ConfigError(f"pairs.input_size must be a positive integer or a list of them, got {size!r}")
-        if not isinstance(cfg["pairs"]["batch_neighbours"], int) or cfg["pairs"]["batch_neighbours"] < 0:
-            raise ConfigError(f"pairs.batch_neighbours must be a non-negative integer, got {cfg['pairs']['batch_neighbours']!r}")
-        if cfg["pairs"]["batch_neighbours"] >= cfg["batch_size"]:
-            raise ConfigError(f"pairs.batch_neighbours must be below batch_size ({cfg['batch_size']})")
-        if cfg["pairs"]["calibration"] not in CALIBRATIONS:
-            raise ConfigError(f"pairs.calibration must be one of {', '.join(CALIBRATIONS)}, got {cfg['pairs']['calibration']!r}")
-        if cfg["method"] != "distillhash-noisy" and not 0 < int(cfg["pairs"]["stage1_epochs"]) < cfg["epochs"]:
-            raise ConfigError(f"pairs.stage1_epochs must be between 1 and epochs - 1 ({cfg['epochs'] - 1})")
-    cfg["name"] = cfg["name"] or f"{cfg['method']}-{cfg['protocol'] or 'data'}-{cfg['bits']}"
+            raise ConfigError(f"{path}: a config is a mapping of sections (data, model, method, ...)")
+        raw = {"name": path.stem, **loaded}
+    cfg = parse_config(apply_overrides(raw, overrides or []), origin)
     return cfg
 
 
-def _validate_method(cfg: dict[str, Any]) -> None:
-    from .methods import BASELINES, METHODS, baseline_params
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
-    name = cfg["method"]
-    if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
-    params = cfg["method_params"] or {}
-    if not isinstance(params, dict):
-        raise ConfigError("method_params must be a mapping of a baseline's hyper-parameters")
-    if params and name not in BASELINES:
-        raise ConfigError(f"method_params apply to the baselines ({', '.join(BASELINES)}), not {name}")
-    unknown = sorted(set(params) - set(baseline_params(name)))
+
+# ---------------------------------------------------------------------- helpers
+def _copy(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _copy(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_copy(v) for v in x]
+    return x
+
+
+def _method_names() -> tuple[str, ...]:
+    from .methods import METHODS
+
+    return tuple(METHODS)
+
+
+def _switch_method(old: dict[str, Any], name: str) -> dict[str, Any]:
+    """The method section after ``method=NAME``: the old settings when NAME takes the same parameters, else
+    NAME's defaults; settings the old method did not know (typos) stay, for the validation to name them."""
+    names = _method_names()
+    if old["name"] not in names or name not in names or same_params(old["name"], name):
+        return {**old, "name": name}
+    known = method_class(old["name"]).Params.model_fields
+    return {**{k: v for k, v in old.items() if k not in known}, "name": name}
+
+
+def _method_section(section: Any) -> Any:
+    """``method: NAME`` is short for ``method: {name: NAME}``."""
+    if section is None:
+        return {}
+    return {"name": section} if isinstance(section, str) else section
+
+
+def _schema_section(model: type[BaseModel] | None, name: str, raw: dict[str, Any]) -> type[BaseModel] | None:
+    """The section model a ``--set`` path steps into: ``None`` where the schema has a plain value there
+    (an unknown name passes through, for the validation to name it with the known keys)."""
+    if model is Config and name == "method":
+        method = {"name": "dhd", **raw.get("method", {})}
+        return method_class(method["name"]).Params if method["name"] in _method_names() else MethodParams
+    if model is None or name not in model.model_fields:
+        return BaseModel
+    return _section(model, name)
+
+
+def _section(model: type[BaseModel] | None, name: str) -> type[BaseModel] | None:
+    """The section model that field ``name`` of ``model`` holds (``None`` for a plain value)."""
+    field = model.model_fields[name] if model is not None else None
+    ann = getattr(field, "annotation", None)
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def _key(loc: tuple, prefix: str, root: type[BaseModel], unknown: bool) -> tuple[str, type[BaseModel] | None]:
+    """A pydantic error location as a key path (field names and list positions; union-member tags dropped),
+    and the section holding the last field."""
+    names, model = [prefix] if prefix else [], root
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            names.append(f"[{part}]")
+        elif model is not None and part in model.model_fields:
+            names.append(str(part))
+            model = _section(model, str(part))
+        elif unknown and i == len(loc) - 1:
+            names.append(str(part))  # the unknown key itself
+    return ".".join(names).replace(".[", "["), model
+
+
+def _one_line(e: ValidationError, prefix: str, root: type[BaseModel]) -> str:
+    """The first error of a validation as one line: the full key path, what is wrong, what was given."""
+    errors = e.errors()
+    err = max(errors, key=lambda x: len(x["loc"]))  # of a union's branches, the one that got furthest
+    unknown = err["type"] == "extra_forbidden"
+    key, model = _key(err["loc"], prefix, root, unknown)
+    others = {k for x in errors if not key.startswith(k := _key(x["loc"], prefix, root, x["type"] == "extra_forbidden")[0])}
+    more = f" (and {len(others)} more)" if others else ""
     if unknown:
-        raise ConfigError(f"unknown method_params for {name}: {', '.join(unknown)}; known: {', '.join(baseline_params(name))}")
-    if not isinstance(cfg["sdh"], bool):
-        raise ConfigError(f"sdh must be true or false, got {cfg['sdh']!r}")
-    two_views = name == "dhd"
-    if cfg["sdh"] and two_views:
-        raise ConfigError("dhd already includes L_SdH: use method dhd-hp-bceq with sdh: true, or drop sdh")
-    if cfg["train_view"] != "teacher" and (cfg["sdh"] or two_views):
-        raise ConfigError("train_view picks the one view of a method trained without SdH; with SdH the loss sees T_T")
+        hint = f" (now {OLD_KEYS[key]})" if key in OLD_KEYS else ""
+        known = ", ".join(model.model_fields) if model is not None else ""
+        return f"unknown key {key}{hint}; known: {known}{more}"
+    msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if not key:
+        return msg + more
+    if err["type"] == "missing":
+        return f"{key}: missing{more}"
+    given = err.get("input")
+    said = isinstance(given, str) and repr(given) in msg  # a message that quotes the value already
+    shown = "" if isinstance(given, dict) or said else f", got {given!r}"
+    return f"{key}: {msg}{shown}{more}"
 
 
-def dump_config(cfg: dict[str, Any]) -> str:
-    return yaml.safe_dump(cfg, sort_keys=False)
+# where the keys of the flat configs of hashdistill 0.1 live now (for a helpful error)
+OLD_KEYS = {
+    "protocol": "data.protocol", "limit_train": "data.limit_train", "limit_query": "data.limit_query",
+    "limit_database": "data.limit_database", "val_fraction": "data.val_fraction", "eval_topk": "data.topk",
+    "workers": "data.workers", "bits": "model.bits", "backbone": "model.backbone", "pretrained": "model.pretrained",
+    "backbone_layer": "model.layer", "head_hidden": "model.head_hidden", "mode": "model.mode",
+    "input_size": "model.input_size", "crop_ratio": "augment.crop_ratio", "crop_scale": "augment.crop_scale",
+    "s_teacher": "augment.s_teacher", "views": "augment.views", "method_params": "method",
+    "sdh": "method.self_distill", "train_view": "method.train_view", "temperature": "method.temperature",
+    "lambda1": "method.lambda1", "lambda2": "method.lambda2", "sigma": "method.sigma",
+    "quantize_proxies": "method.quantize_proxies", "pairs": "method.pairs", "lr": "optim.lr",
+    "backbone_lr_mult": "optim.backbone_lr_mult", "weight_decay": "optim.weight_decay",
+    "batch_size": "optim.batch_size", "epochs": "schedule.epochs", "warmup_epochs": "schedule.warmup_epochs",
+    "select": "schedule.select", "seed": "runtime.seed", "device": "runtime.device", "amp": "runtime.amp",
+    "num_threads": "runtime.num_threads", "feature_batch": "runtime.feature_batch",
+}  # fmt: skip

@@ -19,7 +19,6 @@ for the whole set at once (call it on all the queries): the same seed gives the 
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 import torch.nn.functional as F

@@ -24,8 +24,7 @@ from ._io import atomic_write
 from .augment import view_groups
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, create_backbone
 from .data.sources import data_home
-from .datasets import take
-
+from .data.splits import take
 
 FEATURES_VERSION = 2  # bump when the views or their features change meaning (invalidates cached features)
 
@@ -115,7 +114,12 @@ def view_features(
 
 
 def frozen_features(
-    spec: dict[str, Any], images: Any, key: dict[str, Any], batch: int = 256, device: str = "cpu", progress: bool = True,
+    spec: dict[str, Any],
+    images: Any,
+    key: dict[str, Any],
+    batch: int = 256,
+    device: str = "cpu",
+    progress: bool = True,
     desc: str = "features",
 ) -> tuple[np.ndarray, float]:
     """Clean-view features of ``images`` from a frozen ImageNet backbone ``spec`` (backbone, pretrained,
@@ -128,7 +132,9 @@ def frozen_features(
 
     def compute() -> np.ndarray:
         net, _ = create_backbone(spec["backbone"], spec["pretrained"], layer=spec["layer"])
-        clean = view_groups(int(spec["input_size"]), 0.0, crop_ratio=float(spec["crop_ratio"]), mean=IMAGENET_MEAN, std=IMAGENET_STD)[2]
+        clean = view_groups(
+            int(spec["input_size"]), 0.0, crop_ratio=float(spec["crop_ratio"]), mean=IMAGENET_MEAN, std=IMAGENET_STD
+        )[2]
         return compute_features(net.to(device).eval(), images, clean.to(device), batch, device, desc, progress)
 
     f = cache.get("clean", compute)

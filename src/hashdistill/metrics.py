@@ -1,6 +1,6 @@
 """Retrieval metrics over Hamming ranking: mAP@K, precision@k, precision@radius, PR curves.
 
-Conventions (DESIGN.md, fixed for every figure the project reports):
+Conventions (docs/protocols.md, fixed for every figure the project reports):
 
 - the database is ranked by Hamming distance to the query; ties are broken by database order
   (a stable sort), so results never depend on the sort algorithm;
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .codes import _to_numpy, _words, as_packed
+from .labels import shares_label
 
 __all__ = [
     "mean_average_precision",
@@ -92,9 +93,7 @@ def _distances(p: _Problem, rows: slice) -> np.ndarray:
 
 
 def _relevance(p: _Problem, rows: slice) -> np.ndarray:
-    if p.multilabel:
-        return (p.q_labels[rows] @ p.db_labels.T) > 0
-    return p.q_labels[rows, None] == p.db_labels[None, :]
+    return shares_label(p.q_labels[rows], p.db_labels)
 
 
 def _blocks(n_query: int, n_db: int, memory_mb: float) -> list[slice]:
@@ -161,7 +160,7 @@ def mean_average_precision(
     """mAP@topk over Hamming ranking (``topk=None``: the whole database)."""
     p = _problem(query_codes, db_codes, query_labels, db_labels)
     (k,) = _topks(topk, p.n_db)
-    block = lambda rows: _average_precision(_ranked_relevance(p, rows, k), k)  # noqa: E731
+    block = lambda rows: _average_precision(_ranked_relevance(p, rows, k), k)
     return float(_mean_over_queries(block, p, memory_mb, n_jobs))
 
 
@@ -238,9 +237,7 @@ def precision_at_radius(
     """Mean precision of the items within Hamming radius ``radius`` (P@H<=r); a query with none scores 0."""
     if radius < 0:
         raise ValueError(f"radius must be >= 0, got {radius}")
-    precision, _ = precision_recall_curve(
-        query_codes, db_codes, query_labels, db_labels, memory_mb=memory_mb, n_jobs=n_jobs
-    )
+    precision, _ = precision_recall_curve(query_codes, db_codes, query_labels, db_labels, memory_mb=memory_mb, n_jobs=n_jobs)
     return float(precision[min(radius, len(precision) - 1)])
 
 
@@ -272,4 +269,13 @@ def evaluate_retrieval(
     names = ["map_all" if k is None else f"map_at_{k}" for k in topks]
     out = {n: float(v) for n, v in zip(names, total[:-1])}
     out[f"p_at_h{radius}"] = float(total[-1])
+    return out
+
+
+def score(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: Any, topk: int = 1000, **kw: Any) -> dict[str, float]:
+    """The headline metrics every figure of the project reports (docs/protocols.md): ``map_at_<topk>``,
+    ``map_all`` and, for single-label data, ``p_at_h2`` (precision within Hamming radius 2)."""
+    out = evaluate_retrieval(query_codes, db_codes, query_labels, db_labels, topks=(topk, None), radius=2, **kw)
+    if np.asarray(query_labels).ndim == 2:
+        out.pop("p_at_h2")
     return out

@@ -1,15 +1,24 @@
-"""``HashModel``: backbone -> Linear (no bias) -> LayerNorm -> tanh, K bits; trainable hash proxies."""
+"""``HashModel``: backbone -> Linear (no bias) -> LayerNorm -> tanh, K bits; trainable hash proxies; and
+encoding images through it."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from .backbones import create_backbone
+from .data.splits import take
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 class HashHead(nn.Module):
-    """The hash function H: features -> h in [-1, 1]^K (DESIGN.md: Linear without bias, LayerNorm, tanh),
+    """The hash function H: features -> h in [-1, 1]^K (docs/algorithms/dhd.md: Linear without bias, LayerNorm, tanh),
     optionally after a hidden Linear + ReLU layer of width ``hidden`` (for frozen features)."""
 
     def __init__(self, in_dim: int, bits: int, hidden: int = 0) -> None:
@@ -60,3 +69,29 @@ class HashModel(nn.Module):
         """Continuous codes h in [-1, 1]^K from images (or features in head-only mode); ``activate=False``
         gives the pre-activation z (h = tanh(z), same signs) for methods that shape it themselves (HashNet)."""
         return self.head(self.features(x), activate)
+
+
+def build_model(cfg: Config, n_proxies: int = 0, feature_dim: int | None = None) -> HashModel:
+    """A run's model: the whole backbone + head, or with ``feature_dim`` the head (+ proxies) alone over
+    cached features of a frozen backbone (training in cached mode)."""
+    m = cfg.model
+    if feature_dim is not None:
+        return HashModel(m.bits, None, n_proxies=n_proxies, feature_dim=feature_dim, hidden=m.head_hidden)
+    return HashModel(m.bits, m.backbone, m.pretrained, n_proxies, layer=m.layer, hidden=m.head_hidden)
+
+
+@torch.inference_mode()
+def encode_batch(model: nn.Module, transform: nn.Module, x: torch.Tensor, batch: int = 256) -> np.ndarray:
+    """Continuous codes of an in-memory batch of images (uint8 or float in [0, 1]) through ``transform`` and ``model``."""
+    model.eval()
+    device = next(model.parameters()).device
+    chunks = [model(transform(x[a : a + batch].to(device))).float().cpu() for a in range(0, len(x), batch)]
+    return torch.cat(chunks).numpy()
+
+
+def encode_images(model: nn.Module, clean: nn.Module, images: Any, batch: int = 256, progress: bool = False) -> np.ndarray:
+    """Continuous codes of images (a uint8 array, or an ``ImageList`` read batch by batch) through a model."""
+    starts = tqdm(range(0, len(images), batch), disable=not progress, leave=False, desc="encoding")
+    return np.concatenate(
+        [encode_batch(model, clean, take(images, np.arange(a, min(a + batch, len(images)))), batch) for a in starts]
+    )

@@ -14,8 +14,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def _save(fig: plt.Figure, stem: str | os.PathLike) -> list[Path]:
@@ -67,7 +67,15 @@ def proxy_heatmap(proxies: np.ndarray, class_names: Sequence[str], stem: str | o
     ax.set_yticks(range(n), class_names, fontsize=8)
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=6, color="white" if abs(sim[i, j]) > 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                f"{sim[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if abs(sim[i, j]) > 0.6 else "black",
+            )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     ax.set_title(title or "cosine similarity of the hash proxies", fontsize=9)
     return _save(fig, stem)
@@ -103,7 +111,11 @@ def sensitivity_curves(rows: Sequence[Mapping], stem: str | os.PathLike, title: 
     for name in dict.fromkeys(r["run"] for r in rows):
         pts = sorted((r["s"], r["mean_hamming"]) for r in rows if r["run"] == name)
         ax.plot([0.0] + [s for s, _ in pts], [0.0] + [d for _, d in pts], marker="o", markersize=3, label=name)
-    ax.set(xlabel="s (teacher group scale)", ylabel="mean Hamming distance to the clean code", title=title or "sensitivity to transformations")
+    ax.set(
+        xlabel="s (teacher group scale)",
+        ylabel="mean Hamming distance to the clean code",
+        title=title or "sensitivity to transformations",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, stem)

@@ -7,27 +7,22 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from . import _io, plots
 from .codes import hamming
-from .evaluate import results_table
+from .labels import shares_label
+from .methods import method_class
 from .metrics import precision_at_k, precision_recall_curve
-from .robustness import LoadedRun, loaded_run, robustness, sensitivity
+from .robustness import as_run, robustness, sensitivity
+from .run import Run
+from .tables import results_table
 
 TOP_M = (1, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000)
-
-
-def _relevant(q_label: np.ndarray, db_labels: np.ndarray) -> np.ndarray:
-    if db_labels.ndim == 1:
-        return db_labels == q_label
-    return (db_labels.astype(np.int64) @ np.asarray(q_label, np.int64)) > 0
 
 
 def _thumb(image: np.ndarray, size: int, colour: tuple[int, int, int] | None) -> Image.Image:
@@ -38,19 +33,19 @@ def _thumb(image: np.ndarray, size: int, colour: tuple[int, int, int] | None) ->
     return ImageOps.expand(img, border=3, fill=colour or (255, 255, 255))
 
 
-def query_grid(run: LoadedRun, path: Path, n_queries: int = 6, k: int = 10, size: int = 56, seed: int = 0) -> Path:
+def query_grid(run: Run, path: Path, n_queries: int = 6, k: int = 10, size: int = 56, seed: int = 0) -> Path:
     """A PNG: ``n_queries`` seeded example queries (first column, white frame) and their top-``k`` database
     images by Hamming distance (green frame: relevant, red: not)."""
-    qcodes = run.query_codes
+    qcodes, db_codes = run.codes("query"), run.codes("database")
     picks = np.sort(np.random.default_rng(seed).choice(len(qcodes), min(n_queries, len(qcodes)), replace=False))
-    db_images = run.data.database.images
+    query, database = run.data.query, run.data.database
     rows = []
     for i in picks:
-        d = hamming(qcodes[i : i + 1], run.database)[0]
+        d = hamming(qcodes[i : i + 1], db_codes)[0]
         top = np.argsort(d, kind="stable")[:k]
-        rel = _relevant(run.data.query.labels[i], run.data.database.labels[top])
-        cells = [_thumb(np.asarray(run.data.query.images[i]), size, None)]
-        cells += [_thumb(np.asarray(db_images[j]), size, (40, 160, 60) if r else (200, 40, 40)) for j, r in zip(top, rel)]
+        rel = shares_label(query.labels[i : i + 1], database.labels[top])[0]
+        cells = [_thumb(np.asarray(query.images[i]), size, None)]
+        cells += [_thumb(np.asarray(database.images[j]), size, (40, 160, 60) if r else (200, 40, 40)) for j, r in zip(top, rel)]
         rows.append(cells)
     cell = rows[0][0].size[0] + 4
     grid = Image.new("RGB", (cell * (k + 1), cell * len(rows)), (255, 255, 255))
@@ -61,11 +56,11 @@ def query_grid(run: LoadedRun, path: Path, n_queries: int = 6, k: int = 10, size
     return path
 
 
-def _curves(run: LoadedRun) -> tuple[tuple[np.ndarray, np.ndarray], tuple[list[int], np.ndarray]]:
-    q = run.query_codes
+def _curves(run: Run) -> tuple[tuple[np.ndarray, np.ndarray], tuple[list[int], np.ndarray]]:
+    q, db = run.codes("query"), run.codes("database")
     ql, dbl = run.data.query.labels, run.data.database.labels
-    ms = [m for m in TOP_M if m <= len(run.database)]
-    return precision_recall_curve(q, run.database, ql, dbl), (ms, precision_at_k(q, run.database, ql, dbl, ks=ms))
+    ms = [m for m in TOP_M if m <= len(db)]
+    return precision_recall_curve(q, db, ql, dbl), (ms, precision_at_k(q, db, ql, dbl, ks=ms))
 
 
 def _inline(path: Path) -> str:
@@ -74,13 +69,13 @@ def _inline(path: Path) -> str:
 
 
 def write_report(
-    runs: list[str | os.PathLike | LoadedRun], out_dir: str | os.PathLike, deformations: list[str] | None = None,
+    runs: list[str | os.PathLike | Run], out_dir: str | os.PathLike, deformations: list[str] | None = None,
     sensitivity_grid: tuple[float, ...] | None = None, seed: int = 0, title: str = "hashdistill report",
 ) -> dict[str, Path]:  # fmt: skip
     """Write the report for ``runs`` into ``out_dir``; returns the paths of ``html`` and ``md``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    loaded = [loaded_run(r) for r in runs]
+    loaded = [as_run(r) for r in runs]
     names = [r.name for r in loaded]
     if len(set(names)) != len(names):
         raise ValueError(f"runs must have distinct folder names, got {', '.join(names)}")
@@ -88,17 +83,19 @@ def write_report(
 
     metrics = []
     for r in loaded:
-        m = json.loads((r.dir / "metrics.json").read_text()) if (r.dir / "metrics.json").is_file() else {}
-        sdh = bool(r.cfg.get("sdh")) or r.cfg["method"] == "dhd"  # the switch, or DHD's own L_SdH
-        view = "T_T + T_S" if sdh else {"student": "T_S"}.get(r.cfg.get("train_view"), "T_T")
-        metrics.append({"run": r.name, "method": r.cfg["method"], "bits": r.cfg["bits"], "SdH": sdh, "views": view,
-                        **{k: v for k, v in m.items() if k.startswith(("map", "p_at"))}})  # fmt: skip
+        method = r.config.method
+        sdh = method.self_distill or method_class(method.name).views == 2  # the switch, or DHD's own L_SdH
+        view = "T_T + T_S" if sdh else {"student": "T_S"}.get(method.train_view, "T_T")
+        metrics.append({"run": r.name, "method": method.name, "bits": r.bits, "SdH": sdh, "views": view,
+                        **{k: v for k, v in r.metrics.items() if k.startswith(("map", "p_at"))}})  # fmt: skip
     cols = list(dict.fromkeys(k for m in metrics for k in m))
     sections.append(("Metrics", results_table(metrics, cols), []))
 
     if deformations:
         rows = robustness(loaded, deformations, seed)
-        table = [{"deformation": d, **{row["run"]: row["map"] for row in rows if row["deformation"] == d}} for d in deformations]
+        table = [
+            {"deformation": d, **{row["run"]: row["map"] for row in rows if row["deformation"] == d}} for d in deformations
+        ]
         text = f"mAP@{loaded[0].data.topk} with each deformation applied to the queries only (seed {seed}).\n\n"
         sections.append(("Robustness to unseen deformations", text + results_table(table, ["deformation", *names]), []))
     pr, topm = {}, {}
@@ -113,10 +110,11 @@ def write_report(
                          "its code under the run's teacher group with every probability scaled by s.", pictures[:1]))  # fmt: skip
     for r in loaded:
         pictures = []
-        proxies = torch.load(r.dir / "checkpoint.pt", map_location="cpu", weights_only=False)["model"].get("proxies")
-        if proxies is not None:
-            pictures += plots.proxy_heatmap(proxies.float().numpy(), r.data.class_names, out / f"{r.name}-proxies")[:1]
-        pictures += plots.bit_histograms(r.query_h, out / f"{r.name}-bits", title=f"{r.name}: continuous codes h of the queries")[:1]
+        if r.proxies is not None:
+            pictures += plots.proxy_heatmap(r.proxies.float().numpy(), r.data.class_names, out / f"{r.name}-proxies")[:1]
+        pictures += plots.bit_histograms(
+            r.h("query"), out / f"{r.name}-bits", title=f"{r.name}: continuous codes h of the queries"
+        )[:1]
         pictures.append(query_grid(r, out / f"{r.name}-queries.png", seed=seed))
         sections.append((f"Run {r.name}", "Proxy similarity (where the method has proxies), per-bit histograms of h, and "
                          "example queries (first column) with their top-10 results: green relevant, red not.", pictures))  # fmt: skip

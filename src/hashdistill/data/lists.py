@@ -7,8 +7,10 @@ class (``train/n01440764/x.JPEG 0 1 0 ...``). Errors name the file and line.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -22,12 +24,19 @@ class ListFileError(ValueError):
 
 @dataclass
 class ImageList:
-    """Image paths with optional labels (multi-hot (N, C) or class vector (N,))."""
+    """Image paths with optional labels (multi-hot (N, C) or class vector (N,)), read on demand.
+
+    Indexed like an array of images (``images[idx]`` -> uint8 (B, size, size, 3)): each image is loaded as
+    RGB and resized to ``size`` x ``size`` (``at_size``), with ``workers`` threads. ``load(i)`` gives one
+    image as stored.
+    """
 
     paths: list[Path]
     labels: np.ndarray | None = None
     class_names: list[str] = field(default_factory=list)
     origins: list[str] = field(default_factory=list)  # "file:line" (or the path) per image, for errors
+    size: int | None = None  # the side images are resized to when indexed
+    workers: int = 4
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -35,6 +44,21 @@ class ImageList:
     def load(self, i: int, mode: str = "RGB") -> np.ndarray:
         """Image ``i`` as a uint8 array (H, W, 3) for RGB, (H, W) for L."""
         return load_image(self.paths[i], mode, self.origins[i] if self.origins else str(self.paths[i]))
+
+    def at_size(self, size: int, workers: int | None = None) -> ImageList:
+        """The same images, resized to ``size`` x ``size`` when indexed."""
+        return replace(self, size=size, workers=max(1, workers or self.workers))
+
+    def _resized(self, i: int) -> np.ndarray:
+        img = Image.fromarray(self.load(int(i)))
+        return np.asarray(img.resize((self.size, self.size), Image.BILINEAR))
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        if self.size is None:
+            raise ValueError("ImageList.at_size(size) first: indexing loads images resized to one size")
+        idx = np.atleast_1d(np.asarray(idx))
+        with ThreadPoolExecutor(self.workers) as pool:
+            return np.stack(list(pool.map(self._resized, idx)))
 
 
 def load_image(path: str | os.PathLike, mode: str = "RGB", origin: str | None = None) -> np.ndarray:

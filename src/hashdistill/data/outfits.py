@@ -1,4 +1,4 @@
-"""``fmnist-outfits``: multi-label 2x2 mosaics ("outfits") of Fashion-MNIST items (DESIGN.md).
+"""``fmnist-outfits``: multi-label 2x2 mosaics ("outfits") of Fashion-MNIST items (docs/protocols.md).
 
 Each 56x56 mosaic holds 1-4 items, each in its own random cell of a 2x2 grid (empty cells black):
 always one top (T-shirt/top, Pullover, Coat, Shirt or Dress, uniformly); Trousers with probability

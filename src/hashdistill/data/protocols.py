@@ -1,4 +1,4 @@
-"""The fixed benchmark protocols (DESIGN.md): ``fmnist-1k``, ``mnist-1k``, ``fmnist-outfits``.
+"""The fixed benchmark protocols (docs/protocols.md): ``fmnist-1k``, ``mnist-1k``, ``fmnist-outfits``.
 
 Every split is drawn with ``numpy.random.default_rng(0)`` in a fixed order, so the indices are the
 same on every machine. A prepared protocol is one ``.npz`` under ``<data_home>/protocols/`` holding

@@ -173,12 +173,11 @@ def mih_topk_one(q, qsub, n, k, bits, order, offsets, codes, sub_masks, masks, m
                     nc += 1
                     hist[d] += 1
                     held += 1
-                    if T > bits:
-                        if held >= k:  # k held: T becomes the k-th smallest distance
-                            T = _kth(hist, k, bits + 1)
-                            held = 0
-                            for t in range(T + 1):
-                                held += hist[t]
+                    if T > bits and held >= k:  # k held: T becomes the k-th smallest distance
+                        T = _kth(hist, k, bits + 1)
+                        held = 0
+                        for t in range(T + 1):
+                            held += hist[t]
                     while held - hist[T] >= k:  # drop the T shell while k remain below it
                         held -= hist[T]
                         T -= 1

@@ -151,14 +151,18 @@ class MilvusIndex:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Export the collection to a ``HammingIndex`` file (Milvus itself persists the collection)."""
-        rows = self.client.query(
-            self.collection, filter=f"{ID_FIELD} >= {-(2**63)}", output_fields=[ID_FIELD, CODE_FIELD]
-        )
+        rows = self.client.query(self.collection, filter=f"{ID_FIELD} >= {-(2**63)}", output_fields=[ID_FIELD, CODE_FIELD])
         rows.sort(key=lambda r: r[ID_FIELD])
         packed = np.array([np.frombuffer(_as_bytes(r[CODE_FIELD]), np.uint8) for r in rows], np.uint8)
         packed = packed.reshape(len(rows), self.bits // 8)
         ids = np.array([r[ID_FIELD] for r in rows], np.int64)
-        header = {"bits": self.bits, "method": "flat", "m": None, "n": len(ids), "next_id": int(ids.max()) + 1 if len(ids) else 0}
+        header = {
+            "bits": self.bits,
+            "method": "flat",
+            "m": None,
+            "n": len(ids),
+            "next_id": int(ids.max()) + 1 if len(ids) else 0,
+        }
         return storage.write_index(path, header, packed, ids)
 
     @classmethod

@@ -1,64 +1,94 @@
-"""Deep hashing methods: each module holds one method's losses and nothing else.
+"""Deep hashing methods: one module per method, each a ``HashingMethod`` (``base.py``) with its ``Params``.
 
-``create_method(name, bits=, n_classes=, seed=, method_params=, **dhd_and_pair_settings)`` builds one by
-name; ``SelfDistilled(method, lambda1)`` adds DHD's self-distillation to any of them (config ``sdh: true``).
+``METHODS`` maps a config's ``method.name`` to its class: adding a method is one module and one line here.
+``create_method(params, bits=, n_classes=, seed=)`` builds one from validated settings, wrapped in
+``SelfDistilled`` when ``params.self_distill`` is on; ``method_params(settings)`` validates a ``method`` section.
+See docs/architecture.md ("Methods") and docs/algorithms/.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-from torch import nn
-
+from .base import HashingMethod, MethodParams, TrainingContext
 from .cnnh import CNNH
 from .csq import CSQ
 from .dch import DCH
-from .dhd import DHD, create_dhd
+from .dhd import DHD, DHDProxyOnly, DHDProxyQuantized
 from .dhn import DHN
-from .distillhash import DistillHash, create_distillhash
+from .distillhash import DistillHash, DistillHashNoisy, DistillHashSquared
 from .dnnh import DNNH
 from .dpn import DPN
 from .hashnet import HashNet
-from .sdh import SelfDistilled
+from .self_distill import SelfDistilled
 
-BASELINES: dict[str, type[nn.Module]] = {
-    "cnnh": CNNH, "dnnh": DNNH, "dhn": DHN, "hashnet": HashNet, "dch": DCH, "dpn": DPN, "csq": CSQ,
-}  # fmt: skip
-DHD_VARIANTS = ("dhd", "dhd-hp", "dhd-hp-bceq")
-DISTILLHASH_VARIANTS = ("distillhash", "distillhash-noisy", "distillhash-squared")
-METHODS = (*DHD_VARIANTS, *BASELINES, *DISTILLHASH_VARIANTS)
-
-
-def baseline_params(name: str) -> tuple[str, ...]:
-    """The ``method_params`` a baseline accepts (its hyper-parameters; bits, classes and seed come from the run)."""
-    if name not in BASELINES:
-        return ()
-    skip = {"self", "bits", "n_classes", "seed"}
-    return tuple(p for p in inspect.signature(BASELINES[name].__init__).parameters if p not in skip)
-
-
-def create_method(
-    name: str, bits: int = 64, n_classes: int = 0, seed: int = 0, method_params: dict[str, Any] | None = None, **params: Any
-) -> nn.Module:
-    """A deep method's loss module by name. DHD reads ``temperature``, ``lambda1``, ``lambda2``, ``sigma``,
-    ``quantize_proxies``; DistillHash ``pairs``; a baseline its ``method_params``."""
-    extra = dict(method_params or {})
-    if name in BASELINES:
-        known = baseline_params(name)
-        unknown = sorted(set(extra) - set(known))
-        if unknown:
-            raise ValueError(f"unknown method_params for {name}: {', '.join(unknown)}; known: {', '.join(known)}")
-        return BASELINES[name](bits=bits, n_classes=n_classes, seed=seed, **extra)
-    if extra:
-        raise ValueError(f"method_params apply to the baselines ({', '.join(BASELINES)}), not {name}")
-    if name in DHD_VARIANTS:
-        params.pop("pairs", None)
-        return create_dhd(name, **params)
-    if name in DISTILLHASH_VARIANTS:
-        return create_distillhash(name, **params)
-    raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+METHODS: dict[str, type[HashingMethod]] = {
+    "dhd": DHD,
+    "dhd-hp": DHDProxyOnly,
+    "dhd-hp-bceq": DHDProxyQuantized,
+    "cnnh": CNNH,
+    "dnnh": DNNH,
+    "dhn": DHN,
+    "hashnet": HashNet,
+    "dch": DCH,
+    "dpn": DPN,
+    "csq": CSQ,
+    "distillhash": DistillHash,
+    "distillhash-noisy": DistillHashNoisy,
+    "distillhash-squared": DistillHashSquared,
+}
 
 
-__all__ = ["BASELINES", "CNNH", "CSQ", "DCH", "DHD", "DHN", "DNNH", "DPN", "METHODS", "DistillHash", "HashNet",
-           "SelfDistilled", "baseline_params", "create_method"]  # fmt: skip
+class MethodError(ValueError):
+    """Bad method settings: ``key`` is the path inside the method's section, ``message`` what is wrong."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"method.{key}: {message}" if key else f"method: {message}")
+        self.key, self.message = key, message
+
+
+def method_class(name: str) -> type[HashingMethod]:
+    if name not in METHODS:
+        raise MethodError("name", f"unknown method {name!r}; known: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def method_params(settings: dict[str, Any] | str) -> MethodParams:
+    """Validate a config's ``method`` section (a mapping with ``name``, or just the name) into the method's
+    ``Params``; raises ``pydantic.ValidationError`` for a bad value, ``MethodError`` for a bad combination."""
+    if isinstance(settings, str):
+        settings = {"name": settings}
+    if not isinstance(settings, dict):
+        raise MethodError("", f"expected a mapping with a name, or a method name, got {settings!r}")
+    if "name" not in settings:
+        raise MethodError("name", f"missing; known: {', '.join(METHODS)}")
+    cls = method_class(settings["name"])
+    params = cls.Params.model_validate(settings)
+    if params.self_distill and cls.views != 1:
+        raise MethodError("self_distill", f"{params.name} already trains on two views (its own L_SdH); use a one-view variant")
+    if params.train_view != "teacher" and (params.self_distill or cls.views != 1):
+        raise MethodError(
+            "train_view", "picks the one view of a method trained without self-distillation; with it the loss sees T_T"
+        )
+    return params
+
+
+def same_params(a: str, b: str) -> bool:
+    """Whether two method names share one parameter class (DHD and its ablations, say)."""
+    return method_class(a).Params is method_class(b).Params
+
+
+def create_method(params: MethodParams | str, bits: int = 64, n_classes: int = 0, seed: int = 0) -> HashingMethod:
+    """The method a config's ``method`` section describes (a name takes every default), wrapped in
+    ``SelfDistilled`` when ``self_distill`` is on."""
+    if isinstance(params, str):
+        params = method_params(params)
+    method = method_class(params.name)(params, bits=bits, n_classes=n_classes, seed=seed)
+    return SelfDistilled(method, params.self_distill_weight) if params.self_distill else method
+
+
+__all__ = [
+    "CNNH", "CSQ", "DCH", "DHD", "DHN", "DNNH", "DPN", "METHODS", "DistillHash", "DistillHashNoisy",
+    "DistillHashSquared", "HashNet", "HashingMethod", "MethodError", "MethodParams", "SelfDistilled",
+    "TrainingContext", "create_method", "method_class", "method_params", "same_params",
+]  # fmt: skip

@@ -7,8 +7,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field
 from scipy.linalg.blas import sger
-from torch import nn
+
+from ..labels import shares_label
+from .base import HashingMethod, MethodParams, TrainingContext
 
 
 def _best_step(a1: float, a2: float, a3: float, a4: float) -> float:
@@ -55,33 +58,42 @@ def approximate_codes(s: np.ndarray, bits: int, sweeps: int = 10, seed: int = 0)
     return np.where(h >= 0, 1, -1).astype(np.float32), history
 
 
-class CNNH(nn.Module):
+class CNNHParams(MethodParams):
+    """sweeps = 10 coordinate-descent sweeps of stage 1."""
+
+    sweeps: int = Field(10, gt=0)
+
+
+class CNNH(HashingMethod):
     """Stage 2 loss: mean |h_i - H_i| to the item's stage-1 code H_i (the common PyTorch reimplementation's
     L1 regression of the codes; CNNH+'s extra class-label outputs are not reproduced).
 
-    ``prepare(labels)`` runs stage 1 on the training labels (S_ij = +1 when items share a label, else -1);
-    the trainer then hands the batch's positions in the training set. Default: 10 sweeps.
+    ``prepare`` runs stage 1 on the training labels (S_ij = +1 when items share a label, else -1); batches
+    then carry the images' positions in the training set (``targets = "positions"``).
     """
 
-    by_position = True
+    Params = CNNHParams
+    targets = "positions"
+    params: CNNHParams
 
-    def __init__(self, bits: int = 64, n_classes: int = 0, seed: int = 0, sweeps: int = 10) -> None:
-        super().__init__()
-        self.bits, self.seed, self.sweeps = bits, seed, sweeps
+    def __init__(self, params: CNNHParams | None = None, **kw: Any) -> None:
+        super().__init__(params, **kw)
         self.codes: torch.Tensor | None = None
-        self.report: dict[str, Any] = {}
 
-    def prepare(self, labels: np.ndarray) -> dict[str, Any]:
+    def fit_codes(self, labels: np.ndarray) -> list[float]:
+        """Stage 1 on the training labels; returns the residual after each sweep."""
         y = np.asarray(labels)
-        same = y[:, None] == y[None, :] if y.ndim == 1 else (y.astype(np.float32) @ y.T.astype(np.float32)) > 0
-        codes, history = approximate_codes(np.where(same, 1, -1).astype(np.float32), self.bits, self.sweeps, self.seed)
+        same = shares_label(y, y)
+        codes, history = approximate_codes(np.where(same, 1, -1).astype(np.float32), self.bits, self.params.sweeps, self.seed)
         self.codes = torch.from_numpy(codes)
-        self.report = {"stage1_residual": history}
-        return self.report
+        return history
+
+    def prepare(self, ctx: TrainingContext) -> dict[str, Any]:
+        return {"stage1_residual": self.fit_codes(ctx.labels)}
 
     def forward(self, h: torch.Tensor, h_s: torch.Tensor | None, idx: torch.Tensor, proxies=None) -> dict[str, torch.Tensor]:
         if self.codes is None:
-            raise RuntimeError("CNNH.prepare(labels) must run before training")
+            raise RuntimeError("CNNH's stage 1 (prepare / fit_codes) must run before training")
         target = self.codes[idx.cpu().long()].to(h.device)
         loss = (h - target).abs().mean()
         return {"loss": loss}

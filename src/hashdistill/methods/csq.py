@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from scipy.linalg import hadamard
-from torch import nn
 
-from .labels import label_codes, random_signs
+from .base import HashingMethod, MethodParams
+from .targets import label_codes, random_signs
 
 
 def hash_centres(n_classes: int, bits: int, seed: int = 0) -> torch.Tensor:
@@ -20,21 +21,29 @@ def hash_centres(n_classes: int, bits: int, seed: int = 0) -> torch.Tensor:
     return random_signs(n_classes, bits, seed)
 
 
-class CSQ(nn.Module):
+class CSQParams(MethodParams):
+    """lambda_q = 1e-4 (the released code)."""
+
+    lambda_q: float = Field(1e-4, ge=0)
+
+
+class CSQ(HashingMethod):
     """L = BCE((h + 1)/2, (c + 1)/2) + lambda_q mean (|h| - 1)^2 (CSQ's central similarity + quantization)
 
     with c the item's hash centre (multi-hot rows: the centroid of their classes' centres, binarised, ties
-    from a fixed random vector, as CSQ does for multi-label data). Default lambda_q = 1e-4 (the released code).
+    from a fixed random vector, as CSQ does for multi-label data).
     """
 
-    def __init__(self, bits: int = 64, n_classes: int = 10, seed: int = 0, lambda_q: float = 1e-4) -> None:
-        super().__init__()
-        self.lambda_q = lambda_q
-        self.register_buffer("centres", hash_centres(n_classes, bits, seed))
-        self.register_buffer("ties", random_signs(1, bits, seed + 1))
+    Params = CSQParams
+    params: CSQParams
+
+    def __init__(self, params: CSQParams | None = None, **kw) -> None:
+        super().__init__(params, **kw)
+        self.register_buffer("centres", hash_centres(self.n_classes, self.bits, self.seed))
+        self.register_buffer("ties", random_signs(1, self.bits, self.seed + 1))
 
     def forward(self, h: torch.Tensor, h_s: torch.Tensor | None, y: torch.Tensor, proxies=None) -> dict[str, torch.Tensor]:
         c = label_codes(y, self.centres.to(h.device), self.ties.to(h.device))
         centre = F.binary_cross_entropy((h + 1) / 2, (c + 1) / 2)
         quant = (h.abs() - 1).pow(2).mean()
-        return {"loss": centre + self.lambda_q * quant, "centre": centre, "quant": quant}
+        return {"loss": centre + self.params.lambda_q * quant, "centre": centre, "quant": quant}

@@ -1,4 +1,4 @@
-"""Deep Hash Distillation (Jang et al., ECCV 2022): the three losses and their sum (Eq. 8).
+"""Deep Hash Distillation (Jang et al., ECCV 2022): the three losses and their sum (Eq. 8); docs/algorithms/dhd.md.
 
 Only the teacher view's codes h_T feed the proxy and quantization losses; the student's codes h_S
 are pulled to the detached h_T by self-distillation.
@@ -6,9 +6,14 @@ are pulled to the detached h_T by self-distillation.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
+
+from .base import HashingMethod, MethodParams
 
 
 def soft_targets(y: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -56,57 +61,61 @@ class BCEQuantizationLoss(nn.Module):
         return F.binary_cross_entropy(g_pos, b_pos) + F.binary_cross_entropy(g_neg, 1 - b_pos)  # Eq. 6
 
 
-class DHD(nn.Module):
-    """L = L_HP + lambda1 L_SdH + lambda2 L_bce-Q (Eq. 8), with switches for the paper's ablations.
+class DHDParams(MethodParams):
+    """DHD's hyper-parameters (the paper's Sec. 4.1 and the official code): tau = 0.2 (ImageNet; 0.6 NUS-WIDE,
+    0.4 MS-COCO), lambda1 = lambda2 = 0.1, sigma = 0.5; ``quantize_proxies`` also applies L_bce-Q to the
+    proxies, as the paper's text says (the official code does not)."""
 
-    ``sdh=False`` drops the student view (Table 3's L_HP rows); ``quantize=False`` drops L_bce-Q;
-    ``quantize_proxies`` also applies L_bce-Q to the proxies, as the paper's text says (the official
-    code does not).
-    """
+    temperature: float = Field(0.2, gt=0)
+    lambda1: float = Field(0.1, ge=0)
+    lambda2: float = Field(0.1, ge=0)
+    sigma: float = Field(0.5, gt=0)
+    quantize_proxies: bool = False
 
-    needs_proxies = True
 
-    def __init__(
-        self,
-        temperature: float = 0.2,
-        lambda1: float = 0.1,
-        lambda2: float = 0.1,
-        sigma: float = 0.5,
-        sdh: bool = True,
-        quantize: bool = True,
-        quantize_proxies: bool = False,
-    ) -> None:
-        super().__init__()
-        self.hp = HashProxyLoss(temperature)
+class DHD(HashingMethod):
+    """L = L_HP + lambda1 L_SdH + lambda2 L_bce-Q (Eq. 8). ``DHDProxyOnly`` and ``DHDProxyQuantized`` are
+    Table 3's ablations (one view: no L_SdH; the first without L_bce-Q either)."""
+
+    Params = DHDParams
+    views = 2
+    uses_proxies = True
+    quantize: ClassVar[bool] = True
+    params: DHDParams
+
+    def __init__(self, params: DHDParams | None = None, **kw: Any) -> None:
+        super().__init__(params, **kw)
+        p = self.params
+        self.hp = HashProxyLoss(p.temperature)
         self.sdh_loss = SelfDistillationLoss()
-        self.bceq = BCEQuantizationLoss(sigma)
-        self.lambda1, self.lambda2 = lambda1, lambda2
-        self.sdh, self.quantize, self.quantize_proxies = sdh, quantize, quantize_proxies
-
-    @property
-    def needs_student(self) -> bool:
-        return self.sdh
+        self.bceq = BCEQuantizationLoss(p.sigma)
 
     def forward(
-        self, h_teacher: torch.Tensor, h_student: torch.Tensor | None, y: torch.Tensor, proxies: torch.Tensor
+        self, h_teacher: torch.Tensor, h_student: torch.Tensor | None, y: torch.Tensor, proxies: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
+        p = self.params
         parts = {"hp": self.hp(h_teacher, proxies, y)}
         loss = parts["hp"]
-        if self.sdh:
+        if self.views == 2:
             parts["sdh"] = self.sdh_loss(h_teacher, h_student)
-            loss = loss + self.lambda1 * parts["sdh"]
+            loss = loss + p.lambda1 * parts["sdh"]
         if self.quantize:
             parts["bceq"] = self.bceq(h_teacher)
-            if self.quantize_proxies:
+            if p.quantize_proxies:
                 parts["bceq"] = parts["bceq"] + self.bceq(proxies)
-            loss = loss + self.lambda2 * parts["bceq"]
+            loss = loss + p.lambda2 * parts["bceq"]
         parts["loss"] = loss
         return parts
 
 
-def create_dhd(name: str, **kw) -> DHD:
-    """``dhd`` (full), ``dhd-hp`` (L_HP only), ``dhd-hp-bceq`` (L_HP + L_bce-Q): Table 3's ablation rows."""
-    variants = {"dhd": {}, "dhd-hp": {"sdh": False, "quantize": False}, "dhd-hp-bceq": {"sdh": False}}
-    if name not in variants:
-        raise ValueError(f"unknown DHD variant {name!r}; known: {', '.join(variants)}")
-    return DHD(**{**kw, **variants[name]})
+class DHDProxyQuantized(DHD):
+    """``dhd-hp-bceq``: L_HP + lambda2 L_bce-Q on one view (Table 3; + ``self_distill`` gives ``dhd``)."""
+
+    views = 1
+
+
+class DHDProxyOnly(DHD):
+    """``dhd-hp``: L_HP alone on one view (Table 3's first row)."""
+
+    views = 1
+    quantize = False

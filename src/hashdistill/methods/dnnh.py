@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
+from pydantic import Field
 
-from .labels import similarity
+from .base import HashingMethod, MethodParams
+from .targets import similarity
 
 
-class DNNH(nn.Module):
+class DNNHParams(MethodParams):
+    """margin = 1 (the paper's)."""
+
+    margin: float = Field(1.0, ge=0)
+
+
+class DNNH(HashingMethod):
     """L = mean over triplets (q, q+, q-) of max(0, margin - (||u_q - u_q-||^2 - ||u_q - u_q+||^2))
 
-    (DNNH's triplet ranking loss), u = (h + 1) / 2 in [0, 1]^K standing for the paper's sigmoid outputs. Every triplet of the
-    mini-batch whose anchor shares a label with q+ and none with q- is used. Default margin 1 (the paper's).
-    The paper's divide-and-encode module and piecewise threshold are architecture, not loss: every method
-    here shares one hash head, so the comparison isolates the losses.
+    (DNNH's triplet ranking loss), u = (h + 1) / 2 in [0, 1]^K standing for the paper's sigmoid outputs.
+    Every triplet of the mini-batch whose anchor shares a label with q+ and none with q- is used. The
+    paper's divide-and-encode module and piecewise threshold are architecture, not loss: every method here
+    shares one hash head, so the comparison isolates the losses.
     """
 
-    def __init__(self, bits: int = 64, n_classes: int = 0, seed: int = 0, margin: float = 1.0) -> None:
-        super().__init__()
-        self.margin = margin
+    Params = DNNHParams
+    params: DNNHParams
 
     def forward(self, h: torch.Tensor, h_s: torch.Tensor | None, y: torch.Tensor, proxies=None) -> dict[str, torch.Tensor]:
         u = (h + 1) / 2
@@ -27,6 +33,6 @@ class DNNH(nn.Module):
         s = similarity(y, y)
         positive = s - torch.eye(len(s), device=s.device)  # a positive is another image
         valid = positive[:, :, None] * (1 - s)[:, None, :]  # [q, q+, q-] as 0/1 weights (no gather: faster)
-        hinge = (self.margin - (d[:, None, :] - d[:, :, None])).clamp_min(0)
+        hinge = (self.params.margin - (d[:, None, :] - d[:, :, None])).clamp_min(0)
         count = valid.sum()
         return {"loss": (hinge * valid).sum() / count.clamp_min(1), "triplets": count}

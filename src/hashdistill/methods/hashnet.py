@@ -3,35 +3,44 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
+from pydantic import Field
 
+from .base import HashingMethod, MethodParams
 from .dhn import pair_nll
-from .labels import balance_weights, similarity
+from .targets import balance_weights, similarity
 
 
-class HashNet(nn.Module):
+class HashNetParams(MethodParams):
+    """alpha = 10 / K when unset (the released code's adaptive sigmoid); continuation gamma = 0.005,
+    power = 0.5, step_size = 200 (the released code)."""
+
+    alpha: float | None = Field(None, gt=0)
+    gamma: float = Field(0.005, ge=0)
+    power: float = Field(0.5, ge=0)
+    step_size: int = Field(200, gt=0)
+
+
+class HashNet(HashingMethod):
     """L = sum_ij w_ij [log(1 + exp(a <h_i, h_j>)) - s_ij a <h_i, h_j>] / sum_ij w_ij, h = tanh(beta z)
 
-    (HashNet's weighted maximum likelihood). Weights re-balance the batch's pairs: w_ij = |S| / |S_1| for similar pairs and
-    |S| / |S_0| for dissimilar ones. The adaptive sigmoid a = 10 / K (the released code). Continuation:
-    beta = (1 + gamma t)^power at step t, raised every ``step_size`` steps (released code:
-    gamma = 0.005, power = 0.5, step_size = 200). The method reads the pre-activation z (``wants_logits``).
+    (HashNet's weighted maximum likelihood). Weights re-balance the batch's pairs: w_ij = |S| / |S_1| for
+    similar pairs and |S| / |S_0| for dissimilar ones. Continuation: beta = (1 + gamma t)^power at step t,
+    raised every ``step_size`` steps. The method reads the pre-activation z (``uses_logits``).
     """
 
-    wants_logits = True
+    Params = HashNetParams
+    uses_logits = True
+    params: HashNetParams
 
-    def __init__(
-        self, bits: int = 64, n_classes: int = 0, seed: int = 0, alpha: float | None = None,
-        gamma: float = 0.005, power: float = 0.5, step_size: int = 200,
-    ) -> None:  # fmt: skip
-        super().__init__()
-        self.alpha = 10.0 / bits if alpha is None else alpha
-        self.gamma, self.power, self.step_size = gamma, power, step_size
+    def __init__(self, params: HashNetParams | None = None, **kw) -> None:
+        super().__init__(params, **kw)
+        self.alpha = 10.0 / self.bits if self.params.alpha is None else self.params.alpha
         self.beta = 1.0
 
-    def set_step(self, step: int) -> None:
+    def on_step(self, step: int) -> None:
         """The trainer's global step: sets the continuation scale beta."""
-        self.beta = (1 + self.gamma * (step // self.step_size * self.step_size)) ** self.power
+        p = self.params
+        self.beta = (1 + p.gamma * (step // p.step_size * p.step_size)) ** p.power
 
     def forward(self, z: torch.Tensor, z_s: torch.Tensor | None, y: torch.Tensor, proxies=None) -> dict[str, torch.Tensor]:
         h = torch.tanh(self.beta * z)

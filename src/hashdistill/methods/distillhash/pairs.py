@@ -1,4 +1,4 @@
-"""Pairwise supervision without labels, for DistillHash (``../shared/papers/distillhash-algorithm.md``).
+"""Pairwise supervision without labels, for DistillHash (docs/algorithms/distillhash.md).
 
 Labels of a pair are +1 (similar), -1 (dissimilar) or 0 (unlabelled / dropped). Nothing here builds
 an n x n matrix: the labels of a mini-batch's pairs are computed on demand from per-image state
@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ...labels import shares_label
 
 RULES = ("knn", "threshold", "two-threshold")
 LN2 = math.log(2.0)
@@ -50,7 +52,11 @@ def _upper_blocks(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(rows, all columns, mask of the pairs i < j) in row blocks sized by ``memory_mb``, over every row or
     a sorted seeded sample of ``max_rows`` of them: whole-set passes over the unordered pairs."""
-    rows = np.arange(n) if max_rows is None or max_rows >= n else np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
+    rows = (
+        np.arange(n)
+        if max_rows is None or max_rows >= n
+        else np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
+    )
     step, cols = _rows_per_block(n, bytes_per_entry, memory_mb), torch.arange(n)
     for a in range(0, len(rows), step):
         r = torch.as_tensor(rows[a : a + step])
@@ -91,6 +97,8 @@ class InitialPairs:
             d = 1 - (self.f[i] * self.f[j]).sum(1)
             lo, hi = torch.quantile(d, torch.tensor(q, dtype=d.dtype)).tolist()
             self.thresholds = (lo, hi)
+
+    bytes_per_label = 8  # the working memory of one label in a block (for ``purity``'s row blocks)
 
     def __len__(self) -> int:
         return len(self.f)
@@ -166,13 +174,17 @@ class DistilledPairs:
         n = len(self)
         if n * n > memory_mb * 2**20:
             return False
-        step = _rows_per_block(n, 8 * (self.nbr_minus.shape[1] + 1), memory_mb)
+        step = _rows_per_block(n, self.bytes_per_label, memory_mb)
         cols = torch.arange(n)
         self.dense = torch.cat([self._labels(torch.arange(a, min(n, a + step)), cols) for a in range(0, n, step)])
         return True
 
     def __len__(self) -> int:
         return len(self.b)
+
+    @property
+    def bytes_per_label(self) -> int:
+        return 8 * (self.nbr_minus.shape[1] + 1)
 
     def theta(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         return self.scale * (0.5 * self.b[rows] @ self.b[cols].T) + self.offset
@@ -195,7 +207,9 @@ class DistilledPairs:
 THETA_STEP = 0.25  # calibration bins theta = b_i . b_j / 2 on this grid (exact for binary codes)
 
 
-def fit_logistic(x: np.ndarray, positives: np.ndarray, negatives: np.ndarray, balance: bool = True, iters: int = 50) -> tuple[float, float]:
+def fit_logistic(
+    x: np.ndarray, positives: np.ndarray, negatives: np.ndarray, balance: bool = True, iters: int = 50
+) -> tuple[float, float]:
     """(a, c) maximising the (weighted) likelihood of sigmoid(a x + c) for binned data: ``positives`` /
     ``negatives`` count the +1 / -1 labels at each value of ``x``; ``balance`` weighs both classes equally.
     Newton's method on the two parameters (a concave problem), halving steps that do not improve."""
@@ -250,13 +264,6 @@ def calibrate(
     return fit_logistic(grid, pos.numpy(), neg.numpy(), balance)
 
 
-def same_label(y_rows: np.ndarray, y_cols: np.ndarray) -> torch.Tensor:
-    """Ground truth of pairs (evaluation only): same class, or at least one shared label (multi-hot)."""
-    if y_rows.ndim == 1:
-        return torch.as_tensor(y_rows[:, None] == y_cols[None, :])
-    return torch.as_tensor((y_rows.astype(np.float32) @ y_cols.T.astype(np.float32)) > 0)
-
-
 @dataclass
 class PairCounts:
     similar: int = 0
@@ -275,17 +282,18 @@ class PairCounts:
         }  # fmt: skip
 
 
-def purity(source: Any, y: np.ndarray, memory_mb: float = 256, max_rows: int | None = None, seed: int = 0) -> dict[str, Any]:
+def purity(
+    source: InitialPairs | DistilledPairs, y: np.ndarray, memory_mb: float = 256, max_rows: int | None = None, seed: int = 0
+) -> dict[str, Any]:
     """Counts and agreement with ground truth of a pair labelling over the unordered pairs i < j.
 
     Row blocks keep memory within ``memory_mb``; ``max_rows`` limits the rows to a seeded sample (for
     large n), each row paired with every other image. Ground truth is used here only.
     """
-    per_entry = 8 * (getattr(source, "nbr_minus", torch.empty(0, 1)).shape[1] + 1)
     c = PairCounts()
-    for r, cols, upper in _upper_blocks(len(source), per_entry, memory_mb, max_rows, seed):
+    for r, cols, upper in _upper_blocks(len(source), source.bytes_per_label, memory_mb, max_rows, seed):
         lab = source.labels(r, cols)
-        truth = same_label(y[r.numpy()], y)
+        truth = torch.as_tensor(shares_label(y[r.numpy()], y))  # ground truth: the report only
         sim, dis = (lab == 1) & upper, (lab == -1) & upper
         c.similar += int(sim.sum())
         c.dissimilar += int(dis.sum())

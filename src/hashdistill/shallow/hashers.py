@@ -1,4 +1,4 @@
-"""Shallow (non-deep) hashers with scikit-learn's estimator shape.
+"""Shallow (non-deep) hashers with scikit-learn's estimator shape (docs/algorithms/shallow.md).
 
 ``ITQ(n_bits=64, random_state=0).fit(X[, y]).encode(X)`` -> ±1 ``int8`` of shape (N, n_bits).
 ``transform(X)`` gives the real-valued projections whose sign is the code. Parameters live in
@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 from scipy import linalg
 
-from .codes import binarize
+from ..codes import binarize
+from ..labels import shares_label
 
-__all__ = ["LSH", "PCAH", "SH", "ITQ", "SDH", "KSH", "SHALLOW_METHODS", "create_hasher"]
+__all__ = ["ITQ", "KSH", "LSH", "PCAH", "SDH", "SH", "SHALLOW_METHODS", "NotFittedError", "create_hasher"]
 
 
 class NotFittedError(RuntimeError):
@@ -120,11 +121,7 @@ def _label_matrix(y: np.ndarray) -> np.ndarray:
 
 def _similarity(ya: np.ndarray, yb: np.ndarray) -> np.ndarray:
     """+1 where two items share a label, -1 otherwise."""
-    if ya.ndim == 1:
-        same = ya[:, None] == yb[None, :]
-    else:
-        same = (ya != 0).astype(np.float64) @ (yb != 0).astype(np.float64).T > 0
-    return np.where(same, 1.0, -1.0)
+    return np.where(shares_label(ya, yb), 1.0, -1.0)
 
 
 def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:

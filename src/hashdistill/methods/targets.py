@@ -1,16 +1,16 @@
-"""Label helpers shared by the supervised baselines: pair similarity and class-wise target codes."""
+"""Targets shared by the supervised baselines: pair similarity, class-balance weights, class-wise target codes."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from ..labels import shares_label
+
 
 def similarity(y_a: torch.Tensor, y_b: torch.Tensor) -> torch.Tensor:
-    """s_ij = 1 where items i and j share at least one label, else 0 (class indices or multi-hot rows)."""
-    if y_a.ndim == 1:
-        return (y_a[:, None] == y_b[None, :]).float()
-    return ((y_a.float() @ y_b.float().T) > 0).float()
+    """s_ij = 1 where items i and j share at least one label, else 0 (float, for the losses' arithmetic)."""
+    return shares_label(y_a, y_b).float()
 
 
 def balance_weights(s: torch.Tensor) -> torch.Tensor:

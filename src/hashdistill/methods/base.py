@@ -1,0 +1,124 @@
+"""The contract between the trainer and every deep hashing method (docs/architecture.md, "Methods").
+
+A method is a ``HashingMethod``: a loss module that *declares* what it consumes as class attributes and
+gets a few no-op hooks it may override. The trainer reads the declarations and calls the hooks; it never
+asks a method what it is. Its hyper-parameters are a pydantic model, ``Params``, next to the loss.
+
+Adding a method is one module with a ``HashingMethod`` subclass and one line in ``METHODS``
+(``hashdistill/methods/__init__.py``); nothing in the trainer or the config changes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+
+class MethodParams(BaseModel):
+    """Settings every method takes; a method's own ``Params`` subclasses this with its hyper-parameters.
+
+    ``self_distill`` wraps the method in ``SelfDistilled`` (DHD's Eq. 2 added to its loss, weight
+    ``self_distill_weight``; Table 3's "+SdH"); without it a one-view method trains on ``train_view``
+    (``teacher``: T_T, or ``student``: T_S, Table 3's "-SdH").
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = ""
+    self_distill: bool = False
+    self_distill_weight: float = Field(0.1, ge=0)
+    train_view: Literal["teacher", "student"] = "teacher"
+
+
+@dataclass
+class TrainingContext:
+    """What the trainer hands a method's hooks: the training set's size, its labels (``None`` for an
+    unsupervised method), the labels for reports only (never for a loss), the run folder, and two
+    callables: frozen-backbone features of the training images for a spec (``features.frozen_features``),
+    and the current model's continuous codes h of the training images' clean views."""
+
+    n: int
+    labels: np.ndarray | None
+    report_labels: np.ndarray
+    seed: int
+    run_dir: Path
+    frozen_features: Callable[[dict[str, Any], str], np.ndarray]
+    encode: Callable[[], np.ndarray]
+    log: Callable[[str], None]
+
+
+class HashingMethod(nn.Module):
+    """Base of every deep method. Subclasses set the declarations below and implement ``forward``.
+
+    Declarations (class attributes):
+
+    - ``views``: 1, the loss sees one view of each image (T_T, or T_S with ``train_view: student``);
+      2, it sees the teacher and the student view (``h_student`` is not ``None``).
+    - ``targets``: ``"labels"``, a batch carries the images' labels to ``forward``; ``"positions"``, their
+      positions in the training set (methods with per-image state: CNNH's target codes, DistillHash's pairs).
+    - ``supervised``: whether the method reads class labels at all; an unsupervised method's context
+      holds ``labels=None`` (its ``report_labels`` may feed a report, never the loss).
+    - ``uses_proxies``: the model carries trainable proxies (classes x K) handed to ``forward``.
+    - ``uses_logits``: ``forward`` receives the pre-activation z (h = tanh(z)) instead of h.
+
+    ``forward(h_teacher, h_student, y, proxies)`` returns a dict with ``"loss"`` and any parts to log.
+    """
+
+    Params: ClassVar[type[MethodParams]] = MethodParams
+    views: ClassVar[int] = 1
+    targets: ClassVar[Literal["labels", "positions"]] = "labels"
+    supervised: ClassVar[bool] = True
+    uses_proxies: ClassVar[bool] = False
+    uses_logits: ClassVar[bool] = False
+
+    def __init__(
+        self, params: MethodParams | None = None, *, bits: int = 64, n_classes: int = 0, seed: int = 0, **hyper: Any
+    ) -> None:
+        super().__init__()
+        if params is not None and hyper:
+            raise TypeError("pass either params or hyper-parameters as keywords, not both")
+        self.params = params if params is not None else self.Params(**hyper)
+        self.bits, self.n_classes, self.seed = bits, n_classes, seed
+
+    # -------------------------------------------------------------- hooks (no-ops by default)
+    @classmethod
+    def check(cls, params: MethodParams, settings: dict[str, Any]) -> None:
+        """Cross-checks with the rest of the config (``settings``: ``epochs``, ``batch_size``); raise
+        ``ValueError("method.KEY: ...")`` for a bad combination."""
+
+    def prepare(self, ctx: TrainingContext) -> dict[str, Any]:
+        """Before the first epoch (also on resume): whole-set state. Returns entries for the run's metrics."""
+        return {}
+
+    def on_epoch(self, epoch: int, ctx: TrainingContext) -> dict[str, Any]:
+        """At the start of each epoch (0-based, also the first epoch of a resume). Returns metrics entries."""
+        return {}
+
+    def on_step(self, step: int) -> None:
+        """Before each optimisation step, with the global step (schedules inside a loss)."""
+
+    def anchors_per_batch(self, batch_size: int) -> int:
+        """How many images of the epoch's order one batch takes (the rest of a batch are its own picks)."""
+        return batch_size
+
+    def batches(self, order: np.ndarray, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+        """The epoch's batches (training-set positions) from its shuffled ``order``: consecutive chunks."""
+        step = self.anchors_per_batch(batch_size)
+        for a in range(0, len(order), step):
+            yield order[a : a + step]
+
+    def steps_per_epoch(self, n: int, batch_size: int) -> int:
+        return math.ceil(n / self.anchors_per_batch(batch_size))
+
+    def forward(
+        self, h_teacher: torch.Tensor, h_student: torch.Tensor | None, y: torch.Tensor, proxies: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        raise NotImplementedError

@@ -1,0 +1,68 @@
+"""DistillHash's settings (docs/algorithms/distillhash.md): the training schedule and loss weights at the
+method's level, and how pairs are labelled, distilled and batched under ``pairs``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+
+from ..base import MethodParams
+
+CALIBRATIONS = ("none", "balanced", "prior")
+
+
+class PairParams(BaseModel):
+    """Step 0's initial pairs (a frozen pretrained encoder's neighbours), step 2's noise-rate neighbourhoods
+    and posterior, batching, and the memory budget of whole-set pair work."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backbone: str = "mobilenet_v2"  # frozen, pretrained encoder whose features define the initial pairs
+    pretrained: bool | str = True
+    input_size: PositiveInt | list[PositiveInt] = 64  # a list: each size's features centred, concatenated
+    layer: int | None = 14  # pooled output of this block (null: the final features)
+    center: bool = True  # cosine of mean-centred features
+    rule: Literal["knn", "threshold", "two-threshold"] = "knn"
+    k: PositiveInt = 20  # knn rule
+    quantiles: list[float] = [0.1, 0.5]  # threshold rules: quantiles of the pair distances
+    noise_neighbours: PositiveInt = 20  # neighbourhood over which the local noise rates are minimised
+    noise_skip: int = Field(2, ge=0)  # rho_plus's neighbourhood starts at this rank (the released `start`)
+    posterior: Literal["codes", "continuous"] = "codes"  # P from the stage-1 codes b (the paper) or h
+    calibration: Literal["none", "balanced", "prior"] = "none"  # Platt-fit P on the noisy labels first
+    batch_neighbours: int = Field(3, ge=0)  # each batch: anchors + this many of each anchor's k-NN
+    memory_mb: float = Field(256, gt=0)  # block size budget for whole-set pair work
+    report_rows: PositiveInt | None = None  # purity report over a sample of this many rows (null: every pair)
+
+    @field_validator("input_size")
+    @classmethod
+    def _sizes(cls, v: int | list[int]) -> int | list[int]:
+        if isinstance(v, list) and not v:
+            raise ValueError("give an input size or a non-empty list of them")
+        return v
+
+    @field_validator("quantiles")
+    @classmethod
+    def _quantiles(cls, v: list[float]) -> list[float]:
+        if not 1 <= len(v) <= 2 or not all(0 < q < 1 for q in v) or v != sorted(v):
+            raise ValueError("one or two increasing quantiles in (0, 1)")
+        return v
+
+    @property
+    def sizes(self) -> list[int]:
+        return self.input_size if isinstance(self.input_size, list) else [self.input_size]
+
+    def feature_spec(self, size: int) -> dict:
+        """The frozen-features spec of one input size (``features.frozen_features``)."""
+        return {"backbone": self.backbone, "pretrained": self.pretrained, "input_size": int(size), "layer": self.layer}
+
+
+class DistillHashParams(MethodParams):
+    """Step 1 trains ``stage1_epochs`` on the initial pairs, the rest on the distilled ones; the pair loss
+    weighs similar and dissimilar pairs equally when ``balance``, plus ``quantization`` x the quantization
+    term (DPSH's)."""
+
+    stage1_epochs: PositiveInt = 10
+    balance: bool = True
+    quantization: float = Field(0.1, ge=0)
+    pairs: PairParams = PairParams()

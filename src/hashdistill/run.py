@@ -1,0 +1,163 @@
+"""``Run``: a trained run folder, loaded once (docs/architecture.md, "Runs").
+
+Everything that reads a run goes through it: the CLI's ``encode`` / ``evaluate`` / ``report``, the
+robustness suite and the report. It reads ``config.yaml`` (the validated config) and ``checkpoint.pt``
+with ``weights_only=True``, so opening someone else's run folder never runs their code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from .augment import view_transforms
+from .codes import load_codes, pack
+from .config import Config, ConfigError, parse_config
+from .data.lists import IMAGE_EXTENSIONS, ImageList, read_list_file, read_unlabelled_folder
+from .data.splits import SPLITS, Split, TrainingData, load_training_data
+from .model import HashModel, build_model, encode_images
+
+
+class RunError(ValueError):
+    """A folder that is not a readable trained run; the message names the file."""
+
+
+class Run:
+    """A trained run: its config, model, clean transform, codes and metrics.
+
+    >>> run = Run.load("runs/demo")
+    >>> h = run.encode(images)                    # continuous codes in [-1, 1]^K of uint8 images (N, H, W[, C])
+    >>> codes = run.codes("database")             # packed binary codes, as saved by training
+    >>> run.metrics["map_at_1000"]
+    """
+
+    def __init__(self, path: Path, config: Config, model: HashModel, device: str = "cpu") -> None:
+        self.path, self.config, self.model, self.device = Path(path), config, model, device
+        self._codes: dict[str, np.ndarray] = {}
+        self._h: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "cpu") -> Run:
+        """Open a run folder written by ``hashdistill train``; the weights of the selected epoch."""
+        path = Path(path)
+        if not path.is_dir():
+            raise RunError(f"{path}: no such run folder")
+        cfg_path, ckpt = path / "config.yaml", path / "checkpoint.pt"
+        for f in (cfg_path, ckpt):
+            if not f.is_file():
+                raise RunError(f"{path}: no {f.name} (not a trained run folder)")
+        try:
+            raw = yaml.safe_load(cfg_path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, yaml.YAMLError) as e:
+            raise RunError(f"{cfg_path}: unreadable config ({str(e).splitlines()[0]})") from None
+        try:
+            config = parse_config(raw, str(cfg_path))
+        except ConfigError as e:
+            raise RunError(f"{cfg_path}: {e}") from None
+        best = path / "best.pt"
+        use_best = config.schedule.select == "best" and best.is_file()
+        weights = _load_tensors(best) if use_best else _load_tensors(ckpt).get("model")
+        if not isinstance(weights, dict):
+            raise RunError(f"{ckpt}: no model weights")
+        proxies = weights.get("proxies")
+        model = build_model(config, proxies.shape[0] if isinstance(proxies, torch.Tensor) else 0)
+        try:  # cached mode: the checkpoint holds the head (and proxies); the backbone is the frozen one
+            model.load_state_dict(weights, strict=config.model.mode != "cached")
+        except RuntimeError as e:
+            raise RunError(f"{ckpt}: the weights do not fit the run's config ({str(e).splitlines()[0]})") from None
+        return cls(path, config, model.to(device).eval(), device)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def bits(self) -> int:
+        return self.config.model.bits
+
+    @cached_property
+    def clean(self) -> torch.nn.Module:
+        """The clean-view transform (resize, crop, normalise) images go through before the model."""
+        return view_transforms(self.config)[2].to(self.device)
+
+    @cached_property
+    def data(self) -> TrainingData:
+        """The run's own train / query / database splits."""
+        return load_training_data(self.config.data)
+
+    @cached_property
+    def metrics(self) -> dict[str, Any]:
+        """``metrics.json`` as training wrote it (empty when missing)."""
+        path = self.path / "metrics.json"
+        if not path.is_file():
+            return {}
+        try:
+            out = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RunError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(out, dict):
+            raise RunError(f"{path}: expected a JSON object")
+        return out
+
+    @property
+    def proxies(self) -> torch.Tensor | None:
+        return None if self.model.proxies is None else self.model.proxies.detach()
+
+    def encode(self, images: Any, batch: int | None = None, progress: bool = False) -> np.ndarray:
+        """Continuous codes h in [-1, 1]^K (float32, sign = the binary code) of images: a uint8 array
+        (N, H, W) or (N, H, W, C), or an ``ImageList``."""
+        return encode_images(self.model, self.clean, images, batch or self.config.runtime.feature_batch, progress)
+
+    def h(self, split: str) -> np.ndarray:
+        """Continuous codes of one of the run's splits, encoded once."""
+        if split not in self._h:
+            self._h[split] = self.encode(self.data.split(split).images)
+        return self._h[split]
+
+    def codes(self, split: str) -> np.ndarray:
+        """Packed codes of one of the run's splits: the saved ones when they match the split, else encoded."""
+        if split not in self._codes:
+            s = self.data.split(split)
+            saved = self.path / f"codes-{split}.npz"
+            codes, ids, _ = load_codes(saved) if saved.is_file() else (None, None, None)
+            if codes is None or ids is None or not np.array_equal(ids, s.ids):
+                codes = pack(self.encode(s.images))
+            self._codes[split] = codes
+        return self._codes[split]
+
+    def images(self, source: str) -> tuple[Any, np.ndarray, np.ndarray | None]:
+        """(images, ids, labels) to encode: one of the run's splits, or an image file, a folder of images or
+        a list file; files are read at the side the clean view is drawn at, as training saw them."""
+        if source in SPLITS:
+            s: Split = self.data.split(source)
+            return s.images, s.ids, s.labels
+        path = Path(source)
+        if path.is_dir():
+            lst = read_unlabelled_folder(path)
+        elif path.suffix.lower() in IMAGE_EXTENSIONS:
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: no such image")
+            lst = ImageList([path], None, [], [str(path)])
+        elif path.is_file():
+            lst = read_list_file(path)
+        else:
+            raise ValueError(f"{source}: not a split ({', '.join(SPLITS)}), an image, a folder or a list file")
+        m, a = self.config.model, self.config.augment
+        # colour reaches a grey-trained small CNN as it does in training (the CNN averages the channels)
+        return lst.at_size(max(m.input_size, round(m.input_size / a.crop_ratio))), np.arange(len(lst)), lst.labels
+
+
+def _load_tensors(path: Path) -> Any:
+    """A torch file of tensors and plain values only (``weights_only=True``: no code runs on load)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunError(f"{path}: not a loadable weights file ({first[:200]})") from None

@@ -1,0 +1,33 @@
+"""Result rows as Markdown tables, and the commit that produced them (for benchmark and CLI output)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+
+def git_commit(path: str | Path = ".") -> str:
+    """The current commit (with ``-dirty`` for uncommitted changes), or ``unknown`` outside git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=path, capture_output=True, text=True
+        ).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def results_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A Markdown table of result rows (missing values shown as -)."""
+
+    def fmt(column: str, v: Any) -> str:
+        if isinstance(v, float):
+            if column.endswith(("_seconds", "_mb")):
+                return f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
+            return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+        return "-" if v is None else str(v)
+
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    return head + "".join("| " + " | ".join(fmt(c, r.get(c)) for c in columns) + " |\n" for r in rows)
