@@ -27,6 +27,11 @@ def jobs() -> list[tuple[str, list[str], tuple[int, ...]]]:
     return out
 
 
+def method_of(label: str) -> str:
+    """The method of a row label: ``dpn``, ``dpn-ts`` and ``dpn+sdh`` are all ``dpn``'s rows."""
+    return label.removesuffix("-ts").removesuffix("+sdh")
+
+
 def _value(rows: dict[tuple[str, int], dict[str, Any]], label: str, bits: int, metric: str) -> float | None:
     row = rows.get((label, bits))
     return None if row is None else row.get(metric)

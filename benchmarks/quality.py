@@ -17,9 +17,11 @@ Writes ``benchmarks/results/quality-<protocol>.json`` as
 The DHD paper's comparison (Tables 2 and 3, see ``paper_tables.py``) on one config's frozen features:
 shallow methods on those features, every deep baseline and DHD at 16/32/64 bits, each baseline trained
 on T_S only and with SdH at 16/64 bits, and DHD's ablations. Rows already in the results are kept
-(the run resumes where it stopped); ``--force`` retrains them:
+(the run resumes where it stopped); ``--force`` retrains them; ``--only dpn,csq`` retrains just those
+methods' rows (T_T, T_S and +SdH):
 
     python benchmarks/quality.py --protocol fmnist-1k --compare configs/compare-fmnist.yaml
+    python benchmarks/quality.py --protocol fmnist-1k --compare configs/compare-fmnist.yaml --only dpn
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label", help="the rows' method name (default: the config's method), for variants")
     ap.add_argument("--compare", type=Path, help="run the paper's Table 2 / 3 comparison on this config's features")
     ap.add_argument("--force", action="store_true", help="with --compare: retrain rows already in the results")
+    ap.add_argument("--only", help="with --compare: retrain only these methods' rows (comma-separated, e.g. dpn)")
     ap.add_argument("--runs-dir", type=Path, default=Path("runs/benchmarks"))
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -138,8 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         compare_features = features_of(cfg)
         todo = [(m, [], b) for m in paper_tables.SHALLOW for b in paper_tables.TABLE2_BITS]
         todo += [(label, sets, b) for label, sets, bs in paper_tables.jobs() for b in bs]
+        if args.only:
+            only = {m.strip() for m in args.only.split(",")}
+            todo = [job for job in todo if paper_tables.method_of(job[0]) in only]
         for n, (label, sets, b) in enumerate(todo, 1):
-            if (label, b, compare_features) in rows and not args.force:
+            if (label, b, compare_features) in rows and not (args.force or args.only):
                 continue
             if not sets:
                 row, _, _ = run_shallow(protocol, label, b, compare_features, args.seed)

@@ -11,13 +11,13 @@ import torch
 from hashdistill.config import ConfigError, load_config
 from hashdistill.methods import SelfDistilled, create_method
 from hashdistill.methods.cnnh import CNNH, approximate_codes
-from hashdistill.methods.csq import CSQ, hash_centres
+from hashdistill.methods.csq import CSQ, hash_centres, min_distance
 from hashdistill.methods.dch import DCH
 from hashdistill.methods.dhn import DHN
 from hashdistill.methods.dnnh import DNNH
 from hashdistill.methods.dpn import DPN
 from hashdistill.methods.hashnet import HashNet
-from hashdistill.methods.targets import label_codes
+from hashdistill.methods.targets import label_codes, random_signs
 from hashdistill.train import train
 
 BASELINES = ("cnnh", "dnnh", "dhn", "hashnet", "dch", "dpn", "csq")
@@ -209,3 +209,68 @@ def test_every_baseline_trains_from_a_config(tmp_path, name):
     log = [json.loads(r) for r in (tmp_path / name / "log.jsonl").read_text().splitlines()]
     assert "sdh" in log[0] and log[-1]["loss"] < log[0]["loss"]
     assert m["map_at_1000"] > 0.3  # chance is about 0.1
+
+
+def test_dpn_margin_acts_on_the_pre_activation():
+    """Bits already past the margin (v t >= m) get no gradient; the others are pushed towards their target."""
+    assert DPN.uses_logits  # the trainer hands DPN the raw hash-layer output, not tanh of it
+    m = DPN(bits=4, n_classes=2, seed=0)
+    t = m.class_targets[1]
+    v = (t * torch.tensor([2.0, 1.0, 0.5, -0.3])).requires_grad_(True)  # v t = 2, 1, 0.5, -0.3
+    out = m(v[None], None, torch.tensor([1]))
+    out["loss"].backward()
+    assert torch.equal(v.grad[:2], torch.zeros(2))  # at or past the margin: inert
+    assert torch.allclose(v.grad[2:], -t[2:] / 4)  # d/dv of mean(1 - v t) over 4 bits
+    assert out["loss"].item() == pytest.approx((0.5 + 1.3) / 4) and out["active"].item() == 0.5
+
+
+@pytest.mark.parametrize(("bits", "authors"), [(16, 2), (32, 8), (64, 32)])
+def test_csq_centres_for_100_classes(bits, authors):
+    """More classes than 2K: balanced per bit, and at least as far apart as the CSQ authors' released centres
+    for 100 classes (2 at 16 bits, 8 at 32); at 64 bits 100 <= 2K and the Hadamard rows are K/2 apart."""
+    c = hash_centres(100, bits, seed=0)
+    assert c.shape == (100, bits) and set(c.unique().tolist()) == {-1.0, 1.0}
+    d = min_distance(c)
+    assert d >= authors and (bits < 64 or d == 32)
+    if bits < 64:  # searched: balanced, better than the Bernoulli draws CSQ used to fall back on, seeded
+        assert torch.equal(c.sum(0), torch.zeros(bits))  # every bit splits the 100 classes 50 / 50
+        assert d > min_distance(random_signs(100, bits, 0))
+        assert torch.equal(hash_centres(100, bits, seed=0), c) and not torch.equal(hash_centres(100, bits, seed=1), c)
+
+
+def test_csq_reports_its_centres_and_takes_the_authors_pairwise_term():
+    m = CSQ(bits=4, n_classes=3, pairwise_weight=0.2, lambda_q=0.05)
+    assert m.prepare(None) == {"centre_min_distance": 2}  # Hadamard rows of a 4 x 4 matrix: K/2 apart
+    h = torch.tensor([[0.5, -0.5, 0.9, 0.1], [-0.2, 0.3, -0.9, 0.8], [0.4, -0.6, 0.7, 0.2], [0.1, 0.1, -0.2, 0.3]])
+    y = torch.tensor([1, 2, 1, 0])
+    # the pairwise term pairs the first half (items 0, 1) with the second (items 2, 3), sigmoid scale 10/K
+    pair = sum(_softplus(2.5 * _dot(h[i].tolist(), h[j].tolist())) - _same(y, i, j) * 2.5 * _dot(h[i].tolist(), h[j].tolist())
+               for i in (0, 1) for j in (2, 3)) / 4  # fmt: skip
+    plain = CSQ(bits=4, n_classes=3, lambda_q=0.05)(h, None, y)
+    got = m(h, None, y)
+    assert got["pair"].item() == pytest.approx(pair, rel=1e-5)
+    assert got["loss"].item() == pytest.approx(plain["loss"].item() + 0.2 * pair, rel=1e-5)
+
+
+def test_dch_authors_variant_by_hand():
+    """``distance: euclidean`` (||h_i - h_j||^2 / 4) and ``weighting: similar`` (dissimilar pairs at weight 1)."""
+    h, n, k, gamma = H.tolist(), len(H), 3, 20.0
+    s = [[_same(Y, i, j) for j in range(n)] for i in range(n)]
+    n_pos = sum(map(sum, s))
+    total = 0.0
+    for i in range(n):
+        for j in range(n):
+            d = max(sum((a - b) ** 2 for a, b in zip(h[i], h[j])) / 4, k / 2 * 0.01)
+            w = n * n / n_pos if s[i][j] else 1.0
+            total += w * (s[i][j] * math.log(d / gamma) + math.log(1 + gamma / d))
+    quant = sum(math.log(1 + sum((abs(v) - 1) ** 2 for v in row) / 4 / gamma) for row in h) / n
+    got = DCH(bits=3, distance="euclidean", weighting="similar")(H, None, Y)
+    assert got["loss"].item() == pytest.approx(total / n**2 + 0.1 * quant, rel=1e-5)
+
+
+def test_cnnh_mse_variant():
+    m = CNNH(bits=4, seed=0, sweeps=4, loss="mse")
+    m.fit_codes(np.array([0, 0, 1, 2]))
+    h = torch.tensor([[0.5, -0.5, 0.9, 0.1], [-0.2, 0.3, -0.9, 0.8]])
+    idx = torch.tensor([3, 0])
+    assert m(h, None, idx)["loss"].item() == pytest.approx((h - m.codes[idx]).pow(2).mean().item())

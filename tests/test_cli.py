@@ -39,7 +39,7 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path):
         (["baseline", "--bits", "8,x"], "--bits must be comma-separated integers, got '8,x'"),
         (["train", str(cfg)], "model.bits: must be a multiple of 8, got 12"),
         (
-            ["config", "--set", "method.gama=3", "--set", "method=dch"],
+            ["config", "show", "--set", "method.gama=3", "--set", "method=dch"],
             "unknown key method.gama; known: name, self_distill, self_distill_weight, train_view, gamma, lambda_q",
         ),  # a typo survives a switch of method
         (["encode", str(tmp_path)], f"{tmp_path}: no config.yaml (not a trained run folder)"),
@@ -49,7 +49,7 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path):
 
 
 def test_config_prints_the_resolved_config():
-    r = _cli("config", "configs/compare-fmnist.yaml", "--set", "method=csq", "--set", "method.self_distill=true")
+    r = _cli("config", "show", "configs/compare-fmnist.yaml", "--set", "method=csq", "--set", "method.self_distill=true")
     assert r.returncode == 0, r.stderr
     import yaml
 

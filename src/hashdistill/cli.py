@@ -29,6 +29,8 @@ data_app = typer.Typer(help="Prepare and inspect the benchmark protocols.", no_a
 app.add_typer(data_app, name="data")
 index_app = typer.Typer(help="Build Hamming search indexes.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
+config_app = typer.Typer(help="Inspect run configurations.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
 
 
 class CLIError(Exception):
@@ -218,8 +220,8 @@ def search(
         typer.echo(f"query {n}: " + "  ".join(f"{a}:{b}" for a, b in zip(i, d) if a >= 0))
 
 
-@app.command("config")
-def config_cmd(
+@config_app.command("show")
+def config_show(
     config: Annotated[Optional[Path], typer.Argument(help="a YAML config (default: every default)")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="override: section.key=value (repeatable)")] = None,
 ) -> None:

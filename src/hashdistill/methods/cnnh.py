@@ -3,7 +3,7 @@ a network learns to predict them."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -59,14 +59,17 @@ def approximate_codes(s: np.ndarray, bits: int, sweeps: int = 10, seed: int = 0)
 
 
 class CNNHParams(MethodParams):
-    """sweeps = 10 coordinate-descent sweeps of stage 1."""
+    """sweeps = 10 coordinate-descent sweeps of stage 1 (DeepHash-pytorch's T = 10). Stage 2's ``loss: l1``
+    follows DeepHash-pytorch's CNNH.py up to commit 39a56bf; its later versions (cf97ea4 on) regress the
+    codes with the mean squared error, ``loss: mse``. The paper trains stage 2 as a CNN whose outputs fit the
+    codes (CNNH+ adds class-label outputs, not reproduced)."""
 
     sweeps: int = Field(10, gt=0)
+    loss: Literal["l1", "mse"] = "l1"
 
 
 class CNNH(HashingMethod):
-    """Stage 2 loss: mean |h_i - H_i| to the item's stage-1 code H_i (the common PyTorch reimplementation's
-    L1 regression of the codes; CNNH+'s extra class-label outputs are not reproduced).
+    """Stage 2 loss: mean |h_i - H_i| (or (h_i - H_i)^2 with ``loss: mse``) to the item's stage-1 code H_i.
 
     ``prepare`` runs stage 1 on the training labels (S_ij = +1 when items share a label, else -1); batches
     then carry the images' positions in the training set (``targets = "positions"``).
@@ -95,5 +98,6 @@ class CNNH(HashingMethod):
         if self.codes is None:
             raise RuntimeError("CNNH's stage 1 (prepare / fit_codes) must run before training")
         target = self.codes[idx.cpu().long()].to(h.device)
-        loss = (h - target).abs().mean()
+        error = h - target
+        loss = error.abs().mean() if self.params.loss == "l1" else error.pow(2).mean()
         return {"loss": loss}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -15,30 +17,45 @@ def normalised_hamming(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a.shape[1] / 2 * (1 - F.normalize(a, dim=1) @ F.normalize(b, dim=1).T)
 
 
+def quarter_squared_euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """||h_i - h_j||^2 / 4, pairwise: the Hamming distance itself on codes in {-1, +1}^K."""
+    squared = a.pow(2).sum(1)[:, None] + b.pow(2).sum(1)[None, :] - 2 * a @ b.T  # no sqrt: finite gradients at 0
+    return squared.clamp_min(0) / 4
+
+
 class DCHParams(MethodParams):
-    """gamma = 20, lambda_q = 0.1 (the paper's setting)."""
+    """gamma = 20, lambda_q = 0.1, ``distance: cosine``, ``weighting: balanced`` follow the paper (Eqs. 2,
+    6-9) as DeepHash-pytorch's DCH.py implements it (cos clamped at 0.99). The authors' TensorFlow code
+    (thulab/DeepHash, model/dch) differs: squared Euclidean distance (``distance: euclidean``, here scaled
+    by 1/4 so that gamma keeps its meaning), only similar pairs up-weighted by |S|/|S_1| with dissimilar pairs
+    at weight 1 (``weighting: similar``), and by default no quantization term (``lambda_q: 0``)."""
 
     gamma: float = Field(20.0, gt=0)
     lambda_q: float = Field(0.1, ge=0)
+    distance: Literal["cosine", "euclidean"] = "cosine"
+    weighting: Literal["balanced", "similar"] = "balanced"
 
 
 class DCH(HashingMethod):
     """L = sum_ij w_ij [s_ij log(d_ij / gamma) + log(1 + gamma / d_ij)] / |pairs| + lambda_q mean log(1 + d(|h|, 1) / gamma)
 
-    (DCH Eq. 7-9, d from Eq. 6): cross-entropy of p(s_ij = 1) = gamma / (gamma + d_ij), with the class-balance
-    weights w_ij = |S| / |S_1| or |S| / |S_0| (Eq. 2), and the Cauchy quantization loss. d is clamped to
-    at least K/2 x 0.01 (the released code clamps cos at 0.99), so identical codes stay finite.
+    (DCH Eqs. 7-9): the cross-entropy of p(s_ij = 1) = gamma / (gamma + d_ij) with class-balance weights
+    w_ij = |S| / |S_1| or |S| / |S_0| (Eq. 2), and the Cauchy quantization loss. d is Eq. 6's normalised
+    Hamming distance (or ``distance: euclidean``), clamped to at least K/2 x 0.01 so identical codes stay finite.
     """
 
     Params = DCHParams
     params: DCHParams
 
     def forward(self, h: torch.Tensor, h_s: torch.Tensor | None, y: torch.Tensor, proxies=None) -> dict[str, torch.Tensor]:
-        gamma, k = self.params.gamma, h.shape[1]
+        p, k = self.params, h.shape[1]
+        distance = normalised_hamming if p.distance == "cosine" else quarter_squared_euclidean
         s = similarity(y, y)
         w = balance_weights(s)
-        d = normalised_hamming(h, h).clamp_min(k / 2 * 0.01)
-        pair = (w * (s * torch.log(d / gamma) + torch.log1p(gamma / d))).mean()
-        d_q = normalised_hamming(h.abs(), torch.ones(1, k, device=h.device)).squeeze(1)
-        quant = torch.log1p(d_q / gamma).mean()
-        return {"loss": pair + self.params.lambda_q * quant, "pair": pair, "quant": quant}
+        if p.weighting == "similar":
+            w = torch.where(s > 0, w, torch.ones_like(w))
+        d = distance(h, h).clamp_min(k / 2 * 0.01)
+        pair = (w * (s * torch.log(d / p.gamma) + torch.log1p(p.gamma / d))).mean()
+        d_q = distance(h.abs(), torch.ones(1, k, device=h.device)).squeeze(1)
+        quant = torch.log1p(d_q / p.gamma).mean()
+        return {"loss": pair + p.lambda_q * quant, "pair": pair, "quant": quant}

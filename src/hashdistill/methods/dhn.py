@@ -16,7 +16,9 @@ def pair_nll(theta: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 
 
 class DHNParams(MethodParams):
-    """a = 0.5 (the DeepHash reference code's sigmoid scale), lambda_q = 0.1."""
+    """a = 0.5 and lambda_q = 0.1 with the log cosh surrogate follow DeepHash-pytorch's DHN.py (which pairs each
+    batch with a bank of the whole training set's codes; here the batch's own pairs). The authors' TensorFlow
+    code (thulab/DeepHash, model/dhn) uses the squared quantization error and class-balance weights."""
 
     alpha: float = Field(0.5, gt=0)
     lambda_q: float = Field(0.1, ge=0)

@@ -10,20 +10,24 @@ from .targets import label_codes, random_signs
 
 
 class DPNParams(MethodParams):
-    """margin m = 1."""
+    """margin m = 1 (the paper's and its authors' code)."""
 
     margin: float = Field(1.0, ge=0)
 
 
 class DPN(HashingMethod):
-    """L = mean_{i,k} max(m - h_ik t_ik, 0) (DPN's bit-wise polarization loss)
+    """L = mean_{i,k} max(m - v_ik t_ik, 0) (DPN's bit-wise polarization loss)
 
-    with target t_i the code of its class, drawn once at random with exactly half the bits at -1
-    (p = 0.5, the paper's random assignment); a multi-hot row takes sign(sum of its classes' targets), zero
-    sums from one fixed random vector (the released code).
+    on the raw hash-layer output v (the pre-activation z here, ``uses_logits``): a bit stops being pushed
+    once v t >= m, so the margin acts; on tanh outputs (|h| < 1) every term would stay active and the loss
+    would reduce to 1 - mean(h t). The target t_i is the code of the item's class, drawn once at random
+    with exactly half the bits at -1 (p = 0.5, the paper's random assignment); a multi-hot row takes
+    sign(sum of its classes' targets), zero sums from one fixed random vector (as the authors do for
+    multi-label data, after CSQ).
     """
 
     Params = DPNParams
+    uses_logits = True
     params: DPNParams
 
     def __init__(self, params: DPNParams | None = None, **kw) -> None:
@@ -31,7 +35,7 @@ class DPN(HashingMethod):
         self.register_buffer("class_targets", random_signs(self.n_classes, self.bits, self.seed, balanced=True))
         self.register_buffer("ties", random_signs(1, self.bits, self.seed + 1))
 
-    def forward(self, h: torch.Tensor, h_s: torch.Tensor | None, y: torch.Tensor, proxies=None) -> dict[str, torch.Tensor]:
-        t = label_codes(y, self.class_targets.to(h.device), self.ties.to(h.device))
-        loss = (self.params.margin - h * t).clamp_min(0).mean()
-        return {"loss": loss}
+    def forward(self, v: torch.Tensor, v_s: torch.Tensor | None, y: torch.Tensor, proxies=None) -> dict[str, torch.Tensor]:
+        t = label_codes(y, self.class_targets.to(v.device), self.ties.to(v.device))
+        hinge = torch.relu(self.params.margin - v * t)  # zero gradient from v t >= m on, the margin included
+        return {"loss": hinge.mean(), "active": (hinge > 0).float().mean()}
