@@ -172,7 +172,7 @@ def test_sdh_switch_adds_self_distillation_to_any_method():
 def test_method_config_errors():
     with pytest.raises(ConfigError, match=r"^method.name: unknown method 'dsh'; known: dhd, "):
         load_config(None, ["method=dsh"])
-    with pytest.raises(ConfigError, match=r"^unknown key method.gama; known: .*gamma, lambda_q$"):
+    with pytest.raises(ConfigError, match=r"^unknown key method.gama; known: .*gamma, lambda_q, distance, weighting$"):
         load_config(None, ["method=dch", "method.gama=10"])
     assert load_config(None, ["method=dch", "method.gamma=10"]).method.gamma == 10
     with pytest.raises(ConfigError, match=r"^method.gamma: Input should be greater than 0, got -1$"):

@@ -40,7 +40,7 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path):
         (["train", str(cfg)], "model.bits: must be a multiple of 8, got 12"),
         (
             ["config", "show", "--set", "method.gama=3", "--set", "method=dch"],
-            "unknown key method.gama; known: name, self_distill, self_distill_weight, train_view, gamma, lambda_q",
+            "unknown key method.gama; known: name, self_distill, self_distill_weight, train_view, gamma, lambda_q, distance, weighting",
         ),  # a typo survives a switch of method
         (["encode", str(tmp_path)], f"{tmp_path}: no config.yaml (not a trained run folder)"),
     ]:
@@ -61,6 +61,7 @@ def test_config_prints_the_resolved_config():
         "self_distill_weight": 0.1,
         "train_view": "teacher",
         "lambda_q": 0.0001,
+        "pairwise_weight": 0.0,
     }
 
 
