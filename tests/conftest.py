@@ -28,3 +28,40 @@ def small_fmnist(fmnist):
         "Xq": feats(q), "yq": fmnist.labels[q],
         "Xdb": feats(db), "ydb": fmnist.labels[db],
     }  # fmt: skip
+
+
+SHAPES = ("disc", "hstripes", "vstripes")
+
+
+def draw_shape(kind: str, rng: np.random.Generator, size: int = 48) -> np.ndarray:
+    """One RGB image of a shape class on a noisy background, with a random colour, scale and position."""
+    from PIL import Image, ImageDraw
+
+    bg = rng.integers(0, 60, 3)
+    img = Image.fromarray((bg + rng.integers(0, 30, (size, size, 3))).clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    colour = tuple(int(c) for c in rng.integers(120, 256, 3))
+    r = int(rng.integers(size // 5, size // 3))
+    cx, cy = (int(v) for v in rng.integers(r, size - r, 2))
+    if kind == "disc":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
+    else:
+        step = int(rng.integers(7, 11))
+        for t in range(int(rng.integers(0, step)), size, step):
+            draw.rectangle([0, t, size, t + 3] if kind == "hstripes" else [t, 0, t + 3, size], fill=colour)
+    return np.asarray(img)
+
+
+@pytest.fixture(scope="session")
+def shapes(tmp_path_factory):
+    """A small folder of generated images, class per folder: train (40 per class), query (6), database (20)."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("shapes")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("query", 6), ("database", 20)):
+        for kind in SHAPES:
+            (root / split / kind).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(draw_shape(kind, rng)).save(root / split / kind / f"{kind}-{i:03d}.png")
+    return root

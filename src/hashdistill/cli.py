@@ -31,6 +31,8 @@ index_app = typer.Typer(help="Build Hamming search indexes.", no_args_is_help=Tr
 app.add_typer(index_app, name="index")
 config_app = typer.Typer(help="Inspect run configurations.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+collection_app = typer.Typer(help="Searchable collections of images.", no_args_is_help=True)
+app.add_typer(collection_app, name="collection")
 
 
 class CLIError(Exception):
@@ -200,16 +202,43 @@ def index_build(
 
 @app.command()
 def search(
-    index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="an index file from `hashdistill index build`")],
-    codes: Annotated[Path, typer.Option("--codes", help="query codes (.npz with 'codes', or .npy)")],
+    target: Annotated[Path, typer.Argument(metavar="COLLECTION|INDEX", help="a collection folder, or an index file")],
+    image: Annotated[
+        Optional[list[Path]], typer.Option("--image", help="query image file(s) (a collection only; repeatable)")
+    ] = None,
+    codes: Annotated[Optional[Path], typer.Option("--codes", help="query codes (.npz with 'codes', or .npy)")] = None,
     k: Annotated[int, typer.Option("-k", help="results per query")] = 10,
+    radius: Annotated[Optional[int], typer.Option(help="only results within this Hamming distance")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Search an index with query codes: the k nearest database ids and their Hamming distances."""
-    index = HammingIndex.load(index_path)  # a bad file raises IndexFileError (a ValueError): one line
-    queries, qids = _load_codes(codes)
+    """Search a collection by image (or codes), or an index file by codes: the k nearest items."""
     if k <= 0:
         raise CLIError(f"-k must be positive, got {k}")
+    if (image is None) == (codes is None):
+        raise CLIError("give the queries: --image FILE (a collection) or --codes FILE")
+    if (target / "collection.json").is_file():
+        from .collection import Collection
+
+        with Collection.open(target) as col:
+            if image is not None:
+                results, names = col.search([str(p) for p in image], k, radius), [str(p) for p in image]
+            else:
+                q, qids = _load_codes(codes)
+                results = col.search(codes=q, k=k, radius=radius)
+                names = [str(int(i)) for i in (qids if qids is not None else np.arange(len(q)))]
+        if as_json:
+            rows = [{"query": n, "results": [h.__dict__ for h in hits]} for n, hits in zip(names, results)]
+            typer.echo(json.dumps({"k": k, "radius": radius, "queries": rows}))
+            return
+        for n, hits in zip(names, results):
+            typer.echo(f"{n}:")
+            for h in hits:
+                typer.echo(f"  {h.id:>8}  d={h.distance:<3} {h.label or '-':<16} {h.source}")
+        return
+    if image is not None:
+        raise CLIError(f"{target}: --image searches a collection folder (an index file holds codes only)")
+    index = HammingIndex.load(target)  # a bad file raises IndexFileError (a ValueError): one line
+    queries, qids = _load_codes(codes)
     dist, ids = index.search(queries, k)
     names = qids if qids is not None else np.arange(len(dist))
     if as_json:
@@ -218,6 +247,97 @@ def search(
         return
     for n, i, d in zip(names, ids, dist):
         typer.echo(f"query {n}: " + "  ".join(f"{a}:{b}" for a, b in zip(i, d) if a >= 0))
+
+
+@collection_app.command("create")
+def collection_create(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="the new collection's folder")],
+    run: Annotated[Path, typer.Option("--run", help="a trained run folder (its model encodes the images)")],
+    from_split: Annotated[Optional[str], typer.Option(help="add a protocol split of the run (its saved codes)")] = None,
+    add: Annotated[Optional[list[Path]], typer.Option("--add", help="add a folder, list file or image (repeatable)")] = None,
+    engine: Annotated[str, typer.Option(help="auto (ONNX Runtime where installed), onnx or torch")] = "auto",
+    backend: Annotated[str, typer.Option(help="flat (in memory) or milvus")] = "flat",
+    uri: Annotated[Optional[str], typer.Option(help="Milvus: a Milvus Lite .db file or a server address")] = None,
+) -> None:
+    """Create a collection from a trained run, optionally filled from a split or your images."""
+    from .collection import Collection
+    from .run import Run
+
+    r = Run.load(run)
+    with Collection.create(folder, r, engine=engine, backend=backend, uri=uri) as col:
+        if from_split:
+            col.add_split(from_split, r)
+        for path in add or []:
+            col.add(path)
+        typer.echo(f"{folder}: {len(col)} items, {col.bits} bits, engine {col.meta['engine']}")
+
+
+@collection_app.command("add")
+def collection_add(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="a collection folder")],
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="folders, list files or image files")],
+) -> None:
+    """Encode and add images to a collection; prints the new ids' range."""
+    from .collection import Collection
+
+    with Collection.open(folder) as col:
+        for path in paths:
+            ids = col.add(path)
+            typer.echo(f"{path}: {len(ids)} items" + (f", ids {ids[0]}-{ids[-1]}" if len(ids) else ""))
+        typer.echo(f"{folder}: {len(col)} items")
+
+
+@collection_app.command("remove")
+def collection_remove(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="a collection folder")],
+    ids: Annotated[list[int], typer.Argument(metavar="ID...", help="item ids")],
+) -> None:
+    """Remove items from a collection by id."""
+    from .collection import Collection
+
+    with Collection.open(folder) as col:
+        typer.echo(f"removed {col.remove(ids)} of {len(ids)}; {len(col)} items left")
+
+
+@collection_app.command("info")
+def collection_info(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="a collection folder")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Describe a collection: items, code length, engine, index, labels."""
+    from .collection import Collection
+
+    with Collection.open(folder) as col:
+        stats = col.stats()
+    if as_json:
+        typer.echo(json.dumps(stats))
+        return
+    for key, value in stats.items():
+        typer.echo(f"{key}: {value}")
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="a trained run folder")],
+    out: Annotated[Path, typer.Option(help="the ONNX file to write")],
+    format_: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
+    verify: Annotated[bool, typer.Option(help="encode the run's queries with both engines; the signs must agree")] = False,
+) -> None:
+    """Export a run's model with its clean view baked in (input: uint8 images (B, 3, H, W)) for ONNX Runtime."""
+    from .export import export_onnx, verify_onnx
+    from .run import Run
+
+    if format_ != "onnx":
+        raise CLIError(f"--format: only onnx is supported, got {format_!r}")
+    r = Run.load(run)
+    export_onnx(r, out)
+    typer.echo(f"{out}: {r.bits}-bit encoder, input uint8 (batch, 3, height, width)")
+    if verify:
+        check = verify_onnx(r, out)
+        typer.echo(f"verified on {check['images']} queries: {check['sign_mismatches']} of {check['bits']} bits differ "
+                   f"(largest |h| difference {check['max_abs_difference']:.2e})")  # fmt: skip
+        if check["sign_mismatches"]:
+            raise CLIError(f"{out}: the ONNX encoder disagrees with torch on {check['sign_mismatches']} bits")
 
 
 @config_app.command("show")

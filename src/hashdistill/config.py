@@ -39,8 +39,10 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    """A benchmark ``protocol``, or DHD-format list files (``train``, ``query``, ``database``; image paths
-    relative to ``root``, default the list file's folder, loaded at ``load_size``)."""
+    """A benchmark ``protocol``, or your own images: ``train`` (and optionally ``query`` and ``database``), each
+    a DHD-format list file (image paths relative to ``root``, default the list file's folder), a
+    class-per-folder tree, or an unlabelled folder (unsupervised methods); images are loaded at ``load_size``.
+    Without query and database a run trains without evaluation."""
 
     protocol: str | None = "fmnist-1k"
     train: str | None = None
@@ -66,12 +68,13 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
-        lists = {k: getattr(self, k) for k in ("train", "query", "database")}
-        if self.protocol is None and not all(lists.values()):
-            missing = ", ".join(f"data.{k}" for k, v in lists.items() if not v)
-            raise ValueError(f"without data.protocol, list files are needed: {missing}")
-        if self.protocol is not None and any(lists.values()):
-            raise ValueError("give either data.protocol or list files (set data.protocol=null to use list files)")
+        own = [getattr(self, k) for k in ("train", "query", "database")]
+        if self.protocol is None and not self.train:
+            raise ValueError("without data.protocol, data.train is needed (a list file or a folder of images)")
+        if self.protocol is None and bool(self.query) != bool(self.database):
+            raise ValueError("data.query and data.database go together (both, to evaluate; neither, to train only)")
+        if self.protocol is not None and any(own):
+            raise ValueError("give either data.protocol or your own images (set data.protocol=null to use data.train)")
         return self
 
     @property

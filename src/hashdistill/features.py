@@ -24,19 +24,15 @@ from ._io import atomic_write
 from .augment import view_groups
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, create_backbone
 from .data.sources import data_home
-from .data.splits import take
+from .data.splits import digest, take
 
 FEATURES_VERSION = 2  # bump when the views or their features change meaning (invalidates cached features)
 
 
-def digest(a: np.ndarray) -> str:
-    """A short fingerprint of an array (which images a cached part describes)."""
-    return hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest()[:12]
-
-
-def images_key(data: Any, ids: np.ndarray) -> dict[str, Any]:
-    """The part of a ``frozen_features`` key that names the images: data set and their ids."""
-    return {"version": FEATURES_VERSION, "data": data, "n": len(ids), "ids": digest(ids)}
+def images_key(data: Any, ids: np.ndarray, files: str | None = None) -> dict[str, Any]:
+    """The part of a ``frozen_features`` key that names the images: data set, their ids and, for your own
+    images, the files' fingerprint (so a replaced image is not served stale features)."""
+    return {"version": FEATURES_VERSION, "data": data, "n": len(ids), "ids": digest(ids), **({"files": files} if files else {})}
 
 
 def feature_key(parts: dict[str, Any]) -> str:

@@ -82,6 +82,12 @@ class Run:
     def bits(self) -> int:
         return self.config.model.bits
 
+    @property
+    def load_size(self) -> int | None:
+        """The side image files are read at before the clean view, as the run's own images were: a protocol's
+        images at their own size, files named in ``data`` at ``data.load_size``."""
+        return None if self.config.data.protocol else self.config.data.load_size
+
     @cached_property
     def clean(self) -> torch.nn.Module:
         """The clean-view transform (resize, crop, normalise) images go through before the model."""
@@ -134,7 +140,7 @@ class Run:
 
     def images(self, source: str) -> tuple[Any, np.ndarray, np.ndarray | None]:
         """(images, ids, labels) to encode: one of the run's splits, or an image file, a folder of images or
-        a list file; files are read at the side the clean view is drawn at, as training saw them."""
+        a list file; files are read as the run's own images were (``load_size``)."""
         if source in SPLITS:
             s: Split = self.data.split(source)
             return s.images, s.ids, s.labels
@@ -149,9 +155,8 @@ class Run:
             lst = read_list_file(path)
         else:
             raise ValueError(f"{source}: not a split ({', '.join(SPLITS)}), an image, a folder or a list file")
-        m, a = self.config.model, self.config.augment
         # colour reaches a grey-trained small CNN as it does in training (the CNN averages the channels)
-        return lst.at_size(max(m.input_size, round(m.input_size / a.crop_ratio))), np.arange(len(lst)), lst.labels
+        return lst.at_size(self.load_size), np.arange(len(lst)), lst.labels
 
 
 def _load_tensors(path: Path) -> Any:

@@ -32,8 +32,8 @@ from .augment import view_transforms
 from .backbones import create_backbone
 from .codes import save_codes
 from .config import Config, dump_config
-from .data.splits import Split, TrainingData, load_training_data, take
-from .features import FEATURES_VERSION, FeatureCache, digest, frozen_features, images_key, view_features
+from .data.splits import Split, TrainingData, digest, load_training_data, take
+from .features import FEATURES_VERSION, FeatureCache, frozen_features, images_key, view_features
 from .methods import HashingMethod, TrainingContext, create_method
 from .metrics import mean_average_precision
 from .model import HashModel, build_model, encode_images
@@ -95,6 +95,12 @@ class Trainer:
         self.teacher_tf, self.student_tf, self.clean_tf = (t.to(self.device) for t in view_transforms(cfg))
         seed = cfg.runtime.seed
         self.method: HashingMethod = create_method(cfg.method, cfg.model.bits, self.data.n_classes, seed).to(self.device)
+        if self.data.train.labels is None and (self.method.supervised or cfg.data.val_fraction):
+            needs = f"method {cfg.method.name} reads labels" if self.method.supervised else "data.val_fraction needs labels"
+            raise ValueError(
+                f"{needs}, but data.train ({cfg.data.train}) is an unlabelled folder: use an unsupervised method "
+                "(method=distillhash), or a class-per-folder tree or list file"
+            )
         self.features_seconds = 0.0
         self.reports: dict[str, Any] = {}  # what the method's hooks report, added to the metrics
         self.val_split, self.fit_split = self._split_validation()
@@ -138,7 +144,7 @@ class Trainer:
             **({"layer": m.layer} if m.layer is not None else {}),
             "crop_ratio": a.crop_ratio, "crop_scale": list(a.crop_scale), "s_teacher": a.s_teacher,
             "views": a.views, "seed": self.cfg.runtime.seed, "data": self.cfg.data.source, "part": part,
-            "n": len(split), "ids": digest(split.ids),
+            "n": len(split), "ids": digest(split.ids), **({"files": split.files} if split.files else {}),
         }  # fmt: skip
 
     def _prepare_cached(self, n_proxies: int) -> HashModel:
@@ -161,7 +167,7 @@ class Trainer:
         """Clean-view features of a split (default: the training images) from a frozen backbone ``spec``,
         computed once and shared with the shallow baselines on the same images (``features.frozen_features``)."""
         split = self.fit_split if split is None else split
-        key = images_key(self.cfg.data.source, split.ids)
+        key = images_key(self.cfg.data.source, split.ids, split.files)
         f, seconds = frozen_features(spec, split.images, key, self.cfg.runtime.feature_batch, self.device, self.progress, desc)
         self.features_seconds += seconds
         return f
@@ -297,17 +303,25 @@ class Trainer:
         return mean_average_precision(q, db, self.val_split.labels, self.fit_split.labels, topk=self.data.topk)
 
     def finish(self, train_seconds: float) -> dict[str, Any]:
-        """Encode the query and database splits, save their codes, score them and write ``metrics.json``."""
-        c = self.cfg
+        """Encode the query and database splits (where given), save their codes, score them when both are
+        labelled, and write ``metrics.json``."""
+        c, data = self.cfg, self.data
         t0 = time.perf_counter()
-        q = self.encode_split(self.data.query, "query")
-        db = self.encode_split(self.data.database, "database")
+        codes = {}
+        for name in ("query", "database"):
+            split = getattr(data, name)
+            if split is not None:
+                codes[name] = self.encode_split(split, name)
+                save_codes(self.run_dir / f"codes-{name}.npz", codes[name], split.ids, split.labels)
         encode_seconds = time.perf_counter() - t0
-        for name, h, split in (("query", q, self.data.query), ("database", db, self.data.database)):
-            save_codes(self.run_dir / f"codes-{name}.npz", h, split.ids, split.labels)
+        if data.evaluated:
+            scores = data.score(codes["query"], codes["database"])
+        else:
+            scores = {}
+            self._log("no labelled data.query / data.database: trained without evaluation")
         metrics = {
             "name": c.run_name, "protocol": c.data.protocol, "method": c.method.name, "bits": c.model.bits,
-            "backbone": c.model.backbone, "mode": c.model.mode, **self.data.score(q, db),
+            "backbone": c.model.backbone, "mode": c.model.mode, **scores, "evaluated": data.evaluated,
             "train_seconds": round(train_seconds, 1), "features_seconds": round(self.features_seconds, 1),
             "encode_seconds": round(encode_seconds, 1), "epochs": c.schedule.epochs, "seed": c.runtime.seed,
             **self.reports,

@@ -6,7 +6,9 @@ class (``train/n01440764/x.JPEG 0 1 0 ...``). Errors name the file and line.
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,20 +47,48 @@ class ImageList:
         """Image ``i`` as a uint8 array (H, W, 3) for RGB, (H, W) for L."""
         return load_image(self.paths[i], mode, self.origins[i] if self.origins else str(self.paths[i]))
 
-    def at_size(self, size: int, workers: int | None = None) -> ImageList:
-        """The same images, resized to ``size`` x ``size`` when indexed."""
+    def fingerprint(self) -> str:
+        """A short hash of the files (path, size, modification time): a changed or replaced image changes it."""
+        h = hashlib.sha1()
+        for path in self.paths:
+            try:
+                st = path.stat()
+                h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{path}\0missing\n".encode())
+        return h.hexdigest()[:12]
+
+    def at_size(self, size: int | None, workers: int | None = None) -> ImageList:
+        """The same images, resized to ``size`` x ``size`` when read (``None``: each at its own size)."""
         return replace(self, size=size, workers=max(1, workers or self.workers))
 
-    def _resized(self, i: int) -> np.ndarray:
-        img = Image.fromarray(self.load(int(i)))
-        return np.asarray(img.resize((self.size, self.size), Image.BILINEAR))
+    def _read(self, i: int) -> np.ndarray:
+        image = self.load(int(i))
+        if self.size is None:
+            return image
+        return np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR))
 
     def __getitem__(self, idx: Any) -> np.ndarray:
-        if self.size is None:
-            raise ValueError("ImageList.at_size(size) first: indexing loads images resized to one size")
+        """A uint8 batch (B, H, W, 3) of the images at ``idx`` (without a size, they must share one)."""
         idx = np.atleast_1d(np.asarray(idx))
         with ThreadPoolExecutor(self.workers) as pool:
-            return np.stack(list(pool.map(self._resized, idx)))
+            images = list(pool.map(self._read, idx))
+        shapes = {im.shape for im in images}
+        if len(shapes) > 1:
+            raise ValueError(f"images of different sizes ({', '.join(map(str, sorted(shapes)))}): read them with batches()")
+        return np.stack(images)
+
+    def batches(self, batch: int = 256) -> Iterator[np.ndarray]:
+        """uint8 arrays (B, H, W, 3) of at most ``batch`` consecutive images, in order; without a size a batch
+        also ends where the image size changes."""
+        with ThreadPoolExecutor(self.workers) as pool:
+            for a in range(0, len(self), batch):
+                images = list(pool.map(self._read, range(a, min(a + batch, len(self)))))
+                start = 0
+                for i in range(1, len(images) + 1):
+                    if i == len(images) or images[i].shape != images[start].shape:
+                        yield np.stack(images[start:i])
+                        start = i
 
 
 def load_image(path: str | os.PathLike, mode: str = "RGB", origin: str | None = None) -> np.ndarray:
@@ -136,20 +166,56 @@ def _images_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def read_image_folder(root: str | os.PathLike) -> ImageList:
-    """A class-per-folder tree (``root/<class>/**/*.jpg``), classes in sorted order, as torchvision's ImageFolder."""
+def read_image_folder(root: str | os.PathLike, class_names: list[str] | None = None) -> ImageList:
+    """A class-per-folder tree (``root/<class>/**/*.jpg``), classes in sorted order, as torchvision's ImageFolder.
+
+    ``class_names`` fixes the classes and their order (a query or database tree labelled like the training
+    tree); a folder not among them is an error.
+    """
     root = Path(root)
     if not root.is_dir():
         raise ListFileError(f"{root}: not a folder")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    found_classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    classes = list(class_names) if class_names is not None else found_classes
+    unknown = sorted(set(found_classes) - set(classes))
+    if unknown:
+        raise ListFileError(
+            f"{root}: class folder(s) {', '.join(unknown)} not among the training classes ({', '.join(classes)})"
+        )
     paths, labels = [], []
     for i, c in enumerate(classes):
-        found = _images_under(root / c)
+        found = _images_under(root / c) if (root / c).is_dir() else []
         paths += found
         labels += [i] * len(found)
     if not paths:
         raise ListFileError(f"{root}: no images in class folders (expected {root}/<class>/<image>)")
     return ImageList(paths, np.array(labels, dtype=np.int64), classes, [str(p) for p in paths])
+
+
+def folder_layout(path: str | os.PathLike) -> str:
+    """``list`` (a file), ``classes`` (a folder whose images all sit in sub-folders, one per class) or
+    ``unlabelled`` (a folder with images at its top level)."""
+    path = Path(path)
+    if path.is_file():
+        return "list"
+    if not path.is_dir():
+        raise ListFileError(f"{path}: no such list file or folder")
+    top = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    subfolders = [d for d in path.iterdir() if d.is_dir()]
+    return "classes" if subfolders and not top else "unlabelled"
+
+
+def read_images(
+    path: str | os.PathLike, root: str | os.PathLike | None = None, class_names: list[str] | None = None
+) -> ImageList:
+    """Images named by ``path``: a list file (``root``: its image root), a class-per-folder tree (labelled
+    with ``class_names`` when given), or an unlabelled folder (``folder_layout``)."""
+    layout = folder_layout(path)
+    if layout == "list":
+        return read_list_file(path, root, class_names=class_names)
+    if layout == "classes":
+        return read_image_folder(path, class_names)
+    return read_unlabelled_folder(path)
 
 
 def read_unlabelled_folder(root: str | os.PathLike) -> ImageList:

@@ -1,8 +1,9 @@
-"""What a run trains and is scored on: train / query / database images and labels, from a protocol or list
-files (a config's ``data`` section)."""
+"""What a run trains and is scored on: train / query / database images and labels, from a protocol or your
+own images (a config's ``data`` section)."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 
 from ..metrics import score
-from .lists import ImageList, read_list_file
+from .lists import ImageList, read_images
 from .protocols import load_protocol
 
 if TYPE_CHECKING:
@@ -19,18 +20,25 @@ if TYPE_CHECKING:
 SPLITS = ("train", "query", "database")
 
 
+def digest(a: np.ndarray) -> str:
+    """A short fingerprint of an array (which images a cached feature file describes)."""
+    return hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest()[:12]
+
+
 @dataclass
 class Split:
     images: Any  # numpy uint8 (N, H, W[, C]), or an ImageList read on demand
-    labels: np.ndarray  # (N,) int or (N, C) multi-hot
-    ids: np.ndarray  # identifiers written with codes (pool indices for protocols)
+    labels: np.ndarray | None  # (N,) int or (N, C) multi-hot; None for unlabelled images
+    ids: np.ndarray  # identifiers written with codes (pool indices for protocols, positions otherwise)
+    files: str | None = None  # for your own images: a fingerprint of the files (``ImageList.fingerprint``)
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.ids)
 
     def subset(self, idx: np.ndarray) -> Split:
         images = self.images[idx] if isinstance(self.images, np.ndarray) else _SubsetImages(self.images, idx)
-        return Split(images, self.labels[idx], self.ids[idx])
+        labels = None if self.labels is None else self.labels[idx]
+        return Split(images, labels, self.ids[idx], self.files)
 
 
 class _SubsetImages:
@@ -47,20 +55,28 @@ class _SubsetImages:
 @dataclass
 class TrainingData:
     train: Split
-    query: Split
-    database: Split
+    query: Split | None  # None: a run that trains without evaluation
+    database: Split | None
     n_classes: int
     class_names: list[str]
     topk: int
 
     @property
     def multilabel(self) -> bool:
-        return self.train.labels.ndim == 2
+        return self.train.labels is not None and self.train.labels.ndim == 2
+
+    @property
+    def evaluated(self) -> bool:
+        """Whether the run has labelled query and database splits to be scored on."""
+        return self.query is not None and self.query.labels is not None and self.database.labels is not None
 
     def split(self, name: str) -> Split:
         if name not in SPLITS:
             raise ValueError(f"unknown split {name!r}; known: {', '.join(SPLITS)}")
-        return getattr(self, name)
+        split = getattr(self, name)
+        if split is None:
+            raise ValueError(f"this run has no {name} split (its config gives no data.{name})")
+        return split
 
     def score(self, query_codes: Any, db_codes: Any) -> dict[str, float]:
         """The headline metrics of query against database codes (``metrics.score``)."""
@@ -73,6 +89,11 @@ def take(images: Any, idx: np.ndarray) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).contiguous() if x.ndim == 4 else x
 
 
+def _own_split(path: str, data: DataConfig, class_names: list[str] | None) -> Split:
+    lst: ImageList = read_images(path, data.root, class_names).at_size(data.load_size, data.workers or 4)
+    return Split(lst, lst.labels, np.arange(len(lst)), lst.fingerprint())
+
+
 def load_training_data(data: DataConfig) -> TrainingData:
     """The splits a ``data`` section describes, each cut to its ``limit_*``."""
     if data.protocol:
@@ -80,15 +101,17 @@ def load_training_data(data: DataConfig) -> TrainingData:
         splits = {s: Split(p.images[p.indices(s)], p.labels[p.indices(s)], p.indices(s)) for s in SPLITS}
         names, topk = p.class_names, p.spec.topk
     else:
-        splits = {}
-        for s in SPLITS:
-            lst: ImageList = read_list_file(getattr(data, s), data.root).at_size(data.load_size, data.workers or 4)
-            splits[s] = Split(lst, lst.labels, np.arange(len(lst)))
-        names, topk = splits["train"].images.class_names, 1000
+        train = _own_split(data.train, data, None)
+        names = train.images.class_names if train.labels is not None else []
+        splits = {"train": train, "query": None, "database": None}
+        for s in ("query", "database"):
+            if getattr(data, s):
+                splits[s] = _own_split(getattr(data, s), data, names or None)
+        topk = 1000
     for s in SPLITS:
         limit = getattr(data, f"limit_{s}")
-        if limit:
+        if limit and splits[s] is not None:
             splits[s] = splits[s].subset(np.arange(min(limit, len(splits[s]))))
     labels = splits["train"].labels
-    n_classes = labels.shape[1] if labels.ndim == 2 else len(names)
+    n_classes = 0 if labels is None else labels.shape[1] if labels.ndim == 2 else len(names)
     return TrainingData(splits["train"], splits["query"], splits["database"], n_classes, list(names), data.topk or topk)

@@ -47,7 +47,7 @@ class TrainingContext:
 
     n: int
     labels: np.ndarray | None
-    report_labels: np.ndarray
+    report_labels: np.ndarray | None  # None: unlabelled images (no report against ground truth)
     seed: int
     run_dir: Path
     frozen_features: Callable[[dict[str, Any], str], np.ndarray]

@@ -167,6 +167,8 @@ class DistillHash(HashingMethod):
         return self._reported("distilled", ctx)
 
     def _reported(self, part: str, ctx: TrainingContext) -> dict[str, Any]:
+        if part not in self.report:  # unlabelled images: nothing to measure the pairs against
+            return {}
         r = self.report[part]
         ctx.log(
             f"{part} pairs: {r['pairs']:,} of {r['of_pairs']:,} kept, purity {r['purity']:.3f} "

@@ -1,0 +1,449 @@
+"""Collections: one folder that holds everything a search by image needs (docs/architecture.md, "Collections").
+
+```
+DIR/collection.json   format, code length, encoding engine, index backend, where the model came from
+DIR/model/            the run's model: config.yaml + checkpoint.pt (tensors only); model.onnx when exported
+DIR/items.sqlite      the item table, the source of truth: id, code, source, label, time added (SQLite, WAL)
+DIR/images/           images stored inside the collection (arrays and uploads), named by their content hash
+```
+
+The Hamming index (in memory, or Milvus with ``backend="milvus"``) is derived from the item table when the
+collection opens and kept in step on every write. An ``add`` returns only after its transaction commits,
+so an acknowledged item survives a crash; stored images are written before the row that names them, and
+files no row names are removed at open.
+
+A source is an image file's absolute path, ``collection:images/<hash>.png`` for an image stored inside,
+or ``<protocol>:<split>:<index>`` for a protocol's image (its index in the protocol's pool).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import _io
+from .codes import as_packed, pack
+from .config import dump_config
+from .data.lists import IMAGE_EXTENSIONS, ImageList, read_images
+from .index import HammingIndex
+from .run import Run
+
+FORMAT = 1
+STORED = "collection:"
+SCHEMA = """CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, code BLOB NOT NULL, source TEXT NOT NULL, label TEXT, added REAL NOT NULL)"""
+
+
+class CollectionError(ValueError):
+    """A folder that is not a usable collection, or a bad request to one; the message names the culprit."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    id: int
+    distance: int
+    source: str
+    label: str | None
+
+
+class ItemStore:
+    """The item table in SQLite (WAL, synchronous FULL): each write is one transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute(SCHEMA)
+
+    def add(self, codes: np.ndarray, sources: list[str], labels: list[str | None]) -> np.ndarray:
+        """Insert rows in one transaction; ids continue after the largest ever given (never reused)."""
+        now = time.time()
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            row = cur.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()
+            start = (row[0] if row else 0) + 1
+            ids = np.arange(start, start + len(codes), dtype=np.int64)
+            cur.executemany(
+                "INSERT INTO items (id, code, source, label, added) VALUES (?, ?, ?, ?, ?)",
+                [(int(i), c.tobytes(), s, lab, now) for i, c, s, lab in zip(ids, codes, sources, labels)],
+            )
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return ids
+
+    def remove(self, ids: np.ndarray) -> list[str]:
+        """Delete rows in one transaction; returns the sources of the rows deleted."""
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            marks = ",".join("?" * len(ids))
+            found = cur.execute(f"SELECT source FROM items WHERE id IN ({marks})", [int(i) for i in ids]).fetchall()
+            cur.execute(f"DELETE FROM items WHERE id IN ({marks})", [int(i) for i in ids])
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return [r[0] for r in found]
+
+    def rows(self, ids: list[int]) -> dict[int, tuple[str, str | None, float]]:
+        """id -> (source, label, added) for the ids present."""
+        out = {}
+        for a in range(0, len(ids), 900):  # SQLite's bound-parameter limit
+            chunk = [int(i) for i in ids[a : a + 900]]
+            marks = ",".join("?" * len(chunk))
+            for i, s, lab, t in self.db.execute(f"SELECT id, source, label, added FROM items WHERE id IN ({marks})", chunk):
+                out[i] = (s, lab, t)
+        return out
+
+    def codes(self, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, packed codes) of every row, by id."""
+        rows = self.db.execute("SELECT id, code FROM items ORDER BY id").fetchall()
+        ids = np.array([r[0] for r in rows], np.int64)
+        codes = np.frombuffer(b"".join(r[1] for r in rows), np.uint8).reshape(len(rows), width)
+        return ids, codes
+
+    def sources(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT source FROM items WHERE source LIKE ?", (STORED + "%",))}
+
+    def label_counts(self) -> dict[str, int]:
+        return {str(lab): n for lab, n in self.db.execute("SELECT label, COUNT(*) FROM items GROUP BY label")}
+
+    def __len__(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class Collection:
+    """A searchable collection of images (see the module docstring).
+
+    >>> col = Collection.create("photos.hdc", Run.load("runs/my-run"))
+    >>> ids = col.add("my_photos/")                       # a folder, a list file, image files or arrays
+    >>> [[hit.source for hit in hits] for hits in col.search("query.jpg", k=5)]
+    """
+
+    def __init__(self, path: Path, meta: dict[str, Any], encoder: Any, store: ItemStore, index: Any) -> None:
+        self.path, self.meta, self.encoder, self.store, self.index = path, meta, encoder, store, index
+        self.bits = int(meta["bits"])
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ create / open
+    @classmethod
+    def create(
+        cls, path: str | os.PathLike, run: Run | str | os.PathLike, *, engine: str = "auto", backend: str = "flat",
+        uri: str | None = None,
+    ) -> Collection:  # fmt: skip
+        """A new, empty collection at ``path`` (which must not exist, or be an empty folder) encoding with ``run``'s
+        model: ``engine`` ``onnx`` (exported and checked against torch), ``torch``, or ``auto`` (ONNX where
+        onnxruntime is installed); ``backend`` ``flat`` (in memory) or ``milvus`` (``uri``: a Milvus Lite file or
+        a server)."""
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise CollectionError(f"{path}: already exists (a collection goes into a new or empty folder)")
+        if engine not in ("auto", "onnx", "torch"):
+            raise CollectionError(f"engine must be auto, onnx or torch, got {engine!r}")
+        if backend not in ("flat", "milvus") or (backend == "milvus") != bool(uri):
+            raise CollectionError("backend is flat, or milvus with a uri (a Milvus Lite .db file or a server)")
+        run = run if isinstance(run, Run) else Run.load(run)
+        tmp = path.parent / f".{path.name}.creating-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            (tmp / "model").mkdir(parents=True)
+            (tmp / "images").mkdir()
+            _io.write_text(tmp / "model" / "config.yaml", dump_config(run.config))
+            state = {"model": run.model.state_dict()}
+            _io.atomic_write(tmp / "model" / "checkpoint.pt", lambda f: torch.save(state, f))
+            chosen = "torch"
+            if engine in ("auto", "onnx") and _onnx_available(engine == "onnx"):
+                chosen = _export_checked(run, tmp / "model" / "model.onnx", required=engine == "onnx")
+            meta = {
+                "format": FORMAT, "bits": run.bits, "engine": chosen, "load_size": run.load_size, "run": str(run.path.resolve()),
+                "backend": backend, "uri": uri, "milvus_collection": f"hd_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]}",
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }  # fmt: skip
+            ItemStore(tmp / "items.sqlite").close()
+            _io.write_json(tmp / "collection.json", meta)
+            if path.exists():
+                path.rmdir()
+            os.replace(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return cls.open(path)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> Collection:
+        """Open a collection folder; the index is rebuilt from the item table."""
+        path = Path(path)
+        meta_path = path / "collection.json"
+        if not meta_path.is_file():
+            raise CollectionError(f"{path}: not a collection (no collection.json)")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CollectionError(f"{meta_path}: not valid JSON ({e})") from None
+        missing = [
+            k for k in ("format", "bits", "engine", "load_size", "backend") if not isinstance(meta, dict) or k not in meta
+        ]
+        if missing:
+            raise CollectionError(f"{meta_path}: missing {', '.join(missing)}")
+        if meta["format"] != FORMAT:
+            raise CollectionError(f"{meta_path}: collection format {meta['format']}, this hashdistill reads {FORMAT}")
+        if meta["engine"] == "onnx":
+            from .export import OnnxEncoder
+
+            encoder = OnnxEncoder(path / "model" / "model.onnx", meta["load_size"])
+        else:
+            from .export import TorchEncoder
+
+            encoder = TorchEncoder(Run.load(path / "model"))
+        store = ItemStore(path / "items.sqlite")
+        ids, codes = store.codes(int(meta["bits"]) // 8)
+        col = cls(path, meta, encoder, store, _index(meta, ids, codes))
+        col._remove_orphans()
+        return col
+
+    def _remove_orphans(self) -> None:
+        """Stored images no row names (an add interrupted between writing the file and committing the row)."""
+        named = {s.removeprefix(STORED) for s in self.store.sources()}
+        for f in (self.path / "images").iterdir():
+            if f"images/{f.name}" not in named:
+                f.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ contents
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def stats(self) -> dict[str, Any]:
+        size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+        return {
+            "items": len(self), "bits": self.bits, "engine": self.meta["engine"], "backend": self.meta["backend"],
+            "index": getattr(self.index, "method", "milvus"), "run": self.meta.get("run"), "created": self.meta.get("created"),
+            "labels": self.store.label_counts(), "size_mb": round(size / 2**20, 2),
+        }  # fmt: skip
+
+    def encode(self, images: Any) -> np.ndarray:
+        """Packed codes (n, bits/8) of images (anything ``add`` takes)."""
+        batch, _, _ = self._images(images, store=False)
+        return pack(self.encoder.encode(batch))
+
+    def add(self, images: Any, labels: list[str | None] | None = None) -> np.ndarray:
+        """Encode and add images: a folder (class-per-folder or unlabelled), a list file, an image file or a
+        list of them, or a uint8 array (N, H, W[, C]) (stored inside the collection); returns their ids."""
+        batch, sources, found = self._images(images, store=True)
+        labels = found if labels is None else list(labels)
+        if len(labels) != len(sources):
+            raise CollectionError(f"{len(sources)} images but {len(labels)} labels")
+        return self.add_codes(pack(self.encoder.encode(batch)), sources, labels)
+
+    def add_codes(self, codes: Any, sources: list[str], labels: list[str | None] | None = None) -> np.ndarray:
+        """Add items whose codes are known (e.g. a run's saved database codes); returns their ids."""
+        packed = self._as_codes(codes)
+        labels = [None] * len(sources) if labels is None else labels
+        if not len(packed) == len(sources) == len(labels):
+            raise CollectionError(f"{len(packed)} codes, {len(sources)} sources and {len(labels)} labels")
+        with self._lock:
+            ids = self.store.add(packed, sources, labels)  # committed: acknowledged
+            self.index.add(packed, ids)
+        return ids
+
+    def add_split(self, split: str = "database", run: Run | None = None) -> np.ndarray:
+        """Add a protocol split of the run the collection was made from (its saved codes where they match)."""
+        if run is None:  # the model copy (encodes the split unless the run's own codes are given)
+            run = getattr(self.encoder, "run", None) or Run.load(self.path / "model")
+        data = run.data
+        s = data.split(split)
+        protocol = run.config.data.protocol
+        if protocol is None:
+            raise CollectionError("add_split takes a protocol split; add your own images with add(FOLDER)")
+        sources = [f"{protocol}:{split}:{int(i)}" for i in s.ids]
+        return self.add_codes(run.codes(split), sources, _label_names(s.labels, data.class_names, len(s)))
+
+    def remove(self, ids: Any) -> int:
+        """Remove items by id; returns how many were removed (stored images of removed items are deleted)."""
+        ids = np.asarray(ids, np.int64).reshape(-1)
+        with self._lock:
+            gone = self.store.remove(ids)
+            self.index.remove(ids)
+        for s in gone:
+            if s.startswith(STORED):
+                (self.path / s.removeprefix(STORED)).unlink(missing_ok=True)
+        return len(gone)
+
+    def get(self, ids: Any) -> list[Hit | None]:
+        """Each id's item (distance 0), or None where the collection has no such id."""
+        ids = [int(i) for i in np.asarray(ids).reshape(-1)]
+        rows = self.store.rows(ids)
+        return [Hit(i, 0, *rows[i][:2]) if i in rows else None for i in ids]
+
+    def image(self, item_id: int) -> np.ndarray:
+        """An item's image as uint8 (H, W) or (H, W, 3), read from its source."""
+        hit = self.get([item_id])[0]
+        if hit is None:
+            raise CollectionError(f"no item {item_id}")
+        return read_source(hit.source, self.path)
+
+    # ------------------------------------------------------------------ search
+    def search(self, queries: Any = None, k: int = 10, radius: int | None = None, *, codes: Any = None) -> list[list[Hit]]:
+        """The nearest items of each query (images as ``add`` takes them, or ``codes``): at most ``k`` per query,
+        ranked by Hamming distance, and with ``radius`` only those within it."""
+        if not isinstance(k, int | np.integer) or k <= 0:
+            raise CollectionError(f"k must be a positive integer, got {k!r}")
+        if radius is not None and (not isinstance(radius, int | np.integer) or radius < 0):
+            raise CollectionError(f"radius must be a non-negative integer, got {radius!r}")
+        if (queries is None) == (codes is None):
+            raise CollectionError("search takes query images or codes")
+        q = self._as_codes(codes) if codes is not None else self.encode(queries)
+        with self._lock:
+            if radius is None:
+                dist, ids = self.index.search(q, int(min(k, max(1, len(self.index)))))
+                per_query = [[(int(i), int(d)) for i, d in zip(row_i, row_d) if i >= 0] for row_i, row_d in zip(ids, dist)]
+            else:
+                lims, dist, ids = self.index.range_search(q, int(radius))
+                per_query = [list(zip(ids[a:b].tolist(), dist[a:b].tolist()))[:k] for a, b in zip(lims[:-1], lims[1:])]
+        rows = self.store.rows(sorted({i for hits in per_query for i, _ in hits}))
+        return [[Hit(i, d, rows[i][0], rows[i][1]) for i, d in hits if i in rows] for hits in per_query]
+
+    # ------------------------------------------------------------------ inputs
+    def _as_codes(self, codes: Any) -> np.ndarray:
+        c = np.asarray(codes)
+        if c.ndim == 1:
+            c = c[None]
+        width = c.shape[1] * 8 if c.dtype == np.uint8 else c.shape[1]
+        if c.ndim != 2 or width != self.bits:
+            raise CollectionError(f"codes must be (n, {self.bits}) signs or (n, {self.bits // 8}) packed bytes, got {c.shape}")
+        return as_packed(c)
+
+    def _images(self, images: Any, store: bool) -> tuple[Any, list[str], list[str | None]]:
+        """(images to encode, their sources, their labels) from any accepted input."""
+        if isinstance(images, str | os.PathLike):
+            path = Path(images)
+            if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+                lst = ImageList([path.resolve()], None, [], [str(path)])
+            else:
+                lst = read_images(path)
+            return self._list(lst)
+        if isinstance(images, list | tuple) and images and all(isinstance(p, str | os.PathLike) for p in images):
+            paths = [Path(p).resolve() for p in images]
+            for p in paths:
+                if not p.is_file():
+                    raise CollectionError(f"{p}: no such image")
+            return self._list(ImageList(paths, None, [], [str(p) for p in paths]))
+        if isinstance(images, ImageList):
+            return self._list(images)
+        arr = np.asarray(images)
+        if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[-1] not in (1, 3)):
+            raise CollectionError(
+                f"images are a folder, a list file, image files or a uint8 array (N, H, W[, C]); got {arr.dtype} {arr.shape}"
+            )
+        sources = [self._store_image(a) for a in arr] if store else ["array"] * len(arr)
+        return arr, sources, [None] * len(arr)
+
+    def _list(self, lst: ImageList) -> tuple[ImageList, list[str], list[str | None]]:
+        sources = [str(Path(p).resolve()) for p in lst.paths]
+        return lst.at_size(self.encoder.load_size), sources, _label_names(lst.labels, lst.class_names, len(lst))
+
+    def _store_image(self, image: np.ndarray) -> str:
+        """Write an image into the collection (PNG, named by its content hash) before its row is committed."""
+        buf = io.BytesIO()
+        Image.fromarray(image.squeeze(-1) if image.ndim == 3 and image.shape[-1] == 1 else image).save(buf, format="PNG")
+        data = buf.getvalue()
+        name = f"images/{hashlib.sha256(data).hexdigest()[:24]}.png"
+        if not (self.path / name).is_file():
+            _io.atomic_write(self.path / name, lambda f: f.write(data))
+        return STORED + name
+
+
+def read_source(source: str, root: Path | None = None) -> np.ndarray:
+    """The image a source names: a file, an image stored in the collection at ``root``, or a protocol item."""
+    from .data.lists import load_image
+
+    if source.startswith(STORED):
+        return load_image(Path(root) / source.removeprefix(STORED))
+    parts = source.split(":")
+    if len(parts) == 3 and parts[2].isdigit():
+        from .data import PROTOCOLS, load_protocol
+
+        if parts[0] in PROTOCOLS:
+            return load_protocol(parts[0]).images[int(parts[2])]
+    return load_image(source)
+
+
+def _label_names(labels: np.ndarray | None, names: list[str], n: int) -> list[str | None]:
+    """Labels as text: the class name, or the comma-joined names of a multi-hot row; None where unknown."""
+    if labels is None:
+        return [None] * n
+    if labels.ndim == 1:
+        return [names[int(y)] if names else str(int(y)) for y in labels]
+    return [",".join(names[j] if names else str(j) for j in np.flatnonzero(row)) for row in labels]
+
+
+def _index(meta: dict[str, Any], ids: np.ndarray, codes: np.ndarray) -> Any:
+    """The derived index over the item table's codes."""
+    if meta["backend"] == "milvus":
+        from .index import MilvusIndex
+
+        index = MilvusIndex(meta["uri"], meta["milvus_collection"], int(meta["bits"]))
+        if len(index) != len(ids):  # out of step (a crash between the commit and Milvus): replay the table
+            index = MilvusIndex(meta["uri"], meta["milvus_collection"], int(meta["bits"]), drop_existing=True)
+            if len(ids):
+                index.add(codes, ids)
+        return index
+    index = HammingIndex(int(meta["bits"]), "flat")
+    if len(ids):
+        index.add(codes, ids)
+    return index
+
+
+def _onnx_available(required: bool) -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        if required:
+            raise CollectionError('engine onnx needs onnx and onnxruntime: pip install "hashdistill[onnx]"') from None
+        return False
+    return True
+
+
+def _export_checked(run: Run, path: Path, required: bool) -> str:
+    """Export to ONNX and check the signs on a fixed batch of images; ``torch`` where they differ."""
+    from .export import export_onnx, verify_onnx
+
+    export_onnx(run, path)
+    side = run.load_size or run.clean.pre
+    probe = np.random.default_rng(0).integers(0, 256, (16, side, side, 3), dtype=np.uint8)
+    check = verify_onnx(run, path, probe)
+    if check["sign_mismatches"]:
+        if required:
+            raise CollectionError(f"the ONNX export differs from torch in {check['sign_mismatches']} bits of a probe batch")
+        path.unlink()
+        return "torch"
+    return "onnx"

@@ -1,0 +1,122 @@
+"""Encoding engines: a run's model in torch, or exported to ONNX with its clean view baked in.
+
+``export_onnx(run, path)`` writes one graph from uint8 images (B, 3, H, W), any batch and size, to the
+continuous codes h: the same resize, centre crop and normalisation as the run's clean view
+(``augment.ViewTransform`` with s = 0), then the backbone and hash head. ``verify_onnx`` encodes the run's
+query images with both engines and counts the bits whose signs differ.
+
+Both engines share one interface (``Encoder``): ``encode(images)`` for a uint8 array (N, H, W) grey or
+(N, H, W, C), or an ``ImageList``, batch by batch; ``load_size`` the side image files
+are read at (``None``: their own size), as the run's data was read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import _io
+from .augment import ViewTransform
+from .data.splits import take
+
+
+class Encoder(Protocol):
+    load_size: int | None
+    bits: int
+
+    def encode(self, images: Any, batch: int = 256) -> np.ndarray: ...
+
+
+class CleanViewModel(nn.Module):
+    """uint8 images (B, 3, H, W) -> h: the clean view (resize to the side views are drawn at, centre crop,
+    normalise) followed by the hash model, as one traceable module."""
+
+    def __init__(self, model: nn.Module, clean: ViewTransform) -> None:
+        super().__init__()
+        self.model, self.pre, self.size = model, clean.pre, clean.size
+        self.register_buffer("mean", clean.mean.detach().clone())
+        self.register_buffer("std", clean.std.detach().clone())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(images.float() / 255.0, size=(self.pre, self.pre), mode="bilinear", align_corners=False)
+        if self.pre != self.size:
+            a = (self.pre - self.size) // 2
+            x = x[:, :, a : a + self.size, a : a + self.size]
+        return self.model((x - self.mean) / self.std)
+
+
+def _rgb_batches(images: Any, batch: int) -> Any:
+    """uint8 (B, 3, H, W) numpy batches of ``images`` (grey repeated to three channels, as the clean view does)."""
+    for a in range(0, len(images), batch):
+        x = take(images, np.arange(a, min(a + batch, len(images))))
+        if x.ndim == 3:
+            x = x[:, None]
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        yield np.ascontiguousarray(x.numpy())
+
+
+class TorchEncoder:
+    """A ``Run``'s model in torch eager mode."""
+
+    def __init__(self, run: Any) -> None:
+        self.run, self.bits, self.load_size = run, run.bits, run.load_size
+
+    def encode(self, images: Any, batch: int = 256) -> np.ndarray:
+        return self.run.encode(images, batch)
+
+
+class OnnxEncoder:
+    """An exported model in ONNX Runtime (CPU), ``threads`` intra-op threads (default: torch's)."""
+
+    def __init__(self, path: str | os.PathLike, load_size: int | None, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types for a bad file
+            raise ValueError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+        self.load_size = load_size
+        self.bits = int(self.session.get_outputs()[0].shape[1])
+
+    def encode(self, images: Any, batch: int = 256) -> np.ndarray:
+        parts = [self.session.run(None, {"images": x})[0] for x in _rgb_batches(images, batch)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.bits), np.float32)
+
+
+def export_onnx(run: Any, path: str | os.PathLike) -> Path:
+    """Write ``run``'s model with its clean view as ONNX (dynamic batch, height and width), atomically."""
+    module = CleanViewModel(run.model, run.clean).eval().cpu()
+    example = torch.zeros(2, 3, run.clean.pre, run.clean.pre, dtype=torch.uint8)
+    axes = {"images": {0: "batch", 2: "height", 3: "width"}, "h": {0: "batch"}}
+    with _io.atomic_path(path) as tmp:
+        import warnings
+
+        with warnings.catch_warnings():  # the tracer's notes on shape checks inside the backbones
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, (example,), str(tmp), input_names=["images"], output_names=["h"], dynamic_axes=axes,
+                opset_version=17, dynamo=False,
+            )  # fmt: skip
+    return Path(path)
+
+
+def verify_onnx(run: Any, path: str | os.PathLike, images: Any | None = None) -> dict[str, Any]:
+    """Encode ``images`` (default: the run's queries) with torch and with the ONNX file: the number of bits
+    whose signs differ, of how many, and the largest difference in h."""
+    images = run.data.split("query").images if images is None else images
+    h_torch = run.encode(images)
+    h_onnx = OnnxEncoder(path, run.load_size).encode(images)
+    return {
+        "images": len(h_torch), "bits": int(h_torch.size), "sign_mismatches": int(((h_torch >= 0) != (h_onnx >= 0)).sum()),
+        "max_abs_difference": float(np.abs(h_torch - h_onnx).max()) if h_torch.size else 0.0,
+    }  # fmt: skip

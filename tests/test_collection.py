@@ -1,0 +1,182 @@
+"""Your own images end to end: train on a folder, put images in a collection, search by an image file; the
+collection's item table, durability under SIGKILL, the Milvus backend, ONNX encoding."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from conftest import SHAPES
+from typer.testing import CliRunner
+
+from hashdistill.cli import app
+from hashdistill.collection import Collection, CollectionError
+from hashdistill.config import load_config
+from hashdistill.run import Run
+from hashdistill.train import Trainer, train
+
+runner = CliRunner()
+FAST = ["data.load_size=32", "model.input_size=32", "model.bits=16", "schedule.epochs=6", "optim.batch_size=40",
+        "optim.lr=1e-3", "optim.backbone_lr_mult=1.0", "augment.crop_scale=[0.8,1.0]", "runtime.num_threads=2"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shapes_run(shapes, tmp_path_factory):
+    """DHD trained on a class-per-folder tree through the CLI, with a query and a database tree."""
+    runs = tmp_path_factory.mktemp("runs")
+    cfg = runs / "shapes.yaml"
+    cfg.write_text(
+        textwrap.dedent(f"""\
+        data: {{protocol: null, train: {shapes}/train, query: {shapes}/query, database: {shapes}/database}}
+        method: dhd
+        """)
+    )
+    sets = [a for s in FAST for a in ("--set", s)]
+    r = runner.invoke(app, ["train", str(cfg), "--runs-dir", str(runs), "--quiet", *sets])
+    assert r.exit_code == 0, r.output
+    return runs / "shapes"
+
+
+def test_a_class_folder_trains_and_is_scored(shapes_run):
+    m = json.loads((shapes_run / "metrics.json").read_text())
+    assert m["evaluated"] and m["map_all"] > 0.9  # three classes: chance is about 0.33
+    run = Run.load(shapes_run)
+    assert run.data.class_names == list(sorted(SHAPES)) and len(run.data.database) == 60
+
+
+def test_from_a_folder_to_a_search_by_image_file(shapes, shapes_run, tmp_path):
+    """The practitioner's path: collection create --add FOLDER, then search --image FILE."""
+    col = tmp_path / "col"
+    r = runner.invoke(app, ["collection", "create", str(col), "--run", str(shapes_run), "--add", str(shapes / "database")])
+    assert r.exit_code == 0, r.output
+    assert "60 items" in r.output
+    queries = sorted((shapes / "query").rglob("*.png"))
+    r = runner.invoke(app, ["search", str(col), *[a for q in queries for a in ("--image", str(q))], "-k", "5", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    top = [(q.parent.name, res["results"][0]["label"]) for q, res in zip(queries, out["queries"])]
+    assert len(top) == 18 and sum(a == b for a, b in top) >= 16  # the nearest item shares the query's shape
+    first = out["queries"][0]["results"]
+    assert [h["distance"] for h in first] == sorted(h["distance"] for h in first)
+    assert all(os.path.isfile(h["source"]) and h["source"].startswith(str(shapes / "database")) for h in first)
+    # the same search from Python, and an item's image is read back from its source
+    with Collection.open(col) as c:
+        hits = c.search(str(queries[0]), k=5)[0]
+        assert [(h.id, h.distance) for h in hits] == [(h["id"], h["distance"]) for h in first]
+        assert c.image(hits[0].id).shape == (48, 48, 3)
+
+
+def test_an_unlabelled_folder_trains_an_unsupervised_method_without_evaluation(shapes, tmp_path):
+    base = ["data.protocol=null", f"data.train={shapes}/train/disc", *FAST, "schedule.epochs=3"]
+    with pytest.raises(ValueError, match=r"method dhd reads labels, but data.train \(.*disc\) is an unlabelled folder"):
+        Trainer(load_config(None, base), tmp_path / "x", progress=False)
+    cfg = load_config("configs/distillhash-fmnist.yaml", [*base, "model.input_size=32", "augment.views=2",
+                      "method.stage1_epochs=2", "method.pairs.input_size=32", "method.pairs.k=5",
+                      "method.pairs.noise_neighbours=4", "optim.batch_size=20"])  # fmt: skip
+    m = train(cfg, tmp_path / "u", progress=False)
+    assert m["evaluated"] is False and "map_all" not in m and "purity" not in m
+    assert (tmp_path / "u" / "stage1-h.npy").is_file() and not (tmp_path / "u" / "codes-query.npz").exists()
+    with pytest.raises(ValueError, match="data.query and data.database go together"):
+        load_config(None, [*base, f"data.query={shapes}/query"])
+
+
+def test_collection_items_ids_and_inputs(shapes_run, shapes, tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = rng.integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
+    with Collection.create(tmp_path / "c", shapes_run, engine="torch") as col:
+        ids = col.add(arrays)  # arrays are stored inside the collection
+        assert ids.tolist() == [1, 2, 3] and len(col) == 3
+        stored = [h.source for h in col.get(ids)]
+        assert all(s.startswith("collection:images/") and (tmp_path / "c" / s.split(":", 1)[1]).is_file() for s in stored)
+        assert np.array_equal(col.image(2), arrays[1])
+        assert col.remove([2, 99]) == 1 and col.get([2])[0] is None
+        assert not (tmp_path / "c" / stored[1].split(":", 1)[1]).exists()  # its stored image went with it
+        assert col.add(arrays[:1]).tolist() == [4]  # ids are never reused
+        # codes in, exactly one hit at distance 0 per stored code; radius bounds the distance
+        codes = col.encode(arrays[[0, 2]])
+        hits = col.search(codes=codes, k=1)
+        assert [h[0].distance for h in hits] == [0, 0] and {hits[0][0].id, hits[1][0].id} <= {1, 3, 4}
+        assert all(h.distance <= 2 for hs in col.search(codes=codes, k=10, radius=2) for h in hs)
+        for bad, message in [
+            (np.zeros((2, 5), np.uint8), r"codes must be \(n, 16\) signs or \(n, 2\) packed bytes"),
+            (np.zeros((2, 8), np.float32), "images are a folder, a list file"),
+        ]:
+            with pytest.raises(CollectionError, match=message):
+                col.search(codes=bad) if bad.dtype == np.uint8 else col.add(bad)
+        with pytest.raises(CollectionError, match="k must be a positive integer"):
+            col.search(codes=codes, k=0)
+    with pytest.raises(CollectionError, match="already exists"):
+        Collection.create(tmp_path / "c", shapes_run)
+    reopened = Collection.open(tmp_path / "c")
+    assert len(reopened) == 3 and [h.id for h in reopened.search(codes=codes, k=1)[0]] == [hits[0][0].id]
+    # a stored image that no row names (a crash between the file and the commit) is removed at open
+    (tmp_path / "c" / "images" / "orphan.png").write_bytes(b"x")
+    reopened.close()
+    Collection.open(tmp_path / "c").close()
+    assert not (tmp_path / "c" / "images" / "orphan.png").exists()
+
+
+DURABILITY = """
+import sys, numpy as np
+from hashdistill.collection import Collection
+col = Collection.open(sys.argv[1])
+rng = np.random.default_rng(int(sys.argv[2]))
+while True:
+    ids = col.add(rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))
+    print(" ".join(map(str, ids)), flush=True)  # acknowledged
+"""
+
+
+def test_acknowledged_adds_survive_sigkill(shapes_run, tmp_path):
+    Collection.create(tmp_path / "d", shapes_run, engine="torch").close()
+    acked = []
+    for seed in (1, 2):  # two writers, one after the other, each killed mid-stream
+        proc = subprocess.Popen(
+            [sys.executable, "-c", DURABILITY, str(tmp_path / "d"), str(seed)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(15):
+            acked += [int(i) for i in proc.stdout.readline().split()]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with sqlite3.connect(tmp_path / "d" / "items.sqlite") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    with Collection.open(tmp_path / "d") as col:
+        present = {h.id for h in col.get(acked) if h is not None}
+        assert present == set(acked) and len(col) >= len(acked) == 60
+        ids, codes = col.store.codes(col.bits // 8)
+        assert len(col.index) == len(ids)  # the index is derived from every committed row
+        d, found = col.index.search(codes, 1)
+        assert (d[:, 0] == 0).all()
+        for s in col.store.sources():  # every committed row's stored image exists, and no file is unnamed
+            assert (tmp_path / "d" / s.split(":", 1)[1]).is_file()
+        assert len(list((tmp_path / "d" / "images").iterdir())) == len(col.store.sources())
+
+
+def test_milvus_backend_keeps_the_same_api(shapes_run, shapes, tmp_path):
+    pytest.importorskip("pymilvus")
+    uri = str(tmp_path / "milvus.db")
+    with Collection.create(tmp_path / "m", shapes_run, engine="torch", backend="milvus", uri=uri) as col:
+        ids = col.add(shapes / "database")
+        first = col.search(str(shapes / "query" / "disc" / "disc-000.png"), k=3)[0]
+        assert len(ids) == 60 and len(first) == 3 and all(h.label == "disc" for h in first)
+        assert col.remove(ids[:10]) == 10
+    with Collection.open(tmp_path / "m") as col:
+        again = col.search(str(shapes / "query" / "disc" / "disc-000.png"), k=3)[0]
+        assert len(col) == 50 and all(h.label == "disc" and h.id > 10 for h in again)
+
+
+def test_onnx_export_and_engine_agree_with_torch(shapes_run, shapes, tmp_path):
+    pytest.importorskip("onnxruntime")
+    r = runner.invoke(app, ["export", str(shapes_run), "--out", str(tmp_path / "m.onnx"), "--verify"])
+    assert r.exit_code == 0, r.output
+    assert "verified on 18 queries: 0 of 288 bits differ" in r.output
+    torch_col = Collection.create(tmp_path / "t", shapes_run, engine="torch")
+    onnx_col = Collection.create(tmp_path / "o", shapes_run, engine="onnx")
+    assert onnx_col.meta["engine"] == "onnx" and (tmp_path / "o" / "model" / "model.onnx").is_file()
+    folder = shapes / "database"
+    assert np.array_equal(torch_col.encode(folder), onnx_col.encode(folder))
