@@ -75,9 +75,9 @@ def test_an_unlabelled_folder_trains_an_unsupervised_method_without_evaluation(s
     base = ["data.protocol=null", f"data.train={shapes}/train/disc", *FAST, "schedule.epochs=3"]
     with pytest.raises(ValueError, match=r"method dhd reads labels, but data.train \(.*disc\) is an unlabelled folder"):
         Trainer(load_config(None, base), tmp_path / "x", progress=False)
-    cfg = load_config("configs/distillhash-fmnist.yaml", [*base, "model.input_size=32", "augment.views=2",
-                      "method.stage1_epochs=2", "method.pairs.input_size=32", "method.pairs.k=5",
-                      "method.pairs.noise_neighbours=4", "optim.batch_size=20"])  # fmt: skip
+    cfg = load_config("configs/own-images-unlabelled.yaml", [*base, "augment.views=2", "method.stage1_epochs=2",
+                      "method.pairs.input_size=32", "method.pairs.k=5", "method.pairs.noise_neighbours=4",
+                      "optim.batch_size=20"])  # fmt: skip
     m = train(cfg, tmp_path / "u", progress=False)
     assert m["evaluated"] is False and "map_all" not in m and "purity" not in m
     assert (tmp_path / "u" / "stage1-h.npy").is_file() and not (tmp_path / "u" / "codes-query.npz").exists()

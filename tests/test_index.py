@@ -23,7 +23,7 @@ def _clustered(rng, n, bits, n_centers=20, flip=0.1):
     return np.where(rng.random((n, bits)) < flip, -c, c).astype(np.int8)
 
 
-@pytest.mark.parametrize("method", ["flat", "mih"])
+@pytest.mark.parametrize("method", ["flat", "mih", "auto"])
 @pytest.mark.parametrize("bits", [8, 24, 64, 128, 256])
 def test_search_is_exact_with_ties(method, bits):
     rng = np.random.default_rng(bits)
@@ -40,7 +40,7 @@ def test_search_is_exact_with_ties(method, bits):
             assert (d == want_d).all() and (ids == want_i).all(), (method, bits, k)
 
 
-@pytest.mark.parametrize("method", ["flat", "mih"])
+@pytest.mark.parametrize("method", ["flat", "mih", "auto"])
 def test_ids_padding_packed_input_and_remove(method):
     rng = np.random.default_rng(0)
     db = _tied_codes(rng, 500, 32, 10)
@@ -162,3 +162,26 @@ def test_constructor_errors():
     empty = HammingIndex(64)
     d, i = empty.search(np.ones((2, 64)), 3)
     assert (i == -1).all() and d.shape == (2, 3)
+
+
+def test_auto_times_both_methods_and_keeps_the_faster_until_the_size_moves(monkeypatch):
+    rng = np.random.default_rng(3)
+    index = HammingIndex(64, "auto")
+    index.add(_clustered(rng, 4000, 64, n_centers=5, flip=0.02))
+    timed = []
+    real = HammingIndex._search
+
+    def spy(self, qp, k, method):
+        timed.append((method, len(qp)))
+        return real(self, qp, k, method)
+
+    monkeypatch.setattr(HammingIndex, "_search", spy)
+    index.search(_clustered(rng, 1, 64), 5)  # one query: the probe is 32 stored codes with a few bits flipped
+    assert {m for m, n in timed if n == 32} == {"flat", "mih"} and index.choice in ("flat", "mih")
+    timed.clear()
+    index.search(_clustered(rng, 3, 64), 5)
+    assert timed == [(index.choice, 3)]  # chosen once: no timing on the next call
+    index.add(_clustered(rng, 2000, 64))  # +50%: timed again on the next search
+    timed.clear()
+    index.search(_clustered(rng, 40, 64), 5)
+    assert {m for m, n in timed if n == 32} == {"flat", "mih"} and timed[-1] == (index.choice, 40)

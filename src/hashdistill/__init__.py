@@ -1,7 +1,8 @@
 """hashdistill: learning-to-hash image retrieval (docs/architecture.md).
 
-``hashdistill.Run.load(path)`` opens a trained run (``run.encode(images)``, ``run.codes("database")``); the
-code and metric helpers below are importable without loading torch.
+``hashdistill.Run.load(path)`` opens a trained run (``run.encode(images)``, ``run.codes("database")``);
+``hashdistill.Collection`` makes it searchable by image (``Collection.create(dir, run)``, ``.add``, ``.search``).
+The code and metric helpers below are importable without loading torch.
 """
 
 from typing import Any
@@ -17,6 +18,7 @@ from .metrics import (
 
 __version__ = "0.1.0"
 __all__ = [
+    "Collection",
     "Run",
     "binarize",
     "evaluate_retrieval",
@@ -31,8 +33,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Run":  # imported on first use: it loads torch
+    if name == "Run":  # imported on first use: they load torch
         from .run import Run
 
         return Run
+    if name == "Collection":
+        from .collection import Collection
+
+        return Collection
     raise AttributeError(f"module 'hashdistill' has no attribute {name!r}")

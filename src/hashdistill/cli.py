@@ -167,6 +167,26 @@ def demo(
     for i, d, h in zip(picks, dist, hits):
         got = ", ".join(f"{names[p.labels[j]]} (d={k})" for j, k in zip(h, d))
         typer.echo(f"query {q_ids[i]} ({names[p.labels[q_ids[i]]]}): top-5: {got}")
+    _demo_collection(run_dir, p, int(q_ids[picks[0]]))
+
+
+def _demo_collection(run_dir: Path, p, query: int) -> None:
+    """The demo's last step: the database as a collection, searched by an image file."""
+    from PIL import Image
+
+    from .collection import Collection
+
+    folder, image = run_dir.with_suffix(".hdc"), run_dir.with_name(f"{run_dir.name}-query.png")
+    if not (folder / "collection.json").is_file():
+        with Collection.create(folder, run_dir) as col:
+            col.add_split("database")
+    _io.atomic_write(image, lambda f: Image.fromarray(p.images[query]).save(f, format="PNG"))
+    with Collection.open(folder) as col:
+        hits = col.search(str(image), k=5)[0]
+        typer.echo(f"collection {folder} ({len(col)} items, {col.meta['engine']} encoder); "
+                   f"hashdistill search {folder} --image {image} -k 5:")  # fmt: skip
+    for h in hits:
+        typer.echo(f"  {h.id:>6}  d={h.distance:<3} {h.label:<12} {h.source}")
 
 
 def _load_codes(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -330,7 +350,7 @@ def export(
     if format_ != "onnx":
         raise CLIError(f"--format: only onnx is supported, got {format_!r}")
     r = Run.load(run)
-    export_onnx(r, out)
+    export_onnx(r.model, r.clean, out)
     typer.echo(f"{out}: {r.bits}-bit encoder, input uint8 (batch, 3, height, width)")
     if verify:
         check = verify_onnx(r, out)

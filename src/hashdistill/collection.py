@@ -276,8 +276,9 @@ class Collection:
 
     def add_split(self, split: str = "database", run: Run | None = None) -> np.ndarray:
         """Add a protocol split of the run the collection was made from (its saved codes where they match)."""
-        if run is None:  # the model copy (encodes the split unless the run's own codes are given)
-            run = getattr(self.encoder, "run", None) or Run.load(self.path / "model")
+        if run is None:  # the run it was made from (its saved codes), else the model copy (encodes the split)
+            source = Path(self.meta.get("run") or "")
+            run = Run.load(source) if (source / "checkpoint.pt").is_file() else Run.load(self.path / "model")
         data = run.data
         s = data.split(split)
         protocol = run.config.data.protocol
@@ -416,7 +417,7 @@ def _index(meta: dict[str, Any], ids: np.ndarray, codes: np.ndarray) -> Any:
             if len(ids):
                 index.add(codes, ids)
         return index
-    index = HammingIndex(int(meta["bits"]), "flat")
+    index = HammingIndex(int(meta["bits"]), "auto")
     if len(ids):
         index.add(codes, ids)
     return index
@@ -437,7 +438,7 @@ def _export_checked(run: Run, path: Path, required: bool) -> str:
     """Export to ONNX and check the signs on a fixed batch of images; ``torch`` where they differ."""
     from .export import export_onnx, verify_onnx
 
-    export_onnx(run, path)
+    export_onnx(run.model, run.clean, path)
     side = run.load_size or run.clean.pre
     probe = np.random.default_rng(0).integers(0, 256, (16, side, side, 3), dtype=np.uint8)
     check = verify_onnx(run, path, probe)

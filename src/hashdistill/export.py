@@ -1,6 +1,6 @@
 """Encoding engines: a run's model in torch, or exported to ONNX with its clean view baked in.
 
-``export_onnx(run, path)`` writes one graph from uint8 images (B, 3, H, W), any batch and size, to the
+``export_onnx(model, clean, path)`` writes one graph from uint8 images (B, 3, H, W), any batch and size, to the
 continuous codes h: the same resize, centre crop and normalisation as the run's clean view
 (``augment.ViewTransform`` with s = 0), then the backbone and hash head. ``verify_onnx`` encodes the run's
 query images with both engines and counts the bits whose signs differ.
@@ -93,10 +93,11 @@ class OnnxEncoder:
         return np.concatenate(parts) if parts else np.zeros((0, self.bits), np.float32)
 
 
-def export_onnx(run: Any, path: str | os.PathLike) -> Path:
-    """Write ``run``'s model with its clean view as ONNX (dynamic batch, height and width), atomically."""
-    module = CleanViewModel(run.model, run.clean).eval().cpu()
-    example = torch.zeros(2, 3, run.clean.pre, run.clean.pre, dtype=torch.uint8)
+def export_onnx(model: nn.Module, clean: ViewTransform, path: str | os.PathLike) -> Path:
+    """Write a hash model with its clean view as ONNX (dynamic batch, height and width), atomically
+    (``export_onnx(run.model, run.clean, path)`` for a trained run)."""
+    module = CleanViewModel(model, clean).eval().cpu()
+    example = torch.zeros(2, 3, clean.pre, clean.pre, dtype=torch.uint8)
     axes = {"images": {0: "batch", 2: "height", 3: "width"}, "h": {0: "batch"}}
     with _io.atomic_path(path) as tmp:
         import warnings

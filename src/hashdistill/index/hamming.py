@@ -8,6 +8,7 @@ ranks by, so mAP computed from ``search`` equals the metric. Positions are inser
 from __future__ import annotations
 
 import os
+import time
 from math import comb
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from ..codes import _to_numpy, as_packed
 from . import kernels, storage
 from .mih import MIHTables, choose_substrings, mih_topk, substrings
 
-METHODS = ("flat", "mih")
+METHODS = ("flat", "mih", "auto")
+CALIBRATION_QUERIES = 32  # queries ``auto`` times both methods on
 
 
 class HammingIndex:
@@ -28,6 +30,10 @@ class HammingIndex:
     ``method="mih"``: multi-index hashing, sub-linear on clustered codes (m tables hold a copy of
     the codes each); falls back to the scan per query where that is cheaper. ``m`` substrings are
     chosen from the code length and database size unless given. ``n_threads`` caps the threads.
+    ``method="auto"``: times both on the first queries it gets (32 of them, or 32 stored codes with 3% of
+    their bits flipped when a call brings fewer) and keeps the faster until the index grows or shrinks by a
+    quarter; learned codes that pile up at a few distances favour the scan, spread clustered codes MIH.
+    Results are identical whichever runs.
     """
 
     def __init__(
@@ -56,6 +62,8 @@ class HammingIndex:
         self._next_id = 0
         self._mih: MIHTables | None = None
         self.last_work: np.ndarray | None = None  # codes verified per query in the last MIH search
+        self.choice: str | None = None  # what ``auto`` runs, once timed
+        self._chosen_at = 0  # the index's size when ``auto`` last chose
 
     # ------------------------------------------------------------------ contents
     @property
@@ -168,11 +176,19 @@ class HammingIndex:
         nq = len(qp)
         if self._n == 0 or nq == 0:
             return np.full((nq, k), -1, np.int32), np.full((nq, k), -1, np.int64)
-        qw = self._to_words(qp)
         kk = int(min(k, self._n))
-        scratch, lanes = self._scratch(nq)
+        method = self._auto(qp, kk) if self.method == "auto" else self.method
+        d, ids = self._search(qp, kk, method)
+        if kk < k:
+            d = np.concatenate([d, np.full((nq, k - kk), -1, np.int32)], axis=1)
+            ids = np.concatenate([ids, np.full((nq, k - kk), -1, np.int64)], axis=1)
+        return d, ids
+
+    def _search(self, qp: np.ndarray, kk: int, method: str) -> tuple[np.ndarray, np.ndarray]:
+        qw = self._to_words(qp)
+        scratch, lanes = self._scratch(len(qp))
         with self._threads():
-            if self.method == "mih":
+            if method == "mih":
                 t = self._tables()
                 binom = np.array([comb(t.sub_bits, s) for s in range(t.sub_bits + 1)], np.float64)
                 qsub = np.ascontiguousarray(substrings(qp, t.sub_bits).T)
@@ -183,11 +199,25 @@ class HammingIndex:
                 )  # fmt: skip
             else:
                 d, p = kernels.flat_topk(qw, self._planes, self._n, kk, self.bits, scratch, lanes)
-        ids = np.where(p >= 0, self._ids[np.maximum(p, 0)], -1)
-        if kk < k:
-            d = np.concatenate([d, np.full((nq, k - kk), -1, np.int32)], axis=1)
-            ids = np.concatenate([ids, np.full((nq, k - kk), -1, np.int64)], axis=1)
-        return d, ids
+        return d, np.where(p >= 0, self._ids[np.maximum(p, 0)], -1)
+
+    def _auto(self, qp: np.ndarray, k: int) -> str:
+        """``auto``'s method: the faster of flat and MIH on a timed probe, re-timed when the size moves by 25%."""
+        if self.choice is not None and 0.75 * self._chosen_at <= self._n <= 1.25 * self._chosen_at:
+            return self.choice
+        probe = qp[:CALIBRATION_QUERIES]
+        if len(probe) < CALIBRATION_QUERIES:
+            rng = np.random.default_rng(self._n)
+            stored = self.codes()[rng.integers(0, self._n, CALIBRATION_QUERIES)]
+            probe = stored ^ np.packbits(rng.random((len(stored), self.bits)) < 0.03, axis=1)
+        times = {}
+        for method in ("flat", "mih"):
+            self._search(probe[:2], k, method)  # compile kernels, build MIH's tables: not part of the timing
+            t0 = time.perf_counter()
+            self._search(probe, k, method)
+            times[method] = time.perf_counter() - t0
+        self.choice, self._chosen_at = min(times, key=times.get), self._n
+        return self.choice
 
     def range_search(self, queries: Any, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every code within ``radius``: faiss's (lims, distances, ids); query i owns [lims[i], lims[i+1]).
