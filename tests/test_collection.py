@@ -1,17 +1,18 @@
 """Your own images end to end: train on a folder, put images in a collection, search by an image file; the
 collection's item table, durability under SIGKILL, the Milvus backend, ONNX encoding."""
 
+import io
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
-from conftest import SHAPES
+from conftest import SHAPES, SHAPES_TRAINING
+from PIL import Image
 from typer.testing import CliRunner
 
 from hashdistill.cli import app
@@ -21,25 +22,7 @@ from hashdistill.run import Run
 from hashdistill.train import Trainer, train
 
 runner = CliRunner()
-FAST = ["data.load_size=32", "model.input_size=32", "model.bits=16", "schedule.epochs=6", "optim.batch_size=40",
-        "optim.lr=1e-3", "optim.backbone_lr_mult=1.0", "augment.crop_scale=[0.8,1.0]", "runtime.num_threads=2"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def shapes_run(shapes, tmp_path_factory):
-    """DHD trained on a class-per-folder tree through the CLI, with a query and a database tree."""
-    runs = tmp_path_factory.mktemp("runs")
-    cfg = runs / "shapes.yaml"
-    cfg.write_text(
-        textwrap.dedent(f"""\
-        data: {{protocol: null, train: {shapes}/train, query: {shapes}/query, database: {shapes}/database}}
-        method: dhd
-        """)
-    )
-    sets = [a for s in FAST for a in ("--set", s)]
-    r = runner.invoke(app, ["train", str(cfg), "--runs-dir", str(runs), "--quiet", *sets])
-    assert r.exit_code == 0, r.output
-    return runs / "shapes"
+FAST = SHAPES_TRAINING
 
 
 def test_a_class_folder_trains_and_is_scored(shapes_run):
@@ -69,6 +52,12 @@ def test_from_a_folder_to_a_search_by_image_file(shapes, shapes_run, tmp_path):
         hits = c.search(str(queries[0]), k=5)[0]
         assert [(h.id, h.distance) for h in hits] == [(h["id"], h["distance"]) for h in first]
         assert c.image(hits[0].id).shape == (48, 48, 3)
+        # each file's thumbnail was written inside the collection when it was added: nothing outside is read
+        assert len(list((col / "thumbs").iterdir())) == 60
+        thumb = Image.open(io.BytesIO(c.thumbnail(hits[0].id)))
+        assert thumb.format == "JPEG" and max(thumb.size) <= 160
+        c.remove([hits[0].id])
+        assert len(list((col / "thumbs").iterdir())) == 59
 
 
 def test_an_unlabelled_folder_trains_an_unsupervised_method_without_evaluation(shapes, tmp_path):
@@ -94,6 +83,7 @@ def test_collection_items_ids_and_inputs(shapes_run, shapes, tmp_path):
         stored = [h.source for h in col.get(ids)]
         assert all(s.startswith("collection:images/") and (tmp_path / "c" / s.split(":", 1)[1]).is_file() for s in stored)
         assert np.array_equal(col.image(2), arrays[1])
+        assert Image.open(io.BytesIO(col.thumbnail(2))).size == (40, 40)  # a stored image, read from inside
         assert col.remove([2, 99]) == 1 and col.get([2])[0] is None
         assert not (tmp_path / "c" / stored[1].split(":", 1)[1]).exists()  # its stored image went with it
         assert col.add(arrays[:1]).tolist() == [4]  # ids are never reused

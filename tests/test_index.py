@@ -164,7 +164,7 @@ def test_constructor_errors():
     assert (i == -1).all() and d.shape == (2, 3)
 
 
-def test_auto_times_both_methods_and_keeps_the_faster_until_the_size_moves(monkeypatch):
+def test_auto_times_both_methods_per_k_and_keeps_the_choice_until_the_size_moves(monkeypatch):
     rng = np.random.default_rng(3)
     index = HammingIndex(64, "auto")
     index.add(_clustered(rng, 4000, 64, n_centers=5, flip=0.02))
@@ -172,16 +172,19 @@ def test_auto_times_both_methods_and_keeps_the_faster_until_the_size_moves(monke
     real = HammingIndex._search
 
     def spy(self, qp, k, method):
-        timed.append((method, len(qp)))
+        timed.append((method, len(qp), k))
         return real(self, qp, k, method)
 
     monkeypatch.setattr(HammingIndex, "_search", spy)
-    index.search(_clustered(rng, 1, 64), 5)  # one query: the probe is 32 stored codes with a few bits flipped
-    assert {m for m, n in timed if n == 32} == {"flat", "mih"} and index.choice in ("flat", "mih")
+    index.search(_clustered(rng, 1, 64), 5)  # one query: the probe is 64 stored codes with a few bits flipped
+    assert {m for m, n, _ in timed if n == 64} == {"flat", "mih"} and index.choice in ("flat", "mih")
     timed.clear()
-    index.search(_clustered(rng, 3, 64), 5)
-    assert timed == [(index.choice, 3)]  # chosen once: no timing on the next call
-    index.add(_clustered(rng, 2000, 64))  # +50%: timed again on the next search
+    index.search(_clustered(rng, 3, 64), 7)  # the same k bucket (8): no timing
+    assert timed == [(index.choice, 3, 7)]
     timed.clear()
-    index.search(_clustered(rng, 40, 64), 5)
-    assert {m for m, n in timed if n == 32} == {"flat", "mih"} and timed[-1] == (index.choice, 40)
+    index.search(_clustered(rng, 3, 64), 100)  # another k: timed for it
+    assert {m for m, n, k in timed if n == 64 and k == 100} == {"flat", "mih"}
+    index.add(_clustered(rng, 2000, 64))  # +50%: every k is timed again
+    timed.clear()
+    index.search(_clustered(rng, 70, 64), 5)
+    assert {m for m, n, _ in timed if n == 64} == {"flat", "mih"} and timed[-1] == (index.choice, 70, 5)

@@ -337,6 +337,40 @@ def collection_info(
 
 
 @app.command()
+def serve(
+    folder: Annotated[Path, typer.Argument(metavar="COLLECTION", help="a collection folder")],
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    token_file: Annotated[Optional[Path], typer.Option(help="the bearer token for writes (default: COLLECTION/token)")] = None,
+    private: Annotated[bool, typer.Option(help="reads need the token too")] = False,
+    max_upload_mb: Annotated[float, typer.Option(help="largest upload accepted")] = 10.0,
+    max_pixels: Annotated[int, typer.Option(help="largest image accepted, in pixels")] = 40_000_000,
+    max_k: Annotated[int, typer.Option(help="largest k a search may ask for")] = 1000,
+    batch_window_ms: Annotated[float, typer.Option(help="micro-batching window for concurrent encodes (0: off)")] = 3.0,
+) -> None:
+    """Serve a collection over HTTP: the page at /, the API (search, items, stats) with OpenAPI at /docs."""
+    try:
+        import uvicorn
+
+        from .serve import Limits, create_app
+    except ImportError as e:
+        raise CLIError(f'serve needs FastAPI and uvicorn: pip install "hashdistill[serve]" ({e.name} is missing)') from None
+    from .collection import Collection, write_token
+
+    col = Collection.open(folder)
+    token_path = token_file or folder / "token"
+    if token_file is not None and not token_file.is_file():
+        raise CLIError(f"{token_file}: no such token file")
+    if not token_path.is_file():  # a collection made before tokens: give it one
+        write_token(token_path)
+    token = token_path.read_text().strip()
+    limits = Limits(max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_k=max_k)
+    typer.echo(f"serving {folder} ({len(col)} items) at http://{host}:{port}/  (writes: the bearer token in "
+               f"{token_path}; reads: {'the token too' if private else 'open'})", err=True)  # fmt: skip
+    uvicorn.run(create_app(col, token, private, limits, batch_window_ms), host=host, port=port, log_level="warning")
+
+
+@app.command()
 def export(
     run: Annotated[Path, typer.Argument(metavar="RUN", help="a trained run folder")],
     out: Annotated[Path, typer.Option(help="the ONNX file to write")],

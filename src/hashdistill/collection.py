@@ -5,6 +5,8 @@ DIR/collection.json   format, code length, encoding engine, index backend, where
 DIR/model/            the run's model: config.yaml + checkpoint.pt (tensors only); model.onnx when exported
 DIR/items.sqlite      the item table, the source of truth: id, code, source, label, time added (SQLite, WAL)
 DIR/images/           images stored inside the collection (arrays and uploads), named by their content hash
+DIR/token             the bearer token the HTTP service asks for writes (mode 0600)
+DIR/thumbs/           a small thumbnail of each image that lives outside (files), so nothing outside is read to show it
 ```
 
 The Hamming index (in memory, or Milvus with ``backend="milvus"``) is derived from the item table when the
@@ -22,8 +24,10 @@ import hashlib
 import io
 import json
 import os
+import secrets
 import shutil
 import sqlite3
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -33,16 +37,18 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from . import _io
 from .codes import as_packed, pack
 from .config import dump_config
-from .data.lists import IMAGE_EXTENSIONS, ImageList, read_images
+from .data.lists import IMAGE_EXTENSIONS, ImageList, at_size, read_images
 from .index import HammingIndex
 from .run import Run
 
 FORMAT = 1
 STORED = "collection:"
+THUMB_SIDE = 160
 SCHEMA = """CREATE TABLE IF NOT EXISTS items (
     id INTEGER PRIMARY KEY AUTOINCREMENT, code BLOB NOT NULL, source TEXT NOT NULL, label TEXT, added REAL NOT NULL)"""
 
@@ -104,7 +110,8 @@ class ItemStore:
         return [r[0] for r in found]
 
     def rows(self, ids: list[int]) -> dict[int, tuple[str, str | None, float]]:
-        """id -> (source, label, added) for the ids present."""
+        """id -> (source, label, added) for the ids present (an id outside SQLite's integers is absent)."""
+        ids = [i for i in ids if -(2**63) <= i < 2**63]
         out = {}
         for a in range(0, len(ids), 900):  # SQLite's bound-parameter limit
             chunk = [int(i) for i in ids[a : a + 900]]
@@ -120,8 +127,22 @@ class ItemStore:
         codes = np.frombuffer(b"".join(r[1] for r in rows), np.uint8).reshape(len(rows), width)
         return ids, codes
 
-    def sources(self) -> set[str]:
-        return {r[0] for r in self.db.execute("SELECT source FROM items WHERE source LIKE ?", (STORED + "%",))}
+    def sources(self, stored: bool = True) -> set[str]:
+        """The sources of the images stored inside (``stored``), or of every other item."""
+        op = "LIKE" if stored else "NOT LIKE"
+        return {r[0] for r in self.db.execute(f"SELECT DISTINCT source FROM items WHERE source {op} ?", (STORED + "%",))}
+
+    def codes_of(self, ids: list[int], width: int) -> np.ndarray:
+        """Packed codes of the given ids, in their order (each must exist)."""
+        found = dict(self.db.execute(f"SELECT id, code FROM items WHERE id IN ({','.join('?' * len(ids))})", ids).fetchall())
+        return np.frombuffer(b"".join(found[i] for i in ids), np.uint8).reshape(len(ids), width)
+
+    def random_id(self) -> int | None:
+        row = self.db.execute("SELECT id FROM items ORDER BY RANDOM() LIMIT 1").fetchone()
+        return None if row is None else int(row[0])
+
+    def has_source(self, source: str) -> bool:
+        return self.db.execute("SELECT 1 FROM items WHERE source = ? LIMIT 1", (source,)).fetchone() is not None
 
     def label_counts(self) -> dict[str, int]:
         return {str(lab): n for lab, n in self.db.execute("SELECT label, COUNT(*) FROM items GROUP BY label")}
@@ -169,6 +190,7 @@ class Collection:
         try:
             (tmp / "model").mkdir(parents=True)
             (tmp / "images").mkdir()
+            (tmp / "thumbs").mkdir()
             _io.write_text(tmp / "model" / "config.yaml", dump_config(run.config))
             state = {"model": run.model.state_dict()}
             _io.atomic_write(tmp / "model" / "checkpoint.pt", lambda f: torch.save(state, f))
@@ -182,6 +204,7 @@ class Collection:
             }  # fmt: skip
             ItemStore(tmp / "items.sqlite").close()
             _io.write_json(tmp / "collection.json", meta)
+            write_token(tmp / "token")
             if path.exists():
                 path.rmdir()
             os.replace(tmp, path)
@@ -222,11 +245,14 @@ class Collection:
         return col
 
     def _remove_orphans(self) -> None:
-        """Stored images no row names (an add interrupted between writing the file and committing the row)."""
+        """Stored images and thumbnails no row names (an add interrupted between the file and the commit)."""
         named = {s.removeprefix(STORED) for s in self.store.sources()}
-        for f in (self.path / "images").iterdir():
-            if f"images/{f.name}" not in named:
-                f.unlink(missing_ok=True)
+        named |= {_thumb_name(s) for s in self.store.sources(stored=False) if _is_file_source(s)}
+        for folder in ("images", "thumbs"):
+            (self.path / folder).mkdir(exist_ok=True)
+            for f in (self.path / folder).iterdir():
+                if f"{folder}/{f.name}" not in named:
+                    f.unlink(missing_ok=True)
 
     def close(self) -> None:
         self.store.close()
@@ -251,8 +277,8 @@ class Collection:
 
     def encode(self, images: Any) -> np.ndarray:
         """Packed codes (n, bits/8) of images (anything ``add`` takes)."""
-        batch, _, _ = self._images(images, store=False)
-        return pack(self.encoder.encode(batch))
+        batch, sources, _ = self._images(images, store=False)
+        return pack(self._encode(batch, sources, thumbs=False))
 
     def add(self, images: Any, labels: list[str | None] | None = None) -> np.ndarray:
         """Encode and add images: a folder (class-per-folder or unlabelled), a list file, an image file or a
@@ -261,7 +287,30 @@ class Collection:
         labels = found if labels is None else list(labels)
         if len(labels) != len(sources):
             raise CollectionError(f"{len(sources)} images but {len(labels)} labels")
-        return self.add_codes(pack(self.encoder.encode(batch)), sources, labels)
+        return self.add_codes(pack(self._encode(batch, sources, thumbs=True)), sources, labels)
+
+    def _encode(self, images: Any, sources: list[str], thumbs: bool) -> np.ndarray:
+        """Continuous codes of images; files are read once, batch by batch, and (``thumbs``) each file's
+        thumbnail is written from the array the encoder sees, before the rows are committed."""
+        if not isinstance(images, ImageList):  # a list of arrays: encoded in groups of one size, in order
+            out = np.empty((len(images), self.bits), np.float32)
+            by_shape: dict[tuple, list[int]] = {}
+            for i, a in enumerate(images):
+                by_shape.setdefault(a.shape, []).append(i)
+            for idx in by_shape.values():
+                out[idx] = self.encoder.encode(np.stack([images[i] for i in idx]))
+            return out
+        parts, done = [], 0
+        bar = tqdm(total=len(images), desc="encoding", unit="img", disable=not sys.stderr.isatty(), leave=False)
+        for x in images.batches(256):
+            if thumbs:
+                for image, source in zip(x, sources[done : done + len(x)]):
+                    _write_thumb(self.path / _thumb_name(source), image)
+            parts.append(self.encoder.encode(x))
+            done += len(x)
+            bar.update(len(x))
+        bar.close()
+        return np.concatenate(parts)
 
     def add_codes(self, codes: Any, sources: list[str], labels: list[str | None] | None = None) -> np.ndarray:
         """Add items whose codes are known (e.g. a run's saved database codes); returns their ids."""
@@ -289,14 +338,23 @@ class Collection:
 
     def remove(self, ids: Any) -> int:
         """Remove items by id; returns how many were removed (stored images of removed items are deleted)."""
-        ids = np.asarray(ids, np.int64).reshape(-1)
+        ids = [i for i in (int(v) for v in np.asarray(ids, dtype=object).reshape(-1)) if -(2**63) <= i < 2**63]
+        if not ids:
+            return 0
         with self._lock:
             gone = self.store.remove(ids)
-            self.index.remove(ids)
-        for s in gone:
-            if s.startswith(STORED):
-                (self.path / s.removeprefix(STORED)).unlink(missing_ok=True)
+            self.index.remove(np.array(ids, np.int64))
+            for s in set(gone):  # a file another item still names stays
+                if not self.store.has_source(s):
+                    if s.startswith(STORED):
+                        inside(self.path, s.removeprefix(STORED)).unlink(missing_ok=True)
+                    elif _is_file_source(s):
+                        (self.path / _thumb_name(s)).unlink(missing_ok=True)
         return len(gone)
+
+    def codes_of(self, ids: Any) -> np.ndarray:
+        """The packed codes of items already in the collection."""
+        return self.store.codes_of([int(i) for i in np.asarray(ids).reshape(-1)], self.bits // 8)
 
     def get(self, ids: Any) -> list[Hit | None]:
         """Each id's item (distance 0), or None where the collection has no such id."""
@@ -310,6 +368,23 @@ class Collection:
         if hit is None:
             raise CollectionError(f"no item {item_id}")
         return read_source(hit.source, self.path)
+
+    def thumbnail(self, item_id: int) -> bytes:
+        """A PNG or JPEG of at most ``THUMB_SIDE`` pixels a side, read only from inside the collection (or a
+        protocol's pool): an image stored inside, the thumbnail written when a file was added, a protocol image."""
+        hit = self.get([item_id])[0]
+        if hit is None:
+            raise CollectionError(f"no item {item_id}")
+        if _is_file_source(hit.source):
+            thumb = self.path / _thumb_name(hit.source)
+            if not thumb.is_file():
+                raise CollectionError(f"item {item_id} has no thumbnail (its image lives outside the collection)")
+            return thumb.read_bytes()
+        image = Image.fromarray(read_source(hit.source, self.path))
+        image.thumbnail((THUMB_SIDE, THUMB_SIDE))
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return buf.getvalue()
 
     # ------------------------------------------------------------------ search
     def search(self, queries: Any = None, k: int = 10, radius: int | None = None, *, codes: Any = None) -> list[list[Hit]]:
@@ -359,13 +434,21 @@ class Collection:
             return self._list(ImageList(paths, None, [], [str(p) for p in paths]))
         if isinstance(images, ImageList):
             return self._list(images)
-        arr = np.asarray(images)
-        if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[-1] not in (1, 3)):
-            raise CollectionError(
-                f"images are a folder, a list file, image files or a uint8 array (N, H, W[, C]); got {arr.dtype} {arr.shape}"
-            )
-        sources = [self._store_image(a) for a in arr] if store else ["array"] * len(arr)
-        return arr, sources, [None] * len(arr)
+        if isinstance(images, list | tuple) and images and all(isinstance(a, np.ndarray) for a in images):
+            arrays = list(images)  # images of different sizes (uploads)
+        else:
+            arr = np.asarray(images)
+            if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[-1] not in (1, 3)):
+                raise CollectionError(
+                    f"images are a folder, a list file, image files or a uint8 array (N, H, W[, C]); got {arr.dtype} {arr.shape}"
+                )
+            arrays = list(arr)
+        for a in arrays:
+            if a.dtype != np.uint8 or a.ndim not in (2, 3):
+                raise CollectionError(f"an image is a uint8 array (H, W[, C]), got {a.dtype} {a.shape}")
+        sources = [self._store_image(a) for a in arrays] if store else ["array"] * len(arrays)
+        # read as the run read its own images (files at data.load_size), so an array and its file agree
+        return [at_size(a, self.encoder.load_size) for a in arrays], sources, [None] * len(arrays)
 
     def _list(self, lst: ImageList) -> tuple[ImageList, list[str], list[str | None]]:
         sources = [str(Path(p).resolve()) for p in lst.paths]
@@ -382,12 +465,29 @@ class Collection:
         return STORED + name
 
 
+def inside(root: Path, relative: str) -> Path:
+    """``root / relative``, refused unless it stays inside ``root`` (a crafted source cannot reach out)."""
+    path = (root / relative).resolve()
+    if root.resolve() not in path.parents:
+        raise CollectionError(f"{relative}: outside the collection")
+    return path
+
+
+def write_token(path: Path) -> str:
+    """A new bearer token for the collection's service, readable by its owner only (mode 0600)."""
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
 def read_source(source: str, root: Path | None = None) -> np.ndarray:
     """The image a source names: a file, an image stored in the collection at ``root``, or a protocol item."""
     from .data.lists import load_image
 
     if source.startswith(STORED):
-        return load_image(Path(root) / source.removeprefix(STORED))
+        return load_image(inside(Path(root), source.removeprefix(STORED)))
     parts = source.split(":")
     if len(parts) == 3 and parts[2].isdigit():
         from .data import PROTOCOLS, load_protocol
@@ -395,6 +495,24 @@ def read_source(source: str, root: Path | None = None) -> np.ndarray:
         if parts[0] in PROTOCOLS:
             return load_protocol(parts[0]).images[int(parts[2])]
     return load_image(source)
+
+
+def _is_file_source(source: str) -> bool:
+    """A source naming a file outside the collection (not a stored image, not a protocol item)."""
+    if source.startswith(STORED):
+        return False
+    parts = source.split(":")
+    return not (len(parts) == 3 and parts[2].isdigit() and not source.startswith("/"))
+
+
+def _thumb_name(source: str) -> str:
+    return f"thumbs/{hashlib.sha1(source.encode()).hexdigest()[:24]}.jpg"
+
+
+def _write_thumb(path: Path, image: np.ndarray) -> None:
+    thumb = Image.fromarray(image.squeeze(-1) if image.ndim == 3 and image.shape[-1] == 1 else image).convert("RGB")
+    thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    _io.atomic_write(path, lambda f: thumb.save(f, format="JPEG", quality=85))
 
 
 def _label_names(labels: np.ndarray | None, names: list[str], n: int) -> list[str | None]:

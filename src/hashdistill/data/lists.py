@@ -63,10 +63,7 @@ class ImageList:
         return replace(self, size=size, workers=max(1, workers or self.workers))
 
     def _read(self, i: int) -> np.ndarray:
-        image = self.load(int(i))
-        if self.size is None:
-            return image
-        return np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR))
+        return at_size(self.load(int(i)), self.size)
 
     def __getitem__(self, idx: Any) -> np.ndarray:
         """A uint8 batch (B, H, W, 3) of the images at ``idx`` (without a size, they must share one)."""
@@ -89,6 +86,14 @@ class ImageList:
                     if i == len(images) or images[i].shape != images[start].shape:
                         yield np.stack(images[start:i])
                         start = i
+
+
+def at_size(image: np.ndarray, size: int | None) -> np.ndarray:
+    """An image resized to ``size`` x ``size`` (bilinear), as files are read for a run; ``None``: unchanged."""
+    if size is None or image.shape[:2] == (size, size):
+        return image
+    flat = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+    return np.asarray(Image.fromarray(flat).resize((size, size), Image.BILINEAR))
 
 
 def load_image(path: str | os.PathLike, mode: str = "RGB", origin: str | None = None) -> np.ndarray:

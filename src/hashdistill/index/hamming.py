@@ -20,7 +20,8 @@ from . import kernels, storage
 from .mih import MIHTables, choose_substrings, mih_topk, substrings
 
 METHODS = ("flat", "mih", "auto")
-CALIBRATION_QUERIES = 32  # queries ``auto`` times both methods on
+CALIBRATION_QUERIES = 64  # queries ``auto`` times both methods on
+MIH_MARGIN = 0.9  # ``auto`` runs MIH only where it took under this fraction of the scan's time
 
 
 class HammingIndex:
@@ -30,10 +31,11 @@ class HammingIndex:
     ``method="mih"``: multi-index hashing, sub-linear on clustered codes (m tables hold a copy of
     the codes each); falls back to the scan per query where that is cheaper. ``m`` substrings are
     chosen from the code length and database size unless given. ``n_threads`` caps the threads.
-    ``method="auto"``: times both on the first queries it gets (32 of them, or 32 stored codes with 3% of
-    their bits flipped when a call brings fewer) and keeps the faster until the index grows or shrinks by a
-    quarter; learned codes that pile up at a few distances favour the scan, spread clustered codes MIH.
-    Results are identical whichever runs.
+    ``method="auto"``: for each k (by power-of-two buckets) times both on the first queries it gets (64 of
+    them, or 64 stored codes with 3% of their bits flipped when a call brings fewer) and keeps MIH where it
+    took under 0.9 of the scan's time, else the scan, until the index grows or shrinks by a quarter; learned
+    codes that pile up at a few distances favour the scan, spread clustered codes MIH at small k. Results
+    are identical whichever runs.
     """
 
     def __init__(
@@ -62,8 +64,9 @@ class HammingIndex:
         self._next_id = 0
         self._mih: MIHTables | None = None
         self.last_work: np.ndarray | None = None  # codes verified per query in the last MIH search
-        self.choice: str | None = None  # what ``auto`` runs, once timed
-        self._chosen_at = 0  # the index's size when ``auto`` last chose
+        self._last_choice: str | None = None
+        self.choices: dict[int, str] = {}  # what ``auto`` runs per k bucket, once timed
+        self._chosen_at = 0  # the index's size when ``auto`` last timed
 
     # ------------------------------------------------------------------ contents
     @property
@@ -201,10 +204,23 @@ class HammingIndex:
                 d, p = kernels.flat_topk(qw, self._planes, self._n, kk, self.bits, scratch, lanes)
         return d, np.where(p >= 0, self._ids[np.maximum(p, 0)], -1)
 
+    @property
+    def choice(self) -> str | None:
+        """What ``auto`` ran last (for reports)."""
+        return self._last_choice
+
     def _auto(self, qp: np.ndarray, k: int) -> str:
-        """``auto``'s method: the faster of flat and MIH on a timed probe, re-timed when the size moves by 25%."""
-        if self.choice is not None and 0.75 * self._chosen_at <= self._n <= 1.25 * self._chosen_at:
-            return self.choice
+        """``auto``'s method for this k: the faster of flat and MIH on a timed probe (MIH only when clearly
+        faster), re-timed when the size moves by a quarter."""
+        if not 0.75 * self._chosen_at <= self._n <= 1.25 * self._chosen_at:
+            self.choices, self._chosen_at = {}, self._n
+        bucket = 1 << (k - 1).bit_length()
+        if bucket not in self.choices:
+            self.choices[bucket] = self._time_both(qp, k)
+        self._last_choice = self.choices[bucket]
+        return self._last_choice
+
+    def _time_both(self, qp: np.ndarray, k: int) -> str:
         probe = qp[:CALIBRATION_QUERIES]
         if len(probe) < CALIBRATION_QUERIES:
             rng = np.random.default_rng(self._n)
@@ -216,8 +232,7 @@ class HammingIndex:
             t0 = time.perf_counter()
             self._search(probe, k, method)
             times[method] = time.perf_counter() - t0
-        self.choice, self._chosen_at = min(times, key=times.get), self._n
-        return self.choice
+        return "mih" if times["mih"] < MIH_MARGIN * times["flat"] else "flat"
 
     def range_search(self, queries: Any, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every code within ``radius``: faiss's (lims, distances, ids); query i owns [lims[i], lims[i+1]).

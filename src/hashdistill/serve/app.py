@@ -1,0 +1,275 @@
+"""The HTTP service over one collection (FastAPI): search by image, codes or item; add and remove items;
+thumbnails; the page at ``/``; OpenAPI at ``/docs`` (docs/service.md).
+
+Every expected failure is a 4xx JSON ``{"detail": "<one line>"}``: not an image, a truncated image, an image
+over the pixel limit, an upload over the size limit, codes of the wrong length, a bad ``k`` or ``radius``, an
+unknown id, a missing or wrong token. Writes need the bearer token (reads too with ``private``). Only files
+inside the collection folder (stored images, thumbnails) or a protocol's own images are ever served.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import time
+import warnings
+from contextlib import asynccontextmanager
+from importlib.resources import files
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import Depends, FastAPI, File, HTTPException, Path, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..codes import pack
+from ..collection import Collection, CollectionError
+from ..data.lists import at_size
+from .batcher import MicroBatcher
+
+ItemId = Annotated[int, Field(ge=0, le=2**63 - 1)]  # SQLite's integer range
+
+
+class Limits(BaseModel):
+    """What one request may ask for."""
+
+    max_upload_mb: float = Field(10.0, gt=0)
+    max_pixels: int = Field(40_000_000, gt=0)
+    max_k: int = Field(1000, gt=0)
+    max_files: int = Field(64, gt=0)
+
+
+class Result(BaseModel):
+    id: int
+    distance: int
+    source: str
+    label: str | None
+
+
+class SearchResponse(BaseModel):
+    results: list[Result]
+    took_ms: float
+
+
+class CodeSearch(BaseModel):
+    """Search by a code (``codes``: the K signs of one code, -1 / +1) or by an item already in the collection (``id``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    codes: list[Literal[-1, 1]] | None = None
+    id: ItemId | None = None
+    k: int = 10
+    radius: int | None = None
+
+
+class Item(BaseModel):
+    id: int
+    source: str
+    label: str | None
+
+
+class Added(BaseModel):
+    ids: list[int]
+
+
+def create_app(
+    collection: Collection, token: str | None = None, private: bool = False, limits: Limits | None = None,
+    window_ms: float = 3.0,
+) -> FastAPI:  # fmt: skip
+    """The app serving ``collection``. ``token``: the bearer token writes need (reads too when ``private``);
+    without one, writes are refused. ``window_ms``: the micro-batching window (0: off)."""
+    limits = limits or Limits()
+    batcher = MicroBatcher(collection.encoder.encode, window_ms)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        batcher.close()
+
+    app = FastAPI(
+        title="hashdistill", version="1", description="Search a collection of images by Hamming distance.", lifespan=lifespan
+    )
+    app.state.collection, app.state.batcher = collection, batcher
+    page = files("hashdistill.serve").joinpath("page.html").read_text()
+
+    def authorised(request: Request, write: bool) -> None:
+        if not write and not private:
+            return
+        if token is None:
+            raise HTTPException(403, "writes are disabled: the server runs without a token")
+        given = request.headers.get("authorization", "")
+        if not given.lower().startswith("bearer "):
+            raise HTTPException(401, "missing bearer token (Authorization: Bearer <token>)")
+        if not hmac.compare_digest(given[7:].strip().encode(), token.encode()):
+            raise HTTPException(403, "wrong bearer token")
+
+    def reader(request: Request) -> None:
+        authorised(request, write=False)
+
+    def writer(request: Request) -> None:
+        authorised(request, write=True)
+
+    def check_k(k: int, radius: int | None) -> None:
+        if not 0 < k <= limits.max_k:
+            raise HTTPException(422, f"k must be in 1..{limits.max_k}, got {k}")
+        if radius is not None and not 0 <= radius <= collection.bits:
+            raise HTTPException(422, f"radius must be in 0..{collection.bits}, got {radius}")
+
+    def respond(hits: list, t0: float) -> SearchResponse:
+        results = [Result(id=h.id, distance=h.distance, source=h.source, label=h.label) for h in hits]
+        return SearchResponse(results=results, took_ms=round((time.perf_counter() - t0) * 1000, 3))
+
+    async def read_upload(upload: UploadFile) -> bytes:
+        limit = int(limits.max_upload_mb * 2**20)
+        data = await upload.read(limit + 1)
+        if len(data) > limit:
+            raise HTTPException(413, f"{upload.filename or 'upload'}: over the upload limit of {limits.max_upload_mb:g} MB")
+        return data
+
+    def decode(data: bytes, name: str) -> np.ndarray:
+        return decode_image(data, name, limits.max_pixels)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        return JSONResponse(status_code=422, content={"detail": f"{where}: {err.get('msg', 'invalid')}"})
+
+    @app.exception_handler(CollectionError)
+    async def collection_error(request: Request, exc: CollectionError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> str:
+        return page
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "items": len(collection)}
+
+    @app.get("/stats", dependencies=[Depends(reader)])
+    def stats() -> dict[str, Any]:
+        return {**collection.stats(), "max_k": limits.max_k, "private": private, "writable": token is not None}
+
+    @app.get("/random", dependencies=[Depends(reader)])
+    def random_item() -> Item:
+        """A random item (the page's "random item from the collection")."""
+        item_id = collection.store.random_id()
+        if item_id is None:
+            raise HTTPException(404, "the collection is empty")
+        hit = collection.get([item_id])[0]
+        return Item(id=hit.id, source=hit.source, label=hit.label)
+
+    @app.post(
+        "/search", response_model=SearchResponse, dependencies=[Depends(reader)],
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+                "file": {"type": "string", "format": "binary"}}}},
+            "application/json": {"schema": CodeSearch.model_json_schema()},
+        }}},
+    )  # fmt: skip
+    async def search(
+        request: Request, k: Annotated[int, Query()] = 10, radius: Annotated[int | None, Query()] = None
+    ) -> SearchResponse:
+        """Search by an image (multipart field ``file``; ``k`` and ``radius`` as query parameters), or by a code
+        or an item id (JSON ``{"codes": [...], "k": 10}`` or ``{"id": 123}``)."""
+        t0 = time.perf_counter()
+        kind = request.headers.get("content-type", "")
+        if kind.startswith("multipart/form-data"):
+            check_k(k, radius)
+            form = await request.form(max_files=1, max_fields=4)
+            upload = form.get("file")
+            if not hasattr(upload, "read"):
+                raise HTTPException(422, "file: an image upload is required (multipart field 'file')")
+            image = decode(await read_upload(upload), upload.filename or "file")
+            image = at_size(image, collection.encoder.load_size)
+            code = await run_in_threadpool(batcher.encode, image)
+            hits = await run_in_threadpool(collection.search, None, k, radius, codes=pack(code[None]))
+            return respond(hits[0], t0)
+        try:
+            raw = await request.json()
+        except ValueError as e:
+            raise HTTPException(
+                422, f"body: a JSON object with codes or id (and k, radius), or a multipart image ({_first(e)})"
+            ) from None
+        try:
+            body = CodeSearch.model_validate(raw)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise HTTPException(422, f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}") from None
+        check_k(body.k, body.radius)
+        if (body.codes is None) == (body.id is None):
+            raise HTTPException(422, "give either codes or id")
+        if body.id is not None:
+            item = collection.get([body.id])[0]
+            if item is None:
+                raise HTTPException(404, f"no item {body.id}")
+            codes = collection.codes_of([body.id])
+        else:
+            if len(body.codes) != collection.bits:
+                raise HTTPException(422, f"codes: {len(body.codes)} signs, the collection holds {collection.bits}-bit codes")
+            codes = pack(np.array([body.codes], np.int8))
+        hits = await run_in_threadpool(collection.search, None, body.k, body.radius, codes=codes)
+        return respond(hits[0], t0)
+
+    @app.post("/items", response_model=Added, dependencies=[Depends(writer)], status_code=201)
+    async def add_items(files: Annotated[list[UploadFile], File(description="one or more images")]) -> Added:
+        """Add images (multipart fields ``files``); they are stored inside the collection."""
+        if len(files) > limits.max_files:
+            raise HTTPException(413, f"at most {limits.max_files} files per request, got {len(files)}")
+        images = [decode(await read_upload(f), f.filename or "file") for f in files]
+        ids = await run_in_threadpool(collection.add, images)
+        return Added(ids=[int(i) for i in ids])
+
+    @app.get("/items/{item_id}", response_model=Item, dependencies=[Depends(reader)])
+    def get_item(item_id: Annotated[int, Path(ge=0, le=2**63 - 1)]) -> Item:
+        hit = collection.get([item_id])[0]
+        if hit is None:
+            raise HTTPException(404, f"no item {item_id}")
+        return Item(id=hit.id, source=hit.source, label=hit.label)
+
+    @app.get("/items/{item_id}/image", dependencies=[Depends(reader)], responses={200: {"content": {"image/png": {}}}})
+    def item_image(item_id: Annotated[int, Path(ge=0, le=2**63 - 1)]) -> Response:
+        """The item's thumbnail (read from inside the collection, or a protocol's own images)."""
+        try:
+            data = collection.thumbnail(item_id)
+        except CollectionError as e:
+            raise HTTPException(404, str(e)) from None
+        kind = "image/png" if data[:4] == b"\x89PNG" else "image/jpeg"
+        return Response(data, media_type=kind, headers={"Cache-Control": "max-age=3600"})
+
+    @app.delete("/items/{item_id}", dependencies=[Depends(writer)])
+    def delete_item(item_id: Annotated[int, Path(ge=0, le=2**63 - 1)]) -> dict[str, int]:
+        if not collection.remove([item_id]):
+            raise HTTPException(404, f"no item {item_id}")
+        return {"removed": 1}
+
+    return app
+
+
+def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    """An uploaded image as uint8 RGB; bad input raises ``HTTPException`` 400 / 413 naming the upload."""
+    if not data:
+        raise HTTPException(400, f"{name}: empty upload")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below is stricter
+            with Image.open(io.BytesIO(data)) as im:
+                if im.width * im.height > max_pixels:
+                    raise HTTPException(413, f"{name}: {im.width} x {im.height} pixels, over the limit of {max_pixels:,}")
+                im.load()
+                return np.asarray(im.convert("RGB"))
+    except HTTPException:
+        raise
+    except UnidentifiedImageError:
+        raise HTTPException(400, f"{name}: not an image (or not a format Pillow reads)") from None
+    except Image.DecompressionBombError:  # a header past twice Pillow's own limit
+        raise HTTPException(413, f"{name}: too many pixels to decode safely") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise HTTPException(400, f"{name}: unreadable or truncated image ({str(e).splitlines()[0][:120]})") from None
+
+
+def _first(e: Exception) -> str:
+    return str(e).splitlines()[0][:160] if str(e) else type(e).__name__

@@ -1,0 +1,295 @@
+"""The HTTP service over a collection: the API's shapes, every bad input as a 4xx with one message, tokens,
+nothing outside the collection served, writes and searches at once then a restart, a schema-driven fuzz,
+and the page in a real browser."""
+
+import io
+import shutil
+import socket
+import sqlite3
+import threading
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from hypothesis.errors import Unsatisfiable
+from PIL import Image
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient
+
+from hashdistill.collection import Collection
+from hashdistill.serve import Limits, create_app
+
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def collection(shapes_run, shapes, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("svc") / "shapes.hdc"
+    with Collection.create(folder, shapes_run) as col:
+        col.add(shapes / "database")
+    return folder
+
+
+@pytest.fixture
+def client(collection):
+    col = Collection.open(collection)
+    with TestClient(create_app(col, TOKEN, limits=Limits(max_upload_mb=0.05, max_pixels=1_000_000, max_k=100))) as c:
+        yield c
+    col.close()
+
+
+def png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A 1 x 1 PNG whose header claims ``width`` x ``height`` (a decompression bomb's header)."""
+    data = bytearray(png(np.zeros((1, 1), np.uint8)))
+    data[16:20], data[20:24] = width.to_bytes(4, "big"), height.to_bytes(4, "big")
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    return bytes(data)
+
+
+def test_search_by_image_codes_and_item(client, shapes):
+    query = (shapes / "database" / "disc" / "disc-000.png").read_bytes()
+    r = client.post("/search?k=5", files={"file": ("q.png", query, "image/png")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"results", "took_ms"} and len(body["results"]) == 5
+    first = body["results"][0]
+    assert set(first) == {"id", "distance", "source", "label"}
+    assert first["distance"] == 0 and first["source"].endswith("disc-000.png") and first["label"] == "disc"
+    by_id = client.post("/search", json={"id": first["id"], "k": 5}).json()["results"]
+    assert [h["distance"] for h in by_id] == [h["distance"] for h in body["results"]]
+    code = client.app.state.collection.codes_of([first["id"]])
+    signs = np.where(np.unpackbits(code[0]) == 1, 1, -1).tolist()
+    by_code = client.post("/search", json={"codes": signs, "k": 3, "radius": 4}).json()["results"]
+    assert by_code[0]["id"] == first["id"] and all(h["distance"] <= 4 for h in by_code)
+    assert client.get("/health").json() == {"status": "ok", "items": 60}
+    stats = client.get("/stats").json()
+    assert stats["items"] == 60 and stats["bits"] == 16 and stats["labels"] == {"disc": 20, "hstripes": 20, "vstripes": 20}
+
+
+@pytest.mark.parametrize(
+    ("request_", "status", "detail"),
+    [
+        (("post", "/search?k=0", {"files": {"file": ("q.png", b"x")}}), 422, "k must be in 1..100, got 0"),
+        (("post", "/search?k=101", {"json": None}), 422, "k must be in 1..100, got 101"),
+        (
+            ("post", "/search", {"files": {"file": ("notes.txt", b"hello")}}),
+            400,
+            "notes.txt: not an image (or not a format Pillow reads)",
+        ),
+        (("post", "/search", {"files": {"file": ("e.png", b"")}}), 400, "e.png: empty upload"),
+        (
+            ("post", "/search", {"files": {"file": ("big.png", "BOMB")}}),
+            413,
+            "big.png: 10000 x 10000 pixels, over the limit of 1,000,000",
+        ),
+        (("post", "/search", {"files": {"file": ("huge.png", "HUGE")}}), 413, "huge.png: too many pixels to decode safely"),
+        (
+            ("post", "/search", {"files": {"file": ("fat.png", b"\x89PNG" + bytes(60_000))}}),
+            413,
+            "fat.png: over the upload limit of 0.05 MB",
+        ),
+        (("post", "/search", {"json": {"codes": [1] * 10}}), 422, "codes: 10 signs, the collection holds 16-bit codes"),
+        (("post", "/search", {"json": {"codes": [2] * 16}}), 422, "codes.0: Input should be -1 or 1"),
+        (("post", "/search", {"json": {"id": 999999}}), 404, "no item 999999"),
+        (("post", "/search", {"json": {"k": 3}}), 422, "give either codes or id"),
+        (("get", "/items/999999", {}), 404, "no item 999999"),
+        (("get", "/items/999999/image", {}), 404, "no item 999999"),
+        (
+            ("post", "/items", {"files": [("files", ("a.png", "PNG"))]}),
+            401,
+            "missing bearer token (Authorization: Bearer <token>)",
+        ),
+        (("delete", "/items/1", {"headers": {"Authorization": "Bearer wrong"}}), 403, "wrong bearer token"),
+        (("delete", "/items/999999", {"headers": AUTH}), 404, "no item 999999"),
+    ],
+)
+def test_bad_requests_get_one_clear_4xx(client, request_, status, detail):
+    method, url, kw = request_
+    if "files" in kw:  # fill in the crafted uploads
+        fill = {"BOMB": png_claiming(10000, 10000), "HUGE": png_claiming(100000, 100000),
+                "PNG": png(np.zeros((8, 8, 3), np.uint8))}  # fmt: skip
+        files = kw["files"]
+        if isinstance(files, dict):
+            files = {k: (n, fill.get(d, d) if isinstance(d, str) else d) for k, (n, d) in files.items()}
+        else:
+            files = [(k, (n, fill.get(d, d) if isinstance(d, str) else d)) for k, (n, d) in files]
+        kw = {**kw, "files": files}
+    if kw.get("json", 0) is None:  # a JSON search with k out of range
+        kw = {"json": {"id": 1, "k": 101}}
+    r = getattr(client, method)(url, **kw)
+    assert (r.status_code, r.json()) == (status, {"detail": detail})
+
+
+def test_a_truncated_image_is_a_400(client, shapes):
+    data = (shapes / "database" / "disc" / "disc-001.png").read_bytes()
+    r = client.post("/search", files={"file": ("cut.png", data[: len(data) // 2])})
+    assert r.status_code == 400 and r.json()["detail"].startswith("cut.png: unreadable or truncated image")
+
+
+def test_writes_need_the_token_and_private_reads_too(collection, shapes):
+    image = png(np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8))
+    with Collection.open(collection) as col, TestClient(create_app(col, TOKEN)) as c:
+        r = c.post("/items", files=[("files", ("a.png", image)), ("files", ("b.png", image))], headers=AUTH)
+        assert r.status_code == 201 and len(r.json()["ids"]) == 2
+        new = r.json()["ids"][0]
+        item = c.get(f"/items/{new}").json()
+        assert item["source"].startswith("collection:images/") and item["label"] is None
+        thumb = c.get(f"/items/{new}/image")
+        assert thumb.headers["content-type"] == "image/png" and Image.open(io.BytesIO(thumb.content)).size == (20, 20)
+        assert c.delete(f"/items/{new}", headers=AUTH).json() == {"removed": 1}
+        assert c.get(f"/items/{new}").status_code == 404
+        assert c.delete(f"/items/{r.json()['ids'][1]}", headers=AUTH).status_code == 200
+    with Collection.open(collection) as col, TestClient(create_app(col, TOKEN, private=True)) as c:
+        assert c.get("/stats").status_code == 401 and c.get("/stats", headers=AUTH).status_code == 200
+        assert c.get("/health").status_code == 200  # liveness stays open
+    with Collection.open(collection) as col, TestClient(create_app(col, None)) as c:
+        r = c.post("/items", files=[("files", ("a.png", image))], headers=AUTH)
+        assert (r.status_code, r.json()["detail"]) == (403, "writes are disabled: the server runs without a token")
+
+
+def test_nothing_outside_the_collection_is_served(collection, tmp_path):
+    """A crafted row naming a stored image outside the folder, or a file with no thumbnail, is a 404."""
+    with sqlite3.connect(collection / "items.sqlite") as db:
+        code = db.execute("SELECT code FROM items LIMIT 1").fetchone()[0]
+        db.execute("INSERT INTO items (id, code, source, label, added) VALUES (?, ?, ?, NULL, 0)",
+                   (900001, code, "collection:../../../../etc/passwd"))  # fmt: skip
+        db.execute("INSERT INTO items (id, code, source, label, added) VALUES (?, ?, ?, NULL, 0)",
+                   (900002, code, str(tmp_path / "secret.png")))  # fmt: skip
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "secret.png")
+    try:
+        with Collection.open(collection) as col, TestClient(create_app(col, TOKEN)) as c:
+            for item, words in ((900001, "outside the collection"), (900002, "lives outside the collection")):
+                r = c.get(f"/items/{item}/image")
+                assert r.status_code == 404 and words in r.json()["detail"]
+            assert c.get("/items/..%2F..%2Fetc%2Fpasswd/image").status_code in (404, 422)
+    finally:
+        with sqlite3.connect(collection / "items.sqlite") as db:
+            db.execute("DELETE FROM items WHERE id IN (900001, 900002)")
+
+
+def test_adds_and_searches_at_once_then_a_restart_finds_every_acknowledged_add(collection):
+    rng = np.random.default_rng(1)
+    images = [png(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)) for _ in range(8)]
+    acked, errors, stop = [], [], time.monotonic() + 3.0
+    with Collection.open(collection) as col, TestClient(create_app(col, TOKEN)) as c:
+
+        def writer(i: int) -> None:
+            while time.monotonic() < stop:
+                r = c.post("/items", files=[("files", (f"{i}.png", images[i]))], headers=AUTH)
+                (acked.extend(r.json()["ids"]) if r.status_code == 201 else errors.append(r.text))
+
+        def reader(i: int) -> None:
+            while time.monotonic() < stop:
+                r = c.post("/search?k=5", files={"file": ("q.png", images[i])})
+                if r.status_code != 200:
+                    errors.append(r.text)
+
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(lambda f: f[0](f[1]), [(writer, 0), (writer, 1), (writer, 2), (reader, 3), (reader, 4), (reader, 5)]))
+    assert not errors and len(acked) > 10
+    with Collection.open(collection) as col, TestClient(create_app(col, TOKEN)) as c:  # the restart
+        assert all(c.get(f"/items/{i}").status_code == 200 for i in acked)
+        r = c.post("/search?k=1", files={"file": ("q.png", images[0])})
+        assert r.json()["results"][0]["distance"] == 0
+        for i in acked:
+            col.remove([i])
+
+
+def test_api_fuzzed_from_its_openapi_schema_never_5xx(collection):
+    """Requests generated from the app's own OpenAPI schema (valid and invalid ones, every operation, with and
+    without the token): never a server error. Bounded: 25 examples per operation and mode."""
+    from hypothesis import given
+
+    col = Collection.open(collection)
+    app = create_app(col, TOKEN, limits=Limits(max_upload_mb=0.05, max_pixels=1_000_000, max_k=100))
+    api = schemathesis.openapi.from_asgi("/openapi.json", app)
+    operations = [result.ok() for result in api.get_all_operations()]
+    assert {f"{op.method.upper()} {op.path}" for op in operations} >= {
+        "POST /search", "POST /items", "GET /items/{item_id}", "GET /items/{item_id}/image", "DELETE /items/{item_id}",
+        "GET /stats", "GET /health", "GET /random",
+    }  # fmt: skip
+    seen = []
+
+    def fuzz(op, mode) -> None:
+        @given(case=op.as_strategy(generation_mode=mode))
+        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def check(case) -> None:
+            for headers in (None, AUTH):
+                response = case.call(headers=headers)
+                seen.append(response.status_code)
+                assert response.status_code < 500, (op.method, op.path, response.status_code, response.text)
+
+        check()
+
+    try:
+        for op in operations:
+            fuzz(op, schemathesis.GenerationMode.POSITIVE)
+            try:
+                fuzz(op, schemathesis.GenerationMode.NEGATIVE)
+            except Unsatisfiable:  # nothing to make invalid (GET /health takes no input)
+                assert not op.path_parameters and not op.query and op.body is None or op.method == "get"
+    finally:
+        col.close()
+    assert len(seen) > 100 and any(200 <= s < 300 for s in seen) and any(400 <= s < 500 for s in seen)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (make test installs it)")
+def test_the_page_in_a_real_browser(collection, shapes):
+    """Upload a database image on the page; the grid shows k results, the first at distance 0."""
+    import uvicorn
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    col = Collection.open(collection)
+    server = uvicorn.Server(uvicorn.Config(create_app(col, TOKEN), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    artefacts = Path("test-artifacts")
+    artefacts.mkdir(exist_ok=True)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=shutil.which("chromium"), args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync"])  # fmt: skip
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("document.getElementById('stats').textContent.includes('60 items')")
+            page.fill("#k", "7")
+            page.set_input_files("#file", str(shapes / "database" / "vstripes" / "vstripes-004.png"))
+            page.wait_for_selector("body[data-results]")
+            hits = page.query_selector_all(".hit")
+            assert len(hits) == 7 and hits[0].get_attribute("data-distance") == "0"
+            page.wait_for_function(
+                "Array.from(document.querySelectorAll('.hit img')).every(i => i.complete && i.naturalWidth > 0)"
+            )
+            assert "results for vstripes-004.png" in page.text_content("#status")
+            hits[1].click()  # search by a result: the query's label is known, results get marked
+            page.wait_for_function("document.querySelectorAll('.hit.relevant, .hit.irrelevant').length === 7")
+            page.screenshot(path=str(artefacts / "service-page.png"), full_page=True)
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        col.close()
+    assert (artefacts / "service-page.png").stat().st_size > 1000
