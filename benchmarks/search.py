@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Commit `{result['commit']}`, {result['machine']}, command `{result['command'].strip()}`.\n"
             "All methods in one process on the same arrays; recall against the exact top-k. `vs_best_of_ours` is the\n"
             "rate over the better of hashdistill-flat and -mih on that row; `chose` is what `auto` ran. The build time\n"
-            "of `auto` includes timing both methods on a sample of 64 queries.\n\n" + results_table(rows, cols)
+            "of `auto` includes timing both methods on a sample of 128 queries.\n\n" + results_table(rows, cols)
         )
         _io.write_text(RESULTS / "search.md", md)
         print(f"wrote {RESULTS / 'search.json'} and {RESULTS / 'search.md'}", file=sys.stderr)

@@ -176,15 +176,15 @@ def test_auto_times_both_methods_per_k_and_keeps_the_choice_until_the_size_moves
         return real(self, qp, k, method)
 
     monkeypatch.setattr(HammingIndex, "_search", spy)
-    index.search(_clustered(rng, 1, 64), 5)  # one query: the probe is 64 stored codes with a few bits flipped
-    assert {m for m, n, _ in timed if n == 64} == {"flat", "mih"} and index.choice in ("flat", "mih")
+    index.search(_clustered(rng, 1, 64), 5)  # one query: the probe is 128 stored codes with a few bits flipped
+    assert {m for m, n, _ in timed if n == 128} == {"flat", "mih"} and index.choice in ("flat", "mih")
     timed.clear()
     index.search(_clustered(rng, 3, 64), 7)  # the same k bucket (8): no timing
     assert timed == [(index.choice, 3, 7)]
     timed.clear()
     index.search(_clustered(rng, 3, 64), 100)  # another k: timed for it
-    assert {m for m, n, k in timed if n == 64 and k == 100} == {"flat", "mih"}
+    assert {m for m, n, k in timed if n == 128 and k == 100} == {"flat", "mih"}
     index.add(_clustered(rng, 2000, 64))  # +50%: every k is timed again
     timed.clear()
-    index.search(_clustered(rng, 70, 64), 5)
-    assert {m for m, n, _ in timed if n == 64} == {"flat", "mih"} and timed[-1] == (index.choice, 70, 5)
+    index.search(_clustered(rng, 130, 64), 5)
+    assert {m for m, n, _ in timed if n == 128} == {"flat", "mih"} and timed[-1] == (index.choice, 130, 5)

@@ -133,6 +133,13 @@ def test_bad_requests_get_one_clear_4xx(client, request_, status, detail):
     assert (r.status_code, r.json()) == (status, {"detail": detail})
 
 
+def test_a_body_announced_over_every_limit_is_refused_before_it_is_read(client):
+    r = client.post(
+        "/search", content=b"x", headers={"content-type": "multipart/form-data; boundary=x", "content-length": str(10**10)}
+    )
+    assert r.status_code == 413 and r.json() == {"detail": "request body of 10,000,000,000 bytes is over the limit"}
+
+
 def test_a_truncated_image_is_a_400(client, shapes):
     data = (shapes / "database" / "disc" / "disc-001.png").read_bytes()
     r = client.post("/search", files={"file": ("cut.png", data[: len(data) // 2])})

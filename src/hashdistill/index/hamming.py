@@ -20,8 +20,8 @@ from . import kernels, storage
 from .mih import MIHTables, choose_substrings, mih_topk, substrings
 
 METHODS = ("flat", "mih", "auto")
-CALIBRATION_QUERIES = 64  # queries ``auto`` times both methods on
-MIH_MARGIN = 0.9  # ``auto`` runs MIH only where it took under this fraction of the scan's time
+CALIBRATION_QUERIES = 128  # queries ``auto`` times both methods on
+MIH_MARGIN = 0.95  # ``auto`` runs MIH only where it took under this fraction of the scan's time
 
 
 class HammingIndex:
@@ -31,9 +31,9 @@ class HammingIndex:
     ``method="mih"``: multi-index hashing, sub-linear on clustered codes (m tables hold a copy of
     the codes each); falls back to the scan per query where that is cheaper. ``m`` substrings are
     chosen from the code length and database size unless given. ``n_threads`` caps the threads.
-    ``method="auto"``: for each k (by power-of-two buckets) times both on a sample of the queries it gets (64
-    of them, or 64 stored codes with 3% of their bits flipped when a call brings fewer) and keeps MIH where it
-    took under 0.9 of the scan's time, else the scan, until the index grows or shrinks by a quarter; learned
+    ``method="auto"``: for each k (by power-of-two buckets) times both on a sample of the queries it gets (128
+    of them, or 128 stored codes with 3% of their bits flipped when a call brings fewer) and keeps MIH where it
+    took under 0.95 of the scan's time, else the scan, until the index grows or shrinks by a quarter; learned
     codes that pile up at a few distances favour the scan, spread clustered codes MIH at small k. Results
     are identical whichever runs.
     """

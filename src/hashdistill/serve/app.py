@@ -131,6 +131,16 @@ def create_app(
     def decode(data: bytes, name: str) -> np.ndarray:
         return decode_image(data, name, limits.max_pixels)
 
+    max_body = int(limits.max_upload_mb * 2**20 * limits.max_files) + 2**20  # the files plus the form's own bytes
+
+    @app.middleware("http")
+    async def refuse_large_bodies(request: Request, call_next):
+        """A body announced larger than any valid request is refused before it is read."""
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > max_body:
+            return JSONResponse(status_code=413, content={"detail": f"request body of {int(length):,} bytes is over the limit"})
+        return await call_next(request)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         err = exc.errors()[0]
