@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -28,7 +26,7 @@ from hashdistill.config import load_config
 from hashdistill.export import CleanViewModel, OnnxEncoder, export_onnx
 from hashdistill.model import build_model
 from hashdistill.run import Run
-from hashdistill.tables import git_commit, results_table
+from hashdistill.tables import provenance, results_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -92,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"model": name, "input_size": size, "batch": batch, "torch_images_per_s": round(t, 1),
                              "onnx_images_per_s": round(o, 1), "speedup": round(o / t, 2), "sign_agreement": agree})  # fmt: skip
                 print(f"{name:>28} {size:>3} px batch {batch:>3}: torch {t:8.1f}/s  onnx {o:8.1f}/s  x{o / t:.2f}", flush=True)
-    command = "python benchmarks/" + " ".join(shlex.quote(a) for a in [Path(__file__).name, *(argv or sys.argv[1:])])
-    result = {"commit": git_commit(Path(__file__).parent), "command": command,
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} threads", "results": rows}  # fmt: skip
+    record = provenance(__file__, argv)
+    command = record["command"]
+    result = {**record, "machine": f"{record['machine']}, {args.threads} threads", "results": rows}
     path = args.out_dir / "encode.json"
     _io.write_json(path, result)
     cols = ["model", "input_size", "batch", "torch_images_per_s", "onnx_images_per_s", "speedup", "sign_agreement"]

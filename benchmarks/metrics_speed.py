@@ -9,9 +9,6 @@ Writes ``benchmarks/results/metrics-speed.{json,md}``; the goal is under 5 s on 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -21,7 +18,7 @@ import numpy as np
 from hashdistill import _io
 from hashdistill.data import load_protocol
 from hashdistill.metrics import evaluate_retrieval
-from hashdistill.tables import git_commit, results_table
+from hashdistill.tables import provenance, results_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -46,9 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     row = {"protocol": args.protocol, "queries": len(q), "database": len(db), "bits": args.bits,
            "best_seconds": round(min(times), 3), "median_seconds": round(float(np.median(times)), 3),
            "goal_seconds": 5.0, **out}  # fmt: skip
-    command = "python benchmarks/" + " ".join(shlex.quote(a) for a in [Path(__file__).name, *(argv or sys.argv[1:])])
-    result = {"benchmark": "metrics-speed", "command": command, "commit": git_commit(Path(__file__).parent),
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "runs": [row]}  # fmt: skip
+    result = {"benchmark": "metrics-speed", **provenance(__file__, argv), "runs": [row]}
+    command = result["command"]
     path = args.out_dir / "metrics-speed.json"
     _io.write_json(path, result)
     cols = ["protocol", "queries", "database", "bits", "best_seconds", "median_seconds", "goal_seconds"]

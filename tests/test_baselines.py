@@ -74,19 +74,24 @@ def test_hashnet_by_hand_with_continuation():
     assert HashNet.uses_logits  # the trainer hands it the pre-activation z
 
 
-def test_dch_by_hand():
+def _dch_by_hand(distance, similar_only: bool = False) -> float:
+    """DCH's loss on H, Y by hand, for a pairwise distance function and either weighting."""
     h, n, k, gamma = H.tolist(), len(H), 3, 20.0
     s = [[_same(Y, i, j) for j in range(n)] for i in range(n)]
     n_pos = sum(map(sum, s))
     total = 0.0
     for i in range(n):
         for j in range(n):
-            d = max(k / 2 * (1 - _cos(h[i], h[j])), k / 2 * 0.01)
-            w = n * n / n_pos if s[i][j] else n * n / (n * n - n_pos)
+            d = max(distance(h[i], h[j]), k / 2 * 0.01)
+            w = n * n / n_pos if s[i][j] else (1.0 if similar_only else n * n / (n * n - n_pos))
             total += w * (s[i][j] * math.log(d / gamma) + math.log(1 + gamma / d))
-    quant = sum(math.log(1 + k / 2 * (1 - _cos([abs(v) for v in row], [1.0] * k)) / gamma) for row in h) / n
-    got = DCH(bits=3)(H, None, Y)
-    assert got["loss"].item() == pytest.approx(total / n**2 + 0.1 * quant, rel=1e-5)
+    quant = sum(math.log(1 + distance([abs(v) for v in row], [1.0] * k) / gamma) for row in h) / n
+    return total / n**2 + 0.1 * quant
+
+
+def test_dch_by_hand():
+    cosine = lambda a, b: 3 / 2 * (1 - _cos(a, b))
+    assert DCH(bits=3)(H, None, Y)["loss"].item() == pytest.approx(_dch_by_hand(cosine), rel=1e-5)
 
 
 def test_dnnh_by_hand():
@@ -254,18 +259,9 @@ def test_csq_reports_its_centres_and_takes_the_authors_pairwise_term():
 
 def test_dch_authors_variant_by_hand():
     """``distance: euclidean`` (||h_i - h_j||^2 / 4) and ``weighting: similar`` (dissimilar pairs at weight 1)."""
-    h, n, k, gamma = H.tolist(), len(H), 3, 20.0
-    s = [[_same(Y, i, j) for j in range(n)] for i in range(n)]
-    n_pos = sum(map(sum, s))
-    total = 0.0
-    for i in range(n):
-        for j in range(n):
-            d = max(sum((a - b) ** 2 for a, b in zip(h[i], h[j])) / 4, k / 2 * 0.01)
-            w = n * n / n_pos if s[i][j] else 1.0
-            total += w * (s[i][j] * math.log(d / gamma) + math.log(1 + gamma / d))
-    quant = sum(math.log(1 + sum((abs(v) - 1) ** 2 for v in row) / 4 / gamma) for row in h) / n
-    got = DCH(bits=3, distance="euclidean", weighting="similar")(H, None, Y)
-    assert got["loss"].item() == pytest.approx(total / n**2 + 0.1 * quant, rel=1e-5)
+    quarter_squared = lambda a, b: sum((x - y) ** 2 for x, y in zip(a, b)) / 4
+    got = DCH(bits=3, distance="euclidean", weighting="similar")(H, None, Y)["loss"].item()
+    assert got == pytest.approx(_dch_by_hand(quarter_squared, similar_only=True), rel=1e-5)
 
 
 def test_cnnh_mse_variant():

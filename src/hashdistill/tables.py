@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +35,14 @@ def results_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
     head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
     return head + "".join("| " + " | ".join(fmt(c, r.get(c)) for c in columns) + " |\n" for r in rows)
+
+
+def provenance(script: str | Path, argv: list[str] | None = None) -> dict[str, str]:
+    """What a benchmark's results record: the command that made them, the commit and the machine."""
+    script = Path(script)
+    args = sys.argv[1:] if argv is None else argv
+    return {
+        "command": "python benchmarks/" + " ".join(shlex.quote(a) for a in [script.name, *args]),
+        "commit": git_commit(script.parent),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    }
