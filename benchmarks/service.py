@@ -28,6 +28,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from fastapi import FastAPI, Request, UploadFile
 from PIL import Image
 
 from hashdistill import _io
@@ -41,7 +42,6 @@ def baseline_app(run_dir: str):
     """FastAPI + torch eager (one image per request) + faiss IndexBinaryFlat over the run's database codes."""
     import faiss
     import torch
-    from fastapi import FastAPI, Request, UploadFile
 
     from hashdistill.codes import load_codes, pack
     from hashdistill.run import Run

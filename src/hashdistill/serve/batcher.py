@@ -1,8 +1,9 @@
 """Micro-batching: images from concurrent requests are encoded together.
 
-The first image to arrive opens a window of ``window_ms``; every image that arrives within it (up to
-``max_batch``) joins one call of the encoder, grouped by image size. ``window_ms = 0`` encodes each request on
-its own. ``benchmarks/service.py`` measures whether it pays.
+When other image searches are in flight (``arrived`` / ``left`` count them, from the request's start), the
+first image to reach the encoder opens a window of ``window_ms``, and every image that arrives within it (up
+to ``max_batch``) joins one call of the encoder, grouped by image size; a lone request is encoded at once.
+``window_ms = 0`` encodes each request on its own. ``benchmarks/service.py`` measures whether it pays.
 """
 
 from __future__ import annotations
@@ -21,9 +22,19 @@ class MicroBatcher:
         self._encode, self.window, self.max_batch = encode, window_ms / 1000, max_batch
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._in_flight, self._count_lock = 0, threading.Lock()
         if self.window > 0:
             self._thread = threading.Thread(target=self._run, name="hashdistill-batcher", daemon=True)
             self._thread.start()
+
+    def arrived(self) -> None:
+        """A search by image has started (it will reach ``encode`` after decoding its upload)."""
+        with self._count_lock:
+            self._in_flight += 1
+
+    def left(self) -> None:
+        with self._count_lock:
+            self._in_flight -= 1
 
     def encode(self, image: np.ndarray) -> np.ndarray:
         """One image's continuous code (blocks until its batch is encoded)."""
@@ -44,7 +55,7 @@ class MicroBatcher:
             if first is None:
                 return
             batch, deadline = [first], time.monotonic() + self.window
-            while len(batch) < self.max_batch:
+            while len(batch) < self.max_batch and (self._in_flight > len(batch) or not self._queue.empty()):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
