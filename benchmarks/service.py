@@ -3,7 +3,8 @@
 Servers (each its own process, one at a time): ``hashdistill serve`` over a copy of a collection (the demo's,
 69,000 fmnist-1k database items), with micro-batching and without (``--batch-window-ms 0``); and the anchor:
 FastAPI + the run's model in torch eager, one request at a time + faiss ``IndexBinaryFlat`` over the same
-codes. Clients: N threads (1, 8, 32) sharing a fixed count of requests; search by image (a query's PNG) and by
+codes, served by uvicorn as a plain ``pip install fastapi uvicorn`` runs it (h11, asyncio; ``hashdistill serve``
+uses httptools and uvloop, from its ``[serve]`` extra). Clients: N threads (1, 8, 32) sharing a fixed count of requests; search by image (a query's PNG) and by
 code (JSON). Then adds and searches at once for a fixed time, the server killed (SIGKILL) and restarted, and
 every acknowledged add looked up. Writes ``benchmarks/results/service.{json,md}``.
 
@@ -179,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_baseline:  # the anchor server's own process
         import uvicorn
 
-        uvicorn.run(baseline_app(str(args.run)), host="127.0.0.1", port=args.serve_baseline, log_level="warning")
+        # as `pip install fastapi uvicorn` runs it: the pure-Python HTTP parser (h11) on asyncio's loop
+        uvicorn.run(baseline_app(str(args.run)), host="127.0.0.1", port=args.serve_baseline, log_level="warning",
+                    http="h11", loop="asyncio")  # fmt: skip
         return 0
 
     from hashdistill.codes import load_codes, unpack

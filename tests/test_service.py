@@ -102,7 +102,7 @@ def test_search_by_image_codes_and_item(client, shapes):
             "fat.png: over the upload limit of 0.05 MB",
         ),
         (("post", "/search", {"json": {"codes": [1] * 10}}), 422, "codes: 10 signs, the collection holds 16-bit codes"),
-        (("post", "/search", {"json": {"codes": [2] * 16}}), 422, "codes.0: Input should be -1 or 1"),
+        (("post", "/search", {"json": {"codes": [2] * 16}}), 422, "codes: every sign must be -1 or 1"),
         (("post", "/search", {"json": {"id": 999999}}), 404, "no item 999999"),
         (("post", "/search", {"json": {"k": 3}}), 422, "give either codes or id"),
         (("get", "/items/999999", {}), 404, "no item 999999"),
@@ -215,12 +215,14 @@ def test_adds_and_searches_at_once_then_a_restart_finds_every_acknowledged_add(c
             col.remove([i])
 
 
-def test_api_fuzzed_from_its_openapi_schema_never_5xx(collection):
+def test_api_fuzzed_from_its_openapi_schema_never_5xx(collection, tmp_path):
     """Requests generated from the app's own OpenAPI schema (valid and invalid ones, every operation, with and
-    without the token): never a server error. Bounded: 25 examples per operation and mode."""
+    without the token): never a server error. Bounded: 25 examples per operation and mode. On a copy: valid
+    deletes do delete."""
     from hypothesis import given
 
-    col = Collection.open(collection)
+    shutil.copytree(collection, tmp_path / "copy")
+    col = Collection.open(tmp_path / "copy")
     app = create_app(col, TOKEN, limits=Limits(max_upload_mb=0.05, max_pixels=1_000_000, max_k=100))
     api = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [result.ok() for result in api.get_all_operations()]

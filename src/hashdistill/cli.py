@@ -367,7 +367,9 @@ def serve(
     limits = Limits(max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_k=max_k)
     typer.echo(f"serving {folder} ({len(col)} items) at http://{host}:{port}/  (writes: the bearer token in "
                f"{token_path}; reads: {'the token too' if private else 'open'})", err=True)  # fmt: skip
-    uvicorn.run(create_app(col, token, private, limits, batch_window_ms), host=host, port=port, log_level="warning")
+    # httptools and uvloop (the [serve] extra) where installed: uvicorn's fast HTTP parser and event loop
+    uvicorn.run(create_app(col, token, private, limits, batch_window_ms), host=host, port=port, log_level="warning",
+                http="auto", loop="auto")  # fmt: skip
 
 
 @app.command()

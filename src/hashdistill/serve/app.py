@@ -15,7 +15,7 @@ import time
 import warnings
 from contextlib import asynccontextmanager
 from importlib.resources import files
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, HTTPException, Path, Query, Request, UploadFile
@@ -58,7 +58,7 @@ class CodeSearch(BaseModel):
     """Search by a code (``codes``: the K signs of one code, -1 / +1) or by an item already in the collection (``id``)."""
 
     model_config = ConfigDict(extra="forbid")
-    codes: list[Literal[-1, 1]] | None = None
+    codes: list[int] | None = None  # K signs, -1 / +1 (checked with numpy: a per-item Literal is slow)
     id: ItemId | None = None
     k: int = 10
     radius: int | None = None
@@ -105,10 +105,10 @@ def create_app(
         if not hmac.compare_digest(given[7:].strip().encode(), token.encode()):
             raise HTTPException(403, "wrong bearer token")
 
-    def reader(request: Request) -> None:
+    async def reader(request: Request) -> None:  # async: FastAPI would run a plain def in its thread pool
         authorised(request, write=False)
 
-    def writer(request: Request) -> None:
+    async def writer(request: Request) -> None:
         authorised(request, write=True)
 
     def check_k(k: int, radius: int | None) -> None:
@@ -216,7 +216,10 @@ def create_app(
         else:
             if len(body.codes) != collection.bits:
                 raise HTTPException(422, f"codes: {len(body.codes)} signs, the collection holds {collection.bits}-bit codes")
-            codes = pack(np.array([body.codes], np.int8))
+            signs = np.array(body.codes, np.int64)
+            if not np.isin(signs, (-1, 1)).all():
+                raise HTTPException(422, "codes: every sign must be -1 or 1")
+            codes = pack(signs[None].astype(np.int8))
         # a search by code is a fraction of a millisecond: no thread hop
         return respond(collection.search(codes=codes, k=body.k, radius=body.radius)[0], t0)
 
