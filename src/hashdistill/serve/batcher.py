@@ -2,7 +2,8 @@
 
 When other image searches are in flight (``arrived`` / ``left`` count them, from the request's start), the
 first image to reach the encoder opens a window of ``window_ms``, and every image that arrives within it (up
-to ``max_batch``) joins one call of the encoder, grouped by image size; a lone request is encoded at once.
+to ``max_batch``) joins one call of the encoder, grouped by image size; a lone request is encoded at once, in
+its own thread.
 ``window_ms = 0`` encodes each request on its own. ``benchmarks/service.py`` measures whether it pays.
 """
 
@@ -38,7 +39,7 @@ class MicroBatcher:
 
     def encode(self, image: np.ndarray) -> np.ndarray:
         """One image's continuous code (blocks until its batch is encoded)."""
-        if self._thread is None:
+        if self._thread is None or (self._in_flight <= 1 and self._queue.empty()):  # alone: no queue hop
             return self._encode(image[None])[0]
         done: Future = Future()
         self._queue.put((image, done))
