@@ -109,6 +109,11 @@ def test_collection_items_ids_and_inputs(shapes_run, shapes, tmp_path):
     reopened.close()
     Collection.open(tmp_path / "c").close()
     assert not (tmp_path / "c" / "images" / "orphan.png").exists()
+    (tmp_path / "c" / "items.sqlite").write_bytes(b"not a database at all" * 100)
+    for f in (tmp_path / "c").glob("items.sqlite-*"):
+        f.unlink()
+    with pytest.raises(CollectionError, match=r"items.sqlite: not a readable item table \(file is not a database\)"):
+        Collection.open(tmp_path / "c")
 
 
 DURABILITY = """

@@ -42,7 +42,7 @@ from tqdm import tqdm
 from . import _io
 from .codes import as_packed, pack
 from .config import dump_config
-from .data.lists import IMAGE_EXTENSIONS, ImageList, at_size, read_images
+from .data.lists import ImageList, at_size, read_images
 from .index import HammingIndex
 from .run import Run
 
@@ -71,10 +71,13 @@ class ItemStore:
     """The item table in SQLite (WAL, synchronous FULL): each write is one transaction."""
 
     def __init__(self, path: Path) -> None:
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute(SCHEMA)
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise CollectionError(f"{path}: not a readable item table ({e})") from None
 
     def add(self, codes: np.ndarray, sources: list[str], labels: list[str | None]) -> np.ndarray:
         """Insert rows in one transaction; ids continue after the largest ever given (never reused)."""
@@ -420,12 +423,7 @@ class Collection:
     def _images(self, images: Any, store: bool) -> tuple[Any, list[str], list[str | None]]:
         """(images to encode, their sources, their labels) from any accepted input."""
         if isinstance(images, str | os.PathLike):
-            path = Path(images)
-            if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
-                lst = ImageList([path.resolve()], None, [], [str(path)])
-            else:
-                lst = read_images(path)
-            return self._list(lst)
+            return self._list(read_images(images))
         if isinstance(images, list | tuple) and images and all(isinstance(p, str | os.PathLike) for p in images):
             paths = [Path(p).resolve() for p in images]
             for p in paths:

@@ -20,7 +20,7 @@ import yaml
 from .augment import view_transforms
 from .codes import load_codes, pack
 from .config import Config, ConfigError, parse_config
-from .data.lists import IMAGE_EXTENSIONS, ImageList, read_list_file, read_unlabelled_folder
+from .data.lists import IMAGE_EXTENSIONS, read_images
 from .data.splits import SPLITS, Split, TrainingData, load_training_data
 from .model import HashModel, build_model, encode_images
 
@@ -144,17 +144,9 @@ class Run:
         if source in SPLITS:
             s: Split = self.data.split(source)
             return s.images, s.ids, s.labels
-        path = Path(source)
-        if path.is_dir():
-            lst = read_unlabelled_folder(path)
-        elif path.suffix.lower() in IMAGE_EXTENSIONS:
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: no such image")
-            lst = ImageList([path], None, [], [str(path)])
-        elif path.is_file():
-            lst = read_list_file(path)
-        else:
+        if not Path(source).exists() and Path(source).suffix.lower() not in IMAGE_EXTENSIONS:
             raise ValueError(f"{source}: not a split ({', '.join(SPLITS)}), an image, a folder or a list file")
+        lst = read_images(source)
         # colour reaches a grey-trained small CNN as it does in training (the CNN averages the channels)
         return lst.at_size(self.load_size), np.arange(len(lst)), lst.labels
 

@@ -198,11 +198,13 @@ def read_image_folder(root: str | os.PathLike, class_names: list[str] | None = N
 
 
 def folder_layout(path: str | os.PathLike) -> str:
-    """``list`` (a file), ``classes`` (a folder whose images all sit in sub-folders, one per class) or
-    ``unlabelled`` (a folder with images at its top level)."""
+    """``image`` (an image file), ``list`` (any other file), ``classes`` (a folder whose images all sit in
+    sub-folders, one per class) or ``unlabelled`` (a folder with images at its top level)."""
     path = Path(path)
     if path.is_file():
-        return "list"
+        return "image" if path.suffix.lower() in IMAGE_EXTENSIONS else "list"
+    if path.suffix.lower() in IMAGE_EXTENSIONS and not path.exists():
+        raise ListFileError(f"{path}: no such image")
     if not path.is_dir():
         raise ListFileError(f"{path}: no such list file or folder")
     top = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
@@ -213,9 +215,11 @@ def folder_layout(path: str | os.PathLike) -> str:
 def read_images(
     path: str | os.PathLike, root: str | os.PathLike | None = None, class_names: list[str] | None = None
 ) -> ImageList:
-    """Images named by ``path``: a list file (``root``: its image root), a class-per-folder tree (labelled
-    with ``class_names`` when given), or an unlabelled folder (``folder_layout``)."""
+    """Images named by ``path``: one image file, a list file (``root``: its image root), a class-per-folder
+    tree (labelled with ``class_names`` when given), or an unlabelled folder (``folder_layout``)."""
     layout = folder_layout(path)
+    if layout == "image":
+        return ImageList([Path(path).resolve()], None, [], [str(path)])
     if layout == "list":
         return read_list_file(path, root, class_names=class_names)
     if layout == "classes":
