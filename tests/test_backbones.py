@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from hashdistill._torchvision import ensure_torchvision
 from hashdistill.augment import ViewTransform, view_groups
 from hashdistill.backbones import BACKBONES, create_backbone
 from hashdistill.model import HashModel
@@ -74,3 +75,43 @@ def test_feature_spec_names_round_trip_and_bad_names_fail():
     )
     with pytest.raises(ValueError, match="BACKBONE@SIZE"):
         parse_feature_spec("mobilenet_v2")
+
+
+def test_a_backbone_is_built_for_its_input_size_or_names_the_smallest_that_works():
+    net, dim = create_backbone("vit_base_patch16_224", input_size=56)  # timm's img_size: 56 px works
+    with torch.no_grad():
+        assert net.eval()(torch.zeros(2, 3, 56, 56)).shape == (2, dim)
+    with pytest.raises(
+        ValueError, match=r"alexnet cannot take 56 x 56 input \(model.input_size\): the smallest that works is 63"
+    ):
+        create_backbone("alexnet", input_size=56)
+    net, _ = create_backbone("alexnet", input_size=63)
+    assert net.training  # the size check leaves the network as it found it
+
+
+def test_hub_weights_offline_fail_fast_with_the_offline_options():
+    """Without a network (CI), hub weights fail in one line naming what works offline, in seconds, not after
+    a minute of retries; where a network or a cached copy exists the weights simply load (skipped)."""
+    import socket
+    import time
+
+    import torchvision
+
+    from hashdistill.hub import timm_cached_file, torch_hub_file
+
+    ensure_torchvision()
+    for host in ("download.pytorch.org", "huggingface.co"):
+        try:
+            socket.create_connection((host, 443), timeout=3).close()
+            pytest.skip(f"{host} is reachable here")
+        except OSError:
+            pass
+    for name in ("resnet50", "vit_base_patch16_224"):
+        url = torchvision.models.get_model_weights(name).DEFAULT.url if name == "resnet50" else None
+        if (url and torch_hub_file(url).is_file()) or (not url and timm_cached_file(name)):
+            continue
+        t0 = time.perf_counter()
+        with pytest.raises(ValueError, match=rf"^{name}: its ImageNet weights are not cached and .* cannot be reached .*"
+                                             r"offline, pass model.pretrained=/path/to/weights.pth, or use mobilenet_v2"):  # fmt: skip
+            create_backbone(name, pretrained=True)
+        assert time.perf_counter() - t0 < 20

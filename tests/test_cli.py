@@ -63,6 +63,19 @@ def test_config_prints_the_resolved_config():
         "lambda_q": 0.0001,
         "pairwise_weight": 0.0,
     }
+    lines = r.stdout.splitlines()  # every key carries its help and default as a comment
+    assert "  lr: 0.001  # Adam's learning rate of the head (and proxies) (default 0.0003)" in lines
+    assert "  pairwise_weight: 0.0  # the authors' extra pairwise term's weight (0: off) (default 0.0)" in lines
+    assert all("  # " in x for x in lines)
+    values = [x for x in lines if not x.split("  # ")[0].endswith(":") and x.split(":")[0].strip() != "name"]
+    assert len(values) > 40 and all(x.endswith(")") and "(default " in x for x in values)
+
+
+def test_version():
+    from hashdistill import __version__
+
+    r = _cli("--version")
+    assert (r.returncode, r.stdout) == (0, f"hashdistill {__version__}\n")
 
 
 def test_index_build_and_search_from_baseline_codes(tmp_path):
@@ -74,7 +87,7 @@ def test_index_build_and_search_from_baseline_codes(tmp_path):
     idx = tmp_path / "db.hidx"
     r = runner.invoke(app, ["index", "build", str(codes / "32-database.npz"), "--out", str(idx), "--method", "mih"])
     assert r.exit_code == 0 and "69000 codes of 32 bits" in r.output
-    r = runner.invoke(app, ["search", str(idx), "--codes", str(codes / "32-query.npz"), "-k", "5", "--json"])
+    r = runner.invoke(app, ["index", "search", str(idx), "--codes", str(codes / "32-query.npz"), "-k", "5", "--json"])
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)
     assert len(res["results"]) == 1000 and res["results"][0]["query"] == 60000

@@ -1,8 +1,15 @@
+import re
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import array_shapes, arrays
 
-from hashdistill.codes import as_packed, binarize, bit_balance, hamming, pack, unpack
+from hashdistill.codes import CodesFileError, as_packed, binarize, bit_balance, hamming, load_codes, pack, unpack
 
 
 def test_binarize_sign_zero_is_plus_one():
@@ -54,3 +61,45 @@ def test_bit_balance():
     rng = np.random.default_rng(0)
     r = bit_balance(rng.choice([-1, 1], (20000, 32)))
     assert r.balance > 0.98 and r.mean_abs_correlation < 0.02
+
+
+_dtypes = st.sampled_from([np.uint8, np.int8, np.int32, np.int64, np.uint16, np.float16, np.float32, np.float64, np.bool_])
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(
+    codes=arrays(_dtypes, array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=17)),
+    ids=st.one_of(st.none(), arrays(st.sampled_from([np.int64, np.float64, np.uint8]), array_shapes(max_dims=2, max_side=17))),
+    npy=st.booleans(),
+)
+def test_the_codes_loader_gives_valid_codes_or_one_line_naming_the_file(codes, ids, npy):
+    """Any array a user saves loads as packed codes that mean what the array meant, or fails with a
+    ``CodesFileError`` naming the file; nothing else escapes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / ("c.npy" if npy else "c.npz")
+        np.save(path, codes) if npy else np.savez(path, codes=codes, **({} if ids is None else {"ids": ids}))
+        try:
+            packed, got_ids, _ = load_codes(path)
+        except CodesFileError as e:
+            assert str(e).startswith(f"{path}: ") and "\n" not in str(e)
+            return
+    assert packed.dtype == np.uint8 and packed.ndim == 2 and len(packed) == len(codes) > 0
+    if codes.dtype == np.uint8:
+        assert np.array_equal(packed, codes)  # packed bytes as they were
+    else:
+        signs = np.where(codes, 1, -1) if codes.dtype == np.bool_ else np.where(codes >= 0, 1, -1)  # sign(0) = +1
+        assert np.array_equal(unpack(packed), signs)
+        assert codes.dtype.kind != "f" or np.isfinite(codes).all()
+        assert codes.dtype.kind not in "iu" or set(np.unique(codes)) <= {-1, 1}
+    if ids is not None and not npy:
+        assert got_ids.dtype == np.int64 and np.array_equal(got_ids, ids) and ids.dtype.kind in "iu"
+
+
+@settings(max_examples=100, deadline=None, database=None, derandomize=True)
+@given(st.binary(max_size=300), st.sampled_from([b"", b"PK\x03\x04", b"\x93NUMPY"]))
+def test_the_codes_loader_refuses_random_bytes_in_one_line(data, magic):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.npz"
+        path.write_bytes(magic + data)
+        with pytest.raises(CodesFileError, match=rf"^{re.escape(str(path))}: "):
+            load_codes(path)

@@ -80,8 +80,13 @@ def test_validation_split_never_uses_queries(tmp_path):
         (
             ["data.limt_train=5"],
             "unknown key data.limt_train; known: protocol, train, query, database, root, load_size, "
-            "topk, limit_train, limit_query, limit_database, val_fraction, workers",
+            "topk, limit_train, limit_query, limit_database, val_fraction, workers, max_pixels, allow_outside_root",
         ),
+        (
+            ["name=../elsewhere"],
+            "name: the run folder's name: no '/' or '\\', not empty, not starting with '.', got '../elsewhere'",
+        ),
+        (["data.max_pixels=0"], "data.max_pixels: Input should be greater than 0, got 0"),
         (["data.limit_train=0"], "data.limit_train: Input should be greater than 0, got 0"),
         (["data.protocol=cifar"], "data.protocol: unknown protocol 'cifar'; known: fmnist-1k, mnist-1k, fmnist-outfits"),
         (["data.protocol=null"], "data: without data.protocol, data.train is needed (a list file or a folder of images)"),
@@ -162,7 +167,7 @@ def test_cli_train_encode_evaluate_index(tmp_path):
     folder.mkdir()
     for k, i in enumerate(p.database[:3]):
         Image.fromarray(p.images[i]).save(folder / f"{k}.png")
-    r = runner.invoke(app, ["encode", str(run), "--split", str(folder), "--out", str(tmp_path / "f.npz")])
+    r = runner.invoke(app, ["encode", str(run), "--images", str(folder), "--out", str(tmp_path / "f.npz")])
     assert r.exit_code == 0, r.output
     with np.load(tmp_path / "f.npz") as zf, np.load(run / "codes-database.npz") as saved:
         assert np.array_equal(zf["codes"], saved["codes"][:3])

@@ -1,5 +1,7 @@
 """``python -m hashdistill``."""
 
+import sys
+
 from .cli import main
 
-main()
+sys.exit(main())

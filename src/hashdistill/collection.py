@@ -27,7 +27,6 @@ import os
 import secrets
 import shutil
 import sqlite3
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -37,13 +36,14 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from . import _io
 from .codes import as_packed, pack
 from .config import dump_config
-from .data.lists import ImageList, at_size, read_images
+from .data.images import DEFAULT_MAX_PIXELS, at_size, decode_image
+from .data.lists import ImageList, read_images
 from .index import HammingIndex
+from .progress import progress_bar
 from .run import Run
 
 FORMAT = 1
@@ -168,6 +168,7 @@ class Collection:
     def __init__(self, path: Path, meta: dict[str, Any], encoder: Any, store: ItemStore, index: Any) -> None:
         self.path, self.meta, self.encoder, self.store, self.index = path, meta, encoder, store, index
         self.bits = int(meta["bits"])
+        self.max_pixels = DEFAULT_MAX_PIXELS  # images over it are refused from their header (data/images.py)
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ create / open
@@ -283,10 +284,11 @@ class Collection:
         batch, sources, _ = self._images(images, store=False)
         return pack(self._encode(batch, sources, thumbs=False))
 
-    def add(self, images: Any, labels: list[str | None] | None = None) -> np.ndarray:
-        """Encode and add images: a folder (class-per-folder or unlabelled), a list file, an image file or a
-        list of them, or a uint8 array (N, H, W[, C]) (stored inside the collection); returns their ids."""
-        batch, sources, found = self._images(images, store=True)
+    def add(self, images: Any, labels: list[str | None] | None = None, *, allow_outside_root: bool = False) -> np.ndarray:
+        """Encode and add images: a folder (class-per-folder or unlabelled), a list file (its paths inside its
+        folder unless ``allow_outside_root``), an image file or a list of them, or a uint8 array (N, H, W[, C])
+        (stored inside the collection); returns their ids."""
+        batch, sources, found = self._images(images, store=True, outside_root=allow_outside_root)
         labels = found if labels is None else list(labels)
         if len(labels) != len(sources):
             raise CollectionError(f"{len(sources)} images but {len(labels)} labels")
@@ -304,7 +306,7 @@ class Collection:
                 out[idx] = self.encoder.encode(np.stack([images[i] for i in idx]))
             return out
         parts, done = [], 0
-        bar = tqdm(total=len(images), desc="encoding", unit="img", disable=not sys.stderr.isatty(), leave=False)
+        bar = progress_bar(total=len(images), desc="encoding", unit="img")
         for x in images.batches(256):
             if thumbs:
                 for image, source in zip(x, sources[done : done + len(x)]):
@@ -420,10 +422,10 @@ class Collection:
             raise CollectionError(f"codes must be (n, {self.bits}) signs or (n, {self.bits // 8}) packed bytes, got {c.shape}")
         return as_packed(c)
 
-    def _images(self, images: Any, store: bool) -> tuple[Any, list[str], list[str | None]]:
+    def _images(self, images: Any, store: bool, outside_root: bool = False) -> tuple[Any, list[str], list[str | None]]:
         """(images to encode, their sources, their labels) from any accepted input."""
         if isinstance(images, str | os.PathLike):
-            return self._list(read_images(images))
+            return self._list(read_images(images, allow_outside_root=outside_root))
         if isinstance(images, list | tuple) and images and all(isinstance(p, str | os.PathLike) for p in images):
             paths = [Path(p).resolve() for p in images]
             for p in paths:
@@ -450,7 +452,11 @@ class Collection:
 
     def _list(self, lst: ImageList) -> tuple[ImageList, list[str], list[str | None]]:
         sources = [str(Path(p).resolve()) for p in lst.paths]
-        return lst.at_size(self.encoder.load_size), sources, _label_names(lst.labels, lst.class_names, len(lst))
+        return (
+            lst.at_size(self.encoder.load_size, max_pixels=self.max_pixels),
+            sources,
+            _label_names(lst.labels, lst.class_names, len(lst)),
+        )
 
     def _store_image(self, image: np.ndarray) -> str:
         """Write an image into the collection (PNG, named by its content hash) before its row is committed."""
@@ -482,17 +488,15 @@ def write_token(path: Path) -> str:
 
 def read_source(source: str, root: Path | None = None) -> np.ndarray:
     """The image a source names: a file, an image stored in the collection at ``root``, or a protocol item."""
-    from .data.lists import load_image
-
     if source.startswith(STORED):
-        return load_image(inside(Path(root), source.removeprefix(STORED)))
+        return decode_image(inside(Path(root), source.removeprefix(STORED)))
     parts = source.split(":")
     if len(parts) == 3 and parts[2].isdigit():
         from .data import PROTOCOLS, load_protocol
 
         if parts[0] in PROTOCOLS:
             return load_protocol(parts[0]).images[int(parts[2])]
-    return load_image(source)
+    return decode_image(source)
 
 
 def _is_file_source(source: str) -> bool:

@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )  # fmt: skip
 
+from .data.images import DEFAULT_MAX_PIXELS
 from .methods import MethodError, MethodParams, method_class, method_params, same_params
 
 
@@ -35,7 +36,7 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class DataConfig(Section):
@@ -45,17 +46,33 @@ class DataConfig(Section):
     Without query and database a run trains without evaluation."""
 
     protocol: str | None = "fmnist-1k"
+    """a benchmark protocol (docs/protocols.md); null to train on your own images (data.train)"""
     train: str | None = None
+    """your training images: a list file, a class-per-folder tree, or an unlabelled folder"""
     query: str | None = None
+    """your query images (with data.database: the run is scored on them)"""
     database: str | None = None
+    """your database images (with data.query)"""
     root: str | None = None
+    """the folder list-file paths are relative to (null: the list file's folder)"""
     load_size: PositiveInt = 256
-    topk: PositiveInt | None = None  # the K of mAP@K (default: the protocol's, 1000 for list files)
-    limit_train: PositiveInt | None = None  # only the first N of a split (quick experiments, tests)
+    """the side your image files are resized to when read"""
+    topk: PositiveInt | None = None
+    """the K of mAP@K (null: the protocol's, 1000 for your own images)"""
+    limit_train: PositiveInt | None = None
+    """only the first N training images (quick experiments, tests)"""
     limit_query: PositiveInt | None = None
+    """only the first N queries"""
     limit_database: PositiveInt | None = None
-    val_fraction: float = Field(0.0, ge=0, lt=1)  # a validation split carved from the training set
-    workers: NonNegativeInt = 0  # image-loading threads for list files (0: 4)
+    """only the first N database images"""
+    val_fraction: float = Field(0.0, ge=0, lt=1)
+    """a validation split carved from the training set (for schedule.select: best)"""
+    workers: NonNegativeInt = 0
+    """image-loading threads for list files (0: 4)"""
+    max_pixels: PositiveInt = DEFAULT_MAX_PIXELS
+    """larger images are refused from their header, before decoding (decompression bombs)"""
+    allow_outside_root: bool = False
+    """let list-file paths be absolute or climb out of the root with '..'"""
 
     @field_validator("protocol")
     @classmethod
@@ -91,12 +108,19 @@ class ModelConfig(Section):
     over cached features of many views."""
 
     bits: PositiveInt = 64
+    """code length K, a multiple of 8"""
     backbone: str = "small-cnn"
-    pretrained: bool | str = False  # true (offline package / hub) or a weights file
-    layer: int | None = None  # mobilenet_v2: cut after this block (pooled block features)
+    """the feature extractor (backbones.py: small-cnn, mobilenet_v2, efficientnet_lite0-2, alexnet, resnet50, vit, deit, swin)"""
+    pretrained: bool | str = False
+    """true (offline package / hub) or a weights file"""
+    layer: int | None = None
+    """mobilenet_v2: cut after this block (pooled block features)"""
     head_hidden: NonNegativeInt = 0
+    """a hidden ReLU layer of this width before the hash layer (0: none)"""
     mode: Literal["end-to-end", "cached"] = "end-to-end"
-    input_size: PositiveInt = 28  # the side the views are drawn at
+    """end-to-end trains the backbone; cached freezes a pretrained one over cached features of many views"""
+    input_size: PositiveInt = 28
+    """the side the views are drawn at"""
 
     @field_validator("bits")
     @classmethod
@@ -119,10 +143,14 @@ class AugmentConfig(Section):
     """The view groups (docs/algorithms/dhd.md): the student group T_S and the teacher group T_T (every
     probability x ``s_teacher``), drawn at ``model.input_size`` then centre-cropped by ``crop_ratio``."""
 
-    crop_ratio: float = Field(1.0, gt=0, le=1)  # the paper: 224/256 = 0.875
-    crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop's scale range (kornia's default)
+    crop_ratio: float = Field(1.0, gt=0, le=1)
+    """the centre crop after augmentation (the paper: 224/256 = 0.875)"""
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    """RandomResizedCrop's scale range (kornia's default)"""
     s_teacher: float = Field(0.5, ge=0, le=1)
-    views: PositiveInt = 8  # cached mode: teacher and student views computed per training image
+    """the teacher group T_T's strength: every augmentation probability of T_S times this"""
+    views: PositiveInt = 8
+    """cached mode: teacher and student views computed per training image"""
 
     @field_validator("crop_scale")
     @classmethod
@@ -136,9 +164,13 @@ class OptimConfig(Section):
     """Adam; the backbone's learning rate is ``lr x backbone_lr_mult``."""
 
     lr: float = Field(3.0e-4, gt=0)
+    """Adam's learning rate of the head (and proxies)"""
     backbone_lr_mult: float = Field(0.05, ge=0)
+    """the backbone's learning rate is lr times this"""
     weight_decay: float = Field(1.0e-5, ge=0)
+    """Adam's weight decay"""
     batch_size: PositiveInt = 128
+    """training images per step"""
 
 
 class ScheduleConfig(Section):
@@ -146,16 +178,24 @@ class ScheduleConfig(Section):
     validation mAP (needs ``data.val_fraction`` > 0; never looks at the queries)."""
 
     epochs: PositiveInt = 30
+    """training epochs"""
     warmup_epochs: NonNegativeInt = 1
+    """linear learning-rate warm-up before the cosine decay"""
     select: Literal["last", "best"] = "last"
+    """the weights kept: the last epoch's, or the best by validation mAP (needs data.val_fraction)"""
 
 
 class RuntimeConfig(Section):
     seed: int = 0
-    device: str = "auto"  # auto (cuda when available), cpu, cuda, cuda:N
-    amp: bool = True  # mixed precision on CUDA
+    """seeds the initial weights, the augmentations and the data order"""
+    device: str = "auto"
+    """auto (cuda when available), cpu, cuda, cuda:N"""
+    amp: bool = True
+    """mixed precision on CUDA"""
     num_threads: PositiveInt | None = None
-    feature_batch: PositiveInt = 256  # images per backbone pass when encoding or caching features
+    """CPU threads for torch (null: torch's default)"""
+    feature_batch: PositiveInt = 256
+    """images per backbone pass when encoding or caching features"""
 
     @field_validator("device")
     @classmethod
@@ -170,6 +210,7 @@ class Config(Section):
     with the method's own parameters)."""
 
     name: str | None = None
+    """the run folder's name (default: the config file's stem)"""
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     augment: AugmentConfig = AugmentConfig()
@@ -177,6 +218,13 @@ class Config(Section):
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, v: str | None) -> str | None:
+        if v is not None and (not v or v.startswith(".") or "/" in v or "\\" in v):
+            raise ValueError("the run folder's name: no '/' or '\\', not empty, not starting with '.'")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -286,6 +334,41 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
 
 def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+SECTION_HELP = {
+    "data": "what the run trains and is scored on", "model": "backbone -> hash head -> bits",
+    "augment": "the teacher and student views", "method": "the loss and its hyper-parameters (docs/algorithms/)",
+    "optim": "Adam", "schedule": "epochs, warm-up then cosine decay, the weights kept",
+    "runtime": "seed, device, threads", "pairs": "DistillHash's pairs: labelled, distilled, batched",
+}  # fmt: skip
+
+
+def explain_config(cfg: Config) -> str:
+    """The resolved config as YAML, every key followed by a comment with its help and default (``config show``)."""
+    lines: list[str] = []
+    _explain(cfg, 0, lines)
+    return "\n".join(lines) + "\n"
+
+
+def _explain(section: BaseModel, depth: int, lines: list[str]) -> None:
+    pad, values = "  " * depth, section.model_dump(mode="json")
+    for name, field in type(section).model_fields.items():
+        value = getattr(section, name)
+        if isinstance(value, BaseModel):
+            lines.append(f"{pad}{name}:  # {SECTION_HELP.get(name, field.description or '')}")
+            _explain(value, depth + 1, lines)
+            continue
+        note = field.description or ""
+        if not field.is_required() and name != "name":
+            note += f" (default {_inline(field.get_default(call_default_factory=True))})"
+        lines.append(f"{pad}{name}: {_inline(values[name])}" + (f"  # {note.strip()}" if note.strip() else ""))
+
+
+def _inline(value: Any) -> str:
+    """A value as one line of YAML flow style."""
+    value = list(value) if isinstance(value, tuple) else value
+    return yaml.safe_dump([value], default_flow_style=True, width=10**6).strip()[1:-1]
 
 
 # ---------------------------------------------------------------------- helpers

@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from ._io import atomic_write
 from .augment import view_groups
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, create_backbone
 from .data.sources import data_home
 from .data.splits import digest, take
+from .progress import progress_bar
 
 FEATURES_VERSION = 2  # bump when the views or their features change meaning (invalidates cached features)
 
@@ -52,7 +52,7 @@ def compute_features(
     """Features (N, D) float16 of transformed images, batch by batch."""
     out = []
     n = len(images)
-    for a in tqdm(range(0, n, batch), desc=desc, disable=not progress, leave=False):
+    for a in progress_bar(range(0, n, batch), enabled=progress, desc=desc):
         x = transform(take(images, np.arange(a, min(a + batch, n))).to(device))
         out.append(backbone(x).float().cpu().numpy().astype(np.float16))
     return np.concatenate(out)
@@ -127,7 +127,7 @@ def frozen_features(
     cache = FeatureCache({**key, **{k: str(spec[k]) if k == "pretrained" else spec[k] for k in parts}})
 
     def compute() -> np.ndarray:
-        net, _ = create_backbone(spec["backbone"], spec["pretrained"], layer=spec["layer"])
+        net, _ = create_backbone(spec["backbone"], spec["pretrained"], layer=spec["layer"], input_size=int(spec["input_size"]))
         clean = view_groups(
             int(spec["input_size"]), 0.0, crop_ratio=float(spec["crop_ratio"]), mean=IMAGENET_MEAN, std=IMAGENET_STD
         )[2]

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from .backbones import create_backbone
 from .data.splits import take
+from .progress import progress_bar
 
 if TYPE_CHECKING:
     from .config import Config
@@ -36,7 +36,8 @@ class HashModel(nn.Module):
     """Backbone + hash head (+ ``n_proxies`` Xavier-initialised trainable proxies, classes x K).
 
     ``backbone=None`` builds a head-only model over precomputed features of width ``feature_dim``
-    (the cached, frozen-backbone mode); ``layer`` cuts the backbone after a block (``create_backbone``).
+    (the cached, frozen-backbone mode); ``layer`` cuts the backbone after a block and ``input_size`` is the side
+    of the images it sees (``create_backbone``).
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class HashModel(nn.Module):
         feature_dim: int | None = None,
         layer: int | None = None,
         hidden: int = 0,
+        input_size: int | None = None,
     ) -> None:
         super().__init__()
         if backbone is None:
@@ -55,7 +57,7 @@ class HashModel(nn.Module):
                 raise ValueError("a head-only HashModel needs feature_dim")
             self.backbone, dim = None, feature_dim
         else:
-            self.backbone, dim = create_backbone(backbone, pretrained, layer=layer)
+            self.backbone, dim = create_backbone(backbone, pretrained, layer=layer, input_size=input_size)
         self.bits, self.feature_dim = bits, dim
         self.head = HashHead(dim, bits, hidden)
         self.proxies = nn.Parameter(torch.empty(n_proxies, bits)) if n_proxies else None
@@ -77,7 +79,7 @@ def build_model(cfg: Config, n_proxies: int = 0, feature_dim: int | None = None)
     m = cfg.model
     if feature_dim is not None:
         return HashModel(m.bits, None, n_proxies=n_proxies, feature_dim=feature_dim, hidden=m.head_hidden)
-    return HashModel(m.bits, m.backbone, m.pretrained, n_proxies, layer=m.layer, hidden=m.head_hidden)
+    return HashModel(m.bits, m.backbone, m.pretrained, n_proxies, layer=m.layer, hidden=m.head_hidden, input_size=m.input_size)
 
 
 @torch.inference_mode()
@@ -91,7 +93,7 @@ def encode_batch(model: nn.Module, transform: nn.Module, x: torch.Tensor, batch:
 
 def encode_images(model: nn.Module, clean: nn.Module, images: Any, batch: int = 256, progress: bool = False) -> np.ndarray:
     """Continuous codes of images (a uint8 array, or an ``ImageList`` read batch by batch) through a model."""
-    starts = tqdm(range(0, len(images), batch), disable=not progress, leave=False, desc="encoding")
+    starts = progress_bar(range(0, len(images), batch), enabled=progress, desc="encoding")
     return np.concatenate(
         [encode_batch(model, clean, take(images, np.arange(a, min(a + batch, len(images)))), batch) for a in starts]
     )

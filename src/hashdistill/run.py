@@ -17,11 +17,12 @@ import numpy as np
 import torch
 import yaml
 
+from ._io import load_tensors
 from .augment import view_transforms
 from .codes import load_codes, pack
 from .config import Config, ConfigError, parse_config
-from .data.lists import IMAGE_EXTENSIONS, read_images
-from .data.splits import SPLITS, Split, TrainingData, load_training_data
+from .data.lists import read_images
+from .data.splits import Split, TrainingData, load_training_data
 from .model import HashModel, build_model, encode_images
 
 
@@ -57,21 +58,28 @@ class Run:
             raw = yaml.safe_load(cfg_path.read_bytes().decode("utf-8"))
         except (UnicodeDecodeError, yaml.YAMLError) as e:
             raise RunError(f"{cfg_path}: unreadable config ({str(e).splitlines()[0]})") from None
+        missing = [s for s in ("data", "model", "method") if not isinstance(raw, dict) or s not in raw]
+        if missing:
+            raise RunError(f"{cfg_path}: not a run's config (no {', '.join(missing)}; training writes every section)")
         try:
             config = parse_config(raw, str(cfg_path))
         except ConfigError as e:
             raise RunError(f"{cfg_path}: {e}") from None
         best = path / "best.pt"
         use_best = config.schedule.select == "best" and best.is_file()
-        weights = _load_tensors(best) if use_best else _load_tensors(ckpt).get("model")
+        weights = load_tensors(best if use_best else ckpt)
+        if not use_best:
+            weights = weights.get("model") if isinstance(weights, dict) else None
         if not isinstance(weights, dict):
             raise RunError(f"{ckpt}: no model weights")
         proxies = weights.get("proxies")
         model = build_model(config, proxies.shape[0] if isinstance(proxies, torch.Tensor) else 0)
         try:  # cached mode: the checkpoint holds the head (and proxies); the backbone is the frozen one
             model.load_state_dict(weights, strict=config.model.mode != "cached")
-        except RuntimeError as e:
-            raise RunError(f"{ckpt}: the weights do not fit the run's config ({str(e).splitlines()[0]})") from None
+        except RuntimeError as e:  # torch's first line is a heading; the second says what differs
+            lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+            detail = (lines[1] if len(lines) > 1 else lines[0] if lines else "")[:160]
+            raise RunError(f"{ckpt}: the weights do not fit the run's config ({detail})") from None
         return cls(path, config, model.to(device).eval(), device)
 
     @property
@@ -138,23 +146,18 @@ class Run:
             self._codes[split] = codes
         return self._codes[split]
 
-    def images(self, source: str) -> tuple[Any, np.ndarray, np.ndarray | None]:
-        """(images, ids, labels) to encode: one of the run's splits, or an image file, a folder of images or
-        a list file; files are read as the run's own images were (``load_size``)."""
-        if source in SPLITS:
-            s: Split = self.data.split(source)
-            return s.images, s.ids, s.labels
-        if not Path(source).exists() and Path(source).suffix.lower() not in IMAGE_EXTENSIONS:
-            raise ValueError(f"{source}: not a split ({', '.join(SPLITS)}), an image, a folder or a list file")
-        lst = read_images(source)
+    def split_images(self, split: str) -> tuple[Any, np.ndarray, np.ndarray | None]:
+        """(images, ids, labels) of one of the run's splits (train, query, database)."""
+        s: Split = self.data.split(split)
+        return s.images, s.ids, s.labels
+
+    def read_images(
+        self, path: str | os.PathLike, allow_outside_root: bool = False, max_pixels: int | None = None
+    ) -> tuple[Any, np.ndarray, np.ndarray | None]:
+        """(images, positions, labels or ``None``) of your files: an image file, a folder of images, or a list
+        file (labelled or not), read as the run's own images were (``load_size``; ``data.max_pixels`` unless
+        ``max_pixels``)."""
+        limit = max_pixels or self.config.data.max_pixels
+        lst = read_images(path, allow_outside_root=allow_outside_root, max_pixels=limit)
         # colour reaches a grey-trained small CNN as it does in training (the CNN averages the channels)
         return lst.at_size(self.load_size), np.arange(len(lst)), lst.labels
-
-
-def _load_tensors(path: Path) -> Any:
-    """A torch file of tensors and plain values only (``weights_only=True``: no code runs on load)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RunError(f"{path}: not a loadable weights file ({first[:200]})") from None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,7 @@ from .features import FEATURES_VERSION, FeatureCache, frozen_features, images_ke
 from .methods import HashingMethod, TrainingContext, create_method
 from .metrics import mean_average_precision
 from .model import HashModel, build_model, encode_images
+from .progress import progress_bar
 
 
 def resolve_device(name: str) -> str:
@@ -150,7 +152,9 @@ class Trainer:
     def _prepare_cached(self, n_proxies: int) -> HashModel:
         """Frozen-backbone features of the training views (computed once), and a head-only model over them."""
         c = self.cfg
-        backbone, dim = create_backbone(c.model.backbone, c.model.pretrained, layer=c.model.layer)
+        backbone, dim = create_backbone(
+            c.model.backbone, c.model.pretrained, layer=c.model.layer, input_size=c.model.input_size
+        )
         self.backbone = backbone.to(self.device).eval()
         cache = FeatureCache(self._feature_key("train-views", self.fit_split))
         # student views only for a loss that sees them (or trains on them): each view costs a backbone pass
@@ -193,7 +197,7 @@ class Trainer:
 
     def _log(self, text: str) -> None:
         if self.progress:
-            tqdm.write(text)
+            tqdm.write(text, file=sys.stderr)  # stdout is for results (train prints its metrics as JSON)
 
     # ---------------------------------------------------------------- training
     def fit(self, resume: bool = False, callback: Callable[[int, int], None] | None = None) -> dict[str, Any]:
@@ -206,7 +210,7 @@ class Trainer:
         start, best, train_seconds = 0, -1.0, 0.0
         ckpt, log_path = self.run_dir / "checkpoint.pt", self.run_dir / "log.jsonl"
         if resume and ckpt.is_file():
-            state = torch.load(ckpt, map_location=self.device, weights_only=True)
+            state = _io.load_tensors(ckpt, self.device)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -224,9 +228,7 @@ class Trainer:
             sums: dict[str, float] = {}
             seen = 0
             batches = self.method.batches(order, c.optim.batch_size, rng)
-            bar = tqdm(
-                batches, total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", disable=not self.progress, leave=False
-            )
+            bar = progress_bar(batches, enabled=self.progress, total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}")
             for step, idx in enumerate(bar):
                 self.method.on_step(epoch * self.steps_per_epoch + step)
                 parts = self.step(idx, rng)
@@ -253,7 +255,7 @@ class Trainer:
             }  # fmt: skip
             _io.atomic_write(ckpt, lambda f, state=state: torch.save(state, f))
         if c.schedule.select == "best" and (self.run_dir / "best.pt").is_file():
-            self.model.load_state_dict(torch.load(self.run_dir / "best.pt", map_location=self.device, weights_only=True))
+            self.model.load_state_dict(_io.load_tensors(self.run_dir / "best.pt", self.device))
         return self.finish(train_seconds)
 
     def step(self, idx: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
@@ -338,5 +340,7 @@ def _truncate_log(path: Path, epochs: int) -> None:
 
 
 def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = False, progress: bool = True, **kw: Any) -> dict[str, Any]:
-    """Train a run into ``run_dir`` and return its metrics (``Trainer(cfg, run_dir).fit(resume)``)."""
-    return Trainer(cfg, run_dir, progress).fit(resume, **kw)
+    """Train a run into ``run_dir`` and return its metrics (``Trainer(cfg, run_dir).fit(resume)``). A run that
+    fails before its first checkpoint leaves no folder behind; a later failure leaves one ``--resume`` continues."""
+    with _io.removed_on_failure(run_dir, keep=lambda d: (d / "checkpoint.pt").is_file()):
+        return Trainer(cfg, run_dir, progress).fit(resume, **kw)

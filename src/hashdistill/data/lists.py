@@ -1,13 +1,16 @@
 """User image collections: DHD / DeepHash-pytorch list files, class-per-folder trees, unlabelled folders.
 
 A list file has one image per line: a path relative to an image root, then one 0/1 column per
-class (``train/n01440764/x.JPEG 0 1 0 ...``). Errors name the file and line.
+class (``train/n01440764/x.JPEG 0 1 0 ...``), or no columns (unlabelled). Lines are read from the
+right, so paths may contain spaces. A path that is absolute or leaves the root (``..``) is refused
+unless ``allow_outside_root``. Errors name the file and line.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -15,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, at_size, decode_image
 
 
 class ListFileError(ValueError):
@@ -39,13 +41,14 @@ class ImageList:
     origins: list[str] = field(default_factory=list)  # "file:line" (or the path) per image, for errors
     size: int | None = None  # the side images are resized to when indexed
     workers: int = 4
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused from their header (data/images.py)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def load(self, i: int, mode: str = "RGB") -> np.ndarray:
         """Image ``i`` as a uint8 array (H, W, 3) for RGB, (H, W) for L."""
-        return load_image(self.paths[i], mode, self.origins[i] if self.origins else str(self.paths[i]))
+        return decode_image(self.paths[i], self.origins[i] if self.origins else None, self.max_pixels, mode)
 
     def fingerprint(self) -> str:
         """A short hash of the files (path, size, modification time): a changed or replaced image changes it."""
@@ -58,9 +61,9 @@ class ImageList:
                 h.update(f"{path}\0missing\n".encode())
         return h.hexdigest()[:12]
 
-    def at_size(self, size: int | None, workers: int | None = None) -> ImageList:
+    def at_size(self, size: int | None, workers: int | None = None, max_pixels: int | None = None) -> ImageList:
         """The same images, resized to ``size`` x ``size`` when read (``None``: each at its own size)."""
-        return replace(self, size=size, workers=max(1, workers or self.workers))
+        return replace(self, size=size, workers=max(1, workers or self.workers), max_pixels=max_pixels or self.max_pixels)
 
     def _read(self, i: int) -> np.ndarray:
         return at_size(self.load(int(i)), self.size)
@@ -88,83 +91,88 @@ class ImageList:
                         start = i
 
 
-def at_size(image: np.ndarray, size: int | None) -> np.ndarray:
-    """An image resized to ``size`` x ``size`` (bilinear), as files are read for a run; ``None``: unchanged."""
-    if size is None or image.shape[:2] == (size, size):
-        return image
-    flat = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
-    return np.asarray(Image.fromarray(flat).resize((size, size), Image.BILINEAR))
-
-
-def load_image(path: str | os.PathLike, mode: str = "RGB", origin: str | None = None) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert(mode))
-    except FileNotFoundError:
-        raise ListFileError(f"{origin or path}: image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ListFileError(f"{origin or path}: unreadable image {path} ({e})") from None
-
-
 def read_list_file(
     list_file: str | os.PathLike,
     root: str | os.PathLike | None = None,
     *,
     check: str = "exists",
     class_names: list[str] | None = None,
+    allow_outside_root: bool = False,
 ) -> ImageList:
-    """Read a DHD-format list file; ``root`` defaults to the list file's folder.
+    """Read a DHD-format list file (labelled or not); ``root`` defaults to the list file's folder.
 
-    ``check``: ``"none"``, ``"exists"`` (every image file exists) or ``"open"`` (every image opens).
+    ``check``: ``"none"``, ``"exists"`` (every image file exists) or ``"open"`` (every image decodes).
     """
     if check not in ("none", "exists", "open"):
         raise ValueError(f"check must be none, exists or open, got {check!r}")
     list_file = Path(list_file)
     root = Path(root) if root is not None else list_file.parent
     try:
-        lines = list_file.read_text().splitlines()
+        lines = list_file.read_bytes().decode("utf-8").splitlines()
     except FileNotFoundError:
         raise ListFileError(f"{list_file}: list file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ListFileError(f"{list_file}: unreadable list file ({e})") from None
-
-    paths, rows, origins = [], [], []
-    n_classes = None
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    except UnicodeDecodeError as e:
+        raise ListFileError(f"{list_file}: not UTF-8 text (byte {e.start}); is it an image or a binary file?") from None
+    except OSError as e:
+        raise ListFileError(f"{list_file}: unreadable list file ({e.strerror or e})") from None
+    entries, labels = parse_list(lines, str(list_file), None if class_names is None else len(class_names))
+    paths, origins = [], []
+    for lineno, name in entries:
         origin = f"{list_file}:{lineno}"
-        name, *cols = line.split()
-        if n_classes is None:
-            n_classes = len(cols)
-            if n_classes == 0:
-                raise ListFileError(f"{origin}: no label columns after the image path")
-        if len(cols) != n_classes:
-            raise ListFileError(f"{origin}: expected {n_classes} label columns, found {len(cols)}")
-        if any(c not in ("0", "1") for c in cols):
-            raise ListFileError(f"{origin}: label columns must be 0 or 1, got {' '.join(cols)}")
-        path = root / name
+        path = _under_root(root, name, origin, allow_outside_root)
         if check != "none" and not path.is_file():
-            raise ListFileError(f"{origin}: image not found: {path}")
+            hint = " (a line with more label columns than the others?)" if name.endswith((" 0", " 1")) else ""
+            raise ListFileError(f"{origin}: image not found: {path}{hint}")
         if check == "open":
-            _verify(path, origin)
+            decode_image(path, origin)
         paths.append(path)
-        rows.append([c == "1" for c in cols])
         origins.append(origin)
-    if not paths:
-        raise ListFileError(f"{list_file}: empty list file (no images)")
-    if class_names is not None and len(class_names) != n_classes:
-        raise ListFileError(f"{list_file}: {n_classes} label columns but {len(class_names)} class names")
-    names = class_names or [str(i) for i in range(n_classes or 0)]
-    return ImageList(paths, np.array(rows, dtype=np.uint8), names, origins)
+    n_classes = 0 if labels is None else labels.shape[1]
+    names = class_names or [str(i) for i in range(n_classes)]
+    return ImageList(paths, labels, names if n_classes else [], origins)
 
 
-def _verify(path: Path, origin: str) -> None:
-    try:
-        with Image.open(path) as im:
-            im.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ListFileError(f"{origin}: unreadable image {path} ({e})") from None
+def parse_list(lines: list[str], origin: str, n_classes: int | None = None) -> tuple[list[tuple[int, str]], np.ndarray | None]:
+    """The (line number, image path) entries and the multi-hot labels (``None`` when unlabelled) of a list
+    file's lines. The label columns are the 0/1 tokens that end every line (``n_classes`` of them when
+    given, else as many as most lines have); each line is split from the right, so paths keep their spaces."""
+    entries = [(i, line.strip()) for i, line in enumerate(lines, 1) if line.strip()]
+    if not entries:
+        raise ListFileError(f"{origin}: empty list file (no images)")
+    if n_classes is None:  # the count most lines end with: a line with fewer is the one named in the error
+        counts = Counter(_trailing_bits(text) for _, text in entries)
+        n_classes = max(counts, key=lambda c: (counts[c], -c))
+    out, rows = [], []
+    for lineno, text in entries:
+        parts = text.rsplit(None, n_classes) if n_classes else [text]
+        cols = parts[1:]
+        if len(parts) != n_classes + 1 or _trailing_bits(text) < n_classes:
+            tail = text.split()[1:][-n_classes:]
+            if len(tail) == n_classes and any(c not in ("0", "1") for c in tail):
+                raise ListFileError(f"{origin}:{lineno}: label columns must be 0 or 1, got {' '.join(tail)}")
+            found = _trailing_bits(text)
+            raise ListFileError(f"{origin}:{lineno}: expected {n_classes} label columns, found {found} (an image path, "
+                                f"then one 0/1 column per class)")  # fmt: skip
+        out.append((lineno, parts[0]))
+        rows.append([c == "1" for c in cols])
+    return out, (np.array(rows, dtype=np.uint8) if n_classes else None)
+
+
+def _trailing_bits(text: str) -> int:
+    """How many whitespace-separated 0/1 tokens end ``text`` (leaving at least one token for the path)."""
+    tokens = text.split()
+    n = 0
+    while n < len(tokens) - 1 and tokens[-1 - n] in ("0", "1"):
+        n += 1
+    return n
+
+
+def _under_root(root: Path, name: str, origin: str, allow_outside_root: bool) -> Path:
+    """``root / name``, refusing a name that is absolute or climbs out of ``root`` unless allowed."""
+    if not allow_outside_root and (Path(name).is_absolute() or os.path.normpath(name).split(os.sep)[0] == ".."):
+        raise ListFileError(f"{origin}: {name} lies outside the image root {root} (absolute or '..'); "
+                            "allow it with --allow-outside-root (data.allow_outside_root)")  # fmt: skip
+    return root / name
 
 
 def _images_under(folder: Path) -> list[Path]:
@@ -213,18 +221,26 @@ def folder_layout(path: str | os.PathLike) -> str:
 
 
 def read_images(
-    path: str | os.PathLike, root: str | os.PathLike | None = None, class_names: list[str] | None = None
+    path: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    class_names: list[str] | None = None,
+    *,
+    allow_outside_root: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> ImageList:
     """Images named by ``path``: one image file, a list file (``root``: its image root), a class-per-folder
     tree (labelled with ``class_names`` when given), or an unlabelled folder (``folder_layout``)."""
     layout = folder_layout(path)
     if layout == "image":
-        return ImageList([Path(path).resolve()], None, [], [str(path)])
-    if layout == "list":
-        return read_list_file(path, root, class_names=class_names)
-    if layout == "classes":
-        return read_image_folder(path, class_names)
-    return read_unlabelled_folder(path)
+        image = Path(path).resolve()
+        found = ImageList([image], None, [], [str(image)])
+    elif layout == "list":
+        found = read_list_file(path, root, class_names=class_names, allow_outside_root=allow_outside_root)
+    elif layout == "classes":
+        found = read_image_folder(path, class_names)
+    else:
+        found = read_unlabelled_folder(path)
+    return replace(found, max_pixels=max_pixels)
 
 
 def read_unlabelled_folder(root: str | os.PathLike) -> ImageList:

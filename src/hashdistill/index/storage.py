@@ -21,6 +21,8 @@ from .._io import atomic_write
 
 MAGIC = b"HDISTIDX"
 VERSION = 1
+MAX_HEADER = 1 << 20  # bytes: a header is a few dozen
+MAX_BITS = 4096
 _PREFIX = struct.Struct("<8sII")
 
 
@@ -46,31 +48,67 @@ def write_index(path: str | os.PathLike, header: dict[str, Any], packed: np.ndar
 
 
 def read_index(path: str | os.PathLike) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """(header, packed codes, ids) of an index file. The magic, version, header fields and file size are checked
+    before the codes are read; the checksum after."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            prefix = f.read(_PREFIX.size)
+            if len(prefix) < _PREFIX.size or prefix[:8] != MAGIC:
+                raise IndexFileError(f"{path}: not a hashdistill index file")
+            _, version, head_len = _PREFIX.unpack(prefix)
+            if version != VERSION:
+                raise IndexFileError(f"{path}: index format version {version}, this hashdistill reads version {VERSION}")
+            if head_len > min(MAX_HEADER, size - _PREFIX.size):
+                raise IndexFileError(f"{path}: damaged index header (length {head_len})")
+            header = _check_header(path, f.read(head_len))
+            n, bits = header["n"], header["bits"]
+            start = _PREFIX.size + head_len
+            expected = start + n * bits // 8 + n * 8 + 32
+            if size != expected:
+                what = "truncated" if size < expected else "has trailing data"
+                raise IndexFileError(f"{path}: index file {what} ({size} bytes, expected {expected})")
+            f.seek(0)
+            data = f.read()
     except FileNotFoundError:
         raise IndexFileError(f"{path}: no such index file") from None
+    except IsADirectoryError:
+        raise IndexFileError(f"{path}: a folder, not an index file") from None
     except OSError as e:
-        raise IndexFileError(f"{path}: unreadable index file ({e})") from None
-    if len(data) < _PREFIX.size or data[:8] != MAGIC:
-        raise IndexFileError(f"{path}: not a hashdistill index file")
-    _, version, head_len = _PREFIX.unpack_from(data)
-    if version != VERSION:
-        raise IndexFileError(f"{path}: index format version {version}, this hashdistill reads version {VERSION}")
-    try:
-        header = json.loads(data[_PREFIX.size : _PREFIX.size + head_len])
-        n, bits = int(header["n"]), int(header["bits"])
-    except (ValueError, KeyError, TypeError):
-        raise IndexFileError(f"{path}: damaged index header") from None
-    start = _PREFIX.size + head_len
-    code_len, id_len = n * bits // 8, n * 8
-    expected = start + code_len + id_len + 32
-    if len(data) != expected:
-        what = "truncated" if len(data) < expected else "has trailing data"
-        raise IndexFileError(f"{path}: index file {what} ({len(data)} bytes, expected {expected})")
+        raise IndexFileError(f"{path}: unreadable index file ({e.strerror or e})") from None
     if hashlib.sha256(data[:-32]).digest() != data[-32:]:
         raise IndexFileError(f"{path}: index file corrupt (checksum mismatch)")
+    code_len = n * bits // 8
     packed = np.frombuffer(data, np.uint8, code_len, start).reshape(n, bits // 8)
     ids = np.frombuffer(data, "<i8", n, start + code_len).astype(np.int64)
     return header, packed, ids
+
+
+def _check_header(path: Path, raw: bytes) -> dict[str, Any]:
+    """The header's fields, each of the right type and range, or one ``IndexFileError`` line naming the field."""
+    from .hamming import METHODS
+
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise IndexFileError(f"{path}: damaged index header (not JSON)") from None
+    if not isinstance(header, dict):
+        raise IndexFileError(f"{path}: damaged index header (not a JSON object)")
+    checks = {
+        "n": lambda v: _int(v) and v >= 0,
+        "bits": lambda v: _int(v) and 0 < v <= MAX_BITS and v % 8 == 0,
+        "method": lambda v: v in METHODS,
+        "m": lambda v: v is None or (_int(v) and v > 0),
+        "next_id": lambda v: _int(v) and v >= 0,
+    }
+    for key, ok in checks.items():
+        if key not in header and key in ("m", "next_id"):
+            continue
+        if key not in header or not ok(header[key]):
+            raise IndexFileError(f"{path}: damaged index header ({key}: {header.get(key, 'missing')!r})")
+    return header
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)

@@ -30,12 +30,16 @@ class MethodParams(BaseModel):
     (``teacher``: T_T, or ``student``: T_S, Table 3's "-SdH").
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     name: str = ""
+    """the method (docs/algorithms/): dhd, distillhash, hashnet, csq, dch, dpn, dhn, dnnh, cnnh, and ablations"""
     self_distill: bool = False
+    """add DHD's self-distillation term (Eq. 2) to the method's loss (Table 3's +SdH)"""
     self_distill_weight: float = Field(0.1, ge=0)
+    """the weight of the self-distillation term"""
     train_view: Literal["teacher", "student"] = "teacher"
+    """the view a one-view method trains on: teacher (T_T) or student (T_S)"""
 
 
 @dataclass

@@ -65,7 +65,9 @@ class CNNHParams(MethodParams):
     codes (CNNH+ adds class-label outputs, not reproduced)."""
 
     sweeps: int = Field(10, gt=0)
+    """coordinate-descent sweeps of stage 1's code factorisation"""
     loss: Literal["l1", "mse"] = "l1"
+    """stage 2's regression of the codes: l1 or mse"""
 
 
 class CNNH(HashingMethod):

@@ -86,7 +86,9 @@ class CSQParams(MethodParams):
     BCE + 0.2 x pairwise + 0.05 x quantization: ``pairwise_weight: 0.2, lambda_q: 0.05``."""
 
     lambda_q: float = Field(1e-4, ge=0)
+    """the quantization term's weight"""
     pairwise_weight: float = Field(0.0, ge=0)
+    """the authors' extra pairwise term's weight (0: off)"""
 
 
 class CSQ(HashingMethod):

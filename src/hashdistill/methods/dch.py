@@ -31,9 +31,13 @@ class DCHParams(MethodParams):
     at weight 1 (``weighting: similar``), and by default no quantization term (``lambda_q: 0``)."""
 
     gamma: float = Field(20.0, gt=0)
+    """the Cauchy distribution's scale (Eq. 6)"""
     lambda_q: float = Field(0.1, ge=0)
+    """the Cauchy quantization term's weight"""
     distance: Literal["cosine", "euclidean"] = "cosine"
+    """cosine (the paper) or euclidean (the authors' code)"""
     weighting: Literal["balanced", "similar"] = "balanced"
+    """balanced (both kinds of pair) or similar (only similar pairs up-weighted)"""
 
 
 class DCH(HashingMethod):

@@ -67,10 +67,15 @@ class DHDParams(MethodParams):
     proxies, as the paper's text says (the official code does not)."""
 
     temperature: float = Field(0.2, gt=0)
+    """tau of the proxy softmax (Eq. 3)"""
     lambda1: float = Field(0.1, ge=0)
+    """the self-distillation term's weight (Eq. 5)"""
     lambda2: float = Field(0.1, ge=0)
+    """the BCE quantization term's weight (Eq. 5)"""
     sigma: float = Field(0.5, gt=0)
+    """sigma of the BCE quantization (Eq. 4)"""
     quantize_proxies: bool = False
+    """also quantize the proxies with L_bce-Q (the paper's text; not the official code)"""
 
 
 class DHD(HashingMethod):

@@ -21,7 +21,9 @@ class DHNParams(MethodParams):
     code (thulab/DeepHash, model/dhn) uses the squared quantization error and class-balance weights."""
 
     alpha: float = Field(0.5, gt=0)
+    """the sigmoid's scale of the pairwise likelihood"""
     lambda_q: float = Field(0.1, ge=0)
+    """the log cosh quantization term's weight"""
 
 
 class DHN(HashingMethod):

@@ -13,6 +13,7 @@ class DNNHParams(MethodParams):
     """margin = 1 (the paper's)."""
 
     margin: float = Field(1.0, ge=0)
+    """the triplet ranking loss's margin"""
 
 
 class DNNH(HashingMethod):

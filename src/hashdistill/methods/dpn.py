@@ -13,6 +13,7 @@ class DPNParams(MethodParams):
     """margin m = 1 (the paper's and its authors' code)."""
 
     margin: float = Field(1.0, ge=0)
+    """the margin m: bits with v*t >= m get no gradient"""
 
 
 class DPN(HashingMethod):

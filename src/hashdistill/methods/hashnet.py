@@ -15,9 +15,13 @@ class HashNetParams(MethodParams):
     power = 0.5, step_size = 200 (the released code)."""
 
     alpha: float | None = Field(None, gt=0)
+    """the adaptive sigmoid's scale (null: 10 / K)"""
     gamma: float = Field(0.005, ge=0)
+    """continuation: beta grows as (1 + gamma * step) ** power"""
     power: float = Field(0.5, ge=0)
+    """continuation's power"""
     step_size: int = Field(200, gt=0)
+    """continuation steps between increases of beta"""
 
 
 class HashNet(HashingMethod):

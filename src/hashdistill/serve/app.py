@@ -10,9 +10,7 @@ inside the collection folder (stored images, thumbnails) or a protocol's own ima
 from __future__ import annotations
 
 import hmac
-import io
 import time
-import warnings
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Annotated, Any
@@ -22,12 +20,11 @@ from fastapi import Depends, FastAPI, File, HTTPException, Path, Query, Request,
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..codes import pack
 from ..collection import Collection, CollectionError
-from ..data.lists import at_size
+from ..data.images import ImageError, at_size, decode_image
 from .batcher import MicroBatcher
 
 ItemId = Annotated[int, Field(ge=0, le=2**63 - 1)]  # SQLite's integer range
@@ -130,7 +127,7 @@ def create_app(
         return data
 
     def decode(data: bytes, name: str) -> np.ndarray:
-        return decode_image(data, name, limits.max_pixels)
+        return decode_upload(data, name, limits.max_pixels)
 
     app.add_middleware(BodyLimit, max_bytes=int(limits.max_upload_mb * 2**20 * limits.max_files) + 2**20)
 
@@ -274,26 +271,13 @@ class BodyLimit:
         await self.app(scope, receive, send)
 
 
-def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
-    """An uploaded image as uint8 RGB; bad input raises ``HTTPException`` 400 / 413 naming the upload."""
-    if not data:
-        raise HTTPException(400, f"{name}: empty upload")
+def decode_upload(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    """An uploaded image as uint8 RGB (``data.images.decode_image``); bad input raises ``HTTPException`` 400, or
+    413 for an image over the pixel limit, naming the upload."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below is stricter
-            with Image.open(io.BytesIO(data)) as im:
-                if im.width * im.height > max_pixels:
-                    raise HTTPException(413, f"{name}: {im.width} x {im.height} pixels, over the limit of {max_pixels:,}")
-                im.load()
-                return np.asarray(im.convert("RGB"))
-    except HTTPException:
-        raise
-    except UnidentifiedImageError:
-        raise HTTPException(400, f"{name}: not an image (or not a format Pillow reads)") from None
-    except Image.DecompressionBombError:  # a header past twice Pillow's own limit
-        raise HTTPException(413, f"{name}: too many pixels to decode safely") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise HTTPException(400, f"{name}: unreadable or truncated image ({str(e).splitlines()[0][:120]})") from None
+        return decode_image(data, name, max_pixels)
+    except ImageError as e:
+        raise HTTPException(413 if e.reason == "too-large" else 400, str(e)) from None
 
 
 def _first(e: Exception) -> str:

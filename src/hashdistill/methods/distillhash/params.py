@@ -16,23 +16,38 @@ class PairParams(BaseModel):
     """Step 0's initial pairs (a frozen pretrained encoder's neighbours), step 2's noise-rate neighbourhoods
     and posterior, batching, and the memory budget of whole-set pair work."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    backbone: str = "mobilenet_v2"  # frozen, pretrained encoder whose features define the initial pairs
+    backbone: str = "mobilenet_v2"
+    """the frozen, pretrained encoder whose features define the initial pairs"""
     pretrained: bool | str = True
-    input_size: PositiveInt | list[PositiveInt] = 64  # a list: each size's features centred, concatenated
-    layer: int | None = 14  # pooled output of this block (null: the final features)
-    center: bool = True  # cosine of mean-centred features
+    """the encoder's weights: true (offline package) or a weights file"""
+    input_size: PositiveInt | list[PositiveInt] = 64
+    """the encoder's input side; a list: each size's features centred and concatenated"""
+    layer: int | None = 14
+    """pooled output of this block (null: the final features)"""
+    center: bool = True
+    """pair distances are the cosine of mean-centred features"""
     rule: Literal["knn", "threshold", "two-threshold"] = "knn"
-    k: PositiveInt = 20  # knn rule
-    quantiles: list[float] = [0.1, 0.5]  # threshold rules: quantiles of the pair distances
-    noise_neighbours: PositiveInt = 20  # neighbourhood over which the local noise rates are minimised
-    noise_skip: int = Field(2, ge=0)  # rho_plus's neighbourhood starts at this rank (the released `start`)
-    posterior: Literal["codes", "continuous"] = "codes"  # P from the stage-1 codes b (the paper) or h
-    calibration: Literal["none", "balanced", "prior"] = "none"  # Platt-fit P on the noisy labels first
-    batch_neighbours: int = Field(3, ge=0)  # each batch: anchors + this many of each anchor's k-NN
-    memory_mb: float = Field(256, gt=0)  # block size budget for whole-set pair work
-    report_rows: PositiveInt | None = None  # purity report over a sample of this many rows (null: every pair)
+    """initial pair rule: knn, threshold or two-threshold"""
+    k: PositiveInt = 20
+    """knn rule: an image's k nearest neighbours are its similar pairs"""
+    quantiles: list[float] = [0.1, 0.5]
+    """threshold rules: quantiles of the pair distances"""
+    noise_neighbours: PositiveInt = 20
+    """neighbourhood over which the local noise rates are minimised"""
+    noise_skip: int = Field(2, ge=0)
+    """rho_plus's neighbourhood starts at this rank (the released `start`)"""
+    posterior: Literal["codes", "continuous"] = "codes"
+    """the posterior P from the stage-1 codes b (the paper) or the continuous h"""
+    calibration: Literal["none", "balanced", "prior"] = "none"
+    """Platt-fit P on the noisy labels first (none: as the paper)"""
+    batch_neighbours: int = Field(3, ge=0)
+    """each batch: anchors + this many of each anchor's k-NN"""
+    memory_mb: float = Field(256, gt=0)
+    """block size budget for whole-set pair work"""
+    report_rows: PositiveInt | None = None
+    """purity report over a sample of this many rows (null: every pair)"""
 
     @field_validator("input_size")
     @classmethod
@@ -63,6 +78,10 @@ class DistillHashParams(MethodParams):
     term (DPSH's)."""
 
     stage1_epochs: PositiveInt = 10
+    """epochs on the initial (noisy) pairs before distillation"""
     balance: bool = True
+    """weigh similar and dissimilar pairs equally in the pair loss"""
     quantization: float = Field(0.1, ge=0)
+    """the quantization term's weight (DPSH's)"""
     pairs: PairParams = PairParams()
+    """how pairs are labelled, distilled and batched"""
