@@ -516,6 +516,7 @@ def train_cmd(
     """Train a deep hashing run into <runs-dir>/<name>/ (config, checkpoint, log, codes, metrics). A run that
     fails before its first checkpoint leaves no folder; an interrupted one continues with --resume."""
     from .config import load_config
+    from .distributed import is_main_process
     from .train import train
 
     cfg = load_config(config, set_ or [])
@@ -523,7 +524,8 @@ def train_cmd(
     if (run_dir / "checkpoint.pt").is_file() and not resume:
         raise CLIError(f"{run_dir} already holds a run: pass --resume to continue it, or --set name=<new name>")
     metrics = train(cfg, run_dir, resume=resume, progress=not quiet)
-    typer.echo(json.dumps(metrics))
+    if is_main_process():
+        typer.echo(json.dumps(metrics))
 
 
 @app.command()
@@ -541,24 +543,33 @@ def encode(
     ),
     allow_outside_root: Annotated[bool, typer.Option(help=OUTSIDE_ROOT_HELP)] = False,
     max_pixels: Annotated[int, typer.Option(metavar="N", help="refuse images over this many pixels")] = DEFAULT_MAX_PIXELS,
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto (cuda when available), cpu, cuda, cuda:N")] = "auto",
 ) -> None:
     """Encode images with a trained run into packed binary codes: a split of the run (default: database), or
-    your images with --images."""
+    your images with --images. Under torchrun the processes share the batches; rank 0 writes the file."""
     from .data.splits import SPLITS
+    from .distributed import Distributed
     from .run import Run
+    from .train import resolve_device
 
     if split is not None and images is not None:
         raise CLIError("give --split (one of the run's splits) or --images (your files), not both")
     if split is not None and split not in SPLITS:
         raise CLIError(f"--split {split!r}: a split is one of {', '.join(SPLITS)}; for files use --images PATH")
-    r = Run.load(run)
-    if images is not None:
-        found, ids, labels = r.read_images(images, allow_outside_root=allow_outside_root, max_pixels=max_pixels)
-    else:
-        found, ids, labels = r.split_images(split or "database")
-    h = r.encode(found, progress=True)
-    save_codes(out, h, ids, labels)
-    typer.echo(f"{out}: {len(h)} codes of {r.bits} bits")
+    device = resolve_device(device)
+    d = Distributed.from_env(device)  # under torchrun each rank encodes a share of the batches
+    try:
+        r = Run.load(run, d.device(device))
+        if images is not None:
+            found, ids, labels = r.read_images(images, allow_outside_root=allow_outside_root, max_pixels=max_pixels)
+        else:
+            found, ids, labels = r.split_images(split or "database")
+        h = r.encode(found, progress=d.main, dist=d)
+        if d.main:
+            save_codes(out, h, ids, labels)
+            typer.echo(f"{out}: {len(h)} codes of {r.bits} bits")
+    finally:
+        d.close()
 
 
 @app.command()

@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._io import atomic_write
+from ._io import atomic_write, write_text
 from .augment import view_groups
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, create_backbone
 from .data.sources import data_home
 from .data.splits import digest, take
+from .distributed import Distributed
 from .progress import progress_bar
 
 FEATURES_VERSION = 2  # bump when the views or their features change meaning (invalidates cached features)
@@ -48,14 +49,26 @@ def compute_features(
     device: str = "cpu",
     desc: str = "features",
     progress: bool = True,
+    dist: Distributed | None = None,
 ) -> np.ndarray:
-    """Features (N, D) float16 of transformed images, batch by batch."""
+    """Features (N, D) float16 of transformed images, batch by batch. Under torchrun (``dist``): the rows of
+    this rank's batches only (``Distributed.my_batches``); every batch is still transformed, so a random
+    transform draws on every rank exactly what one process draws, and the merged features are the same."""
     out = []
     n = len(images)
-    for a in progress_bar(range(0, n, batch), enabled=progress, desc=desc):
+    mine = set(dist.my_batches(n, batch)) if dist is not None else None
+    for i, a in enumerate(progress_bar(range(0, n, batch), enabled=progress, desc=desc)):
         x = transform(take(images, np.arange(a, min(a + batch, n))).to(device))
-        out.append(backbone(x).float().cpu().numpy().astype(np.float16))
-    return np.concatenate(out)
+        if mine is None or i in mine:
+            out.append(backbone(x).float().cpu().numpy().astype(np.float16))
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float16)
+
+
+def batch_rows(n: int, batch: int, dist: Distributed) -> np.ndarray:
+    """The rows of ``n`` that this rank's batches cover, in its order."""
+    return np.concatenate([np.arange(i * batch, min((i + 1) * batch, n)) for i in dist.my_batches(n, batch)] or [[]]).astype(
+        np.int64
+    )
 
 
 class FeatureCache:
@@ -65,21 +78,60 @@ class FeatureCache:
         self.key = feature_key(key_parts)
         self.dir = (root or data_home() / "features") / self.key
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "key.json").write_text(json.dumps(key_parts, indent=2, default=str))
+        write_text(self.dir / "key.json", json.dumps(key_parts, indent=2, default=str))
         self.seconds = 0.0  # time spent computing (0 when everything came from the cache)
 
-    def get(self, part: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    def get(
+        self, part: str, compute: Callable[[Distributed | None], np.ndarray], dist: Distributed | None = None
+    ) -> np.ndarray:
+        """The part's array, computed once by ``compute(dist)``. Under torchrun every rank computes its batches
+        (``compute`` returns them with their rows), writes them as a shard, and rank 0 merges the shards into
+        the part's file, once."""
         path = self.dir / f"{part}.npy"
-        if path.is_file():
-            try:
-                return np.load(path, mmap_mode="r")
-            except ValueError:
+        d = dist or Distributed()
+        if d.broadcast(path.is_file()):  # one decision for every rank
+            arr = _load(path)
+            if d.sum([arr is not None])[0] == d.world:
+                return arr
+            if d.main:
                 path.unlink()  # a damaged part is recomputed
         t0 = time.perf_counter()
-        arr = compute()
+        if not d.active:
+            arr = compute(None)
+            atomic_write(path, lambda f: np.save(f, arr))
+        else:
+            rows, arr = compute(d)
+            shard = self.dir / f"{part}.shard-{d.rank}-of-{d.world}.npz"
+            atomic_write(shard, lambda f: np.savez(f, rows=rows, features=arr))
+            d.barrier()
+            if d.main:
+                _merge_shards(path, [self.dir / f"{part}.shard-{r}-of-{d.world}.npz" for r in range(d.world)])
+            d.barrier()
         self.seconds += time.perf_counter() - t0
-        atomic_write(path, lambda f: np.save(f, arr))
         return np.load(path, mmap_mode="r")
+
+
+def _load(path: Path) -> np.ndarray | None:
+    try:
+        return np.load(path, mmap_mode="r")
+    except ValueError:
+        return None
+
+
+def _merge_shards(path: Path, shards: list[Path]) -> None:
+    """The ranks' shards (rows, features) written as one array in row order, then removed."""
+    parts = []
+    for s in shards:
+        with np.load(s, allow_pickle=False) as z:
+            parts.append((z["rows"], z["features"]))
+    n, dim = sum(len(r) for r, _ in parts), max(f.shape[1] for _, f in parts)
+    out = np.empty((n, dim), np.float16)
+    for rows, f in parts:
+        if len(rows):
+            out[rows] = f
+    atomic_write(path, lambda fh: np.save(fh, out))
+    for s in shards:
+        s.unlink()
 
 
 def view_features(
@@ -93,19 +145,22 @@ def view_features(
     batch: int,
     device: str,
     progress: bool = True,
+    dist: Distributed | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Teacher and student features (N, V, D) of the training images; view v is drawn with seed (seed, v).
-    ``student=None`` computes the teacher views only (for a loss that never sees a student view)."""
+    ``student=None`` computes the teacher views only (for a loss that never sees a student view). Under
+    torchrun (``dist``) the ranks share the work (``FeatureCache.get``)."""
     parts_t, parts_s = [], []
     groups = (("teacher", teacher, parts_t),) + ((("student", student, parts_s),) if student is not None else ())
     for v in range(views):
         for name, tf, parts in groups:
 
-            def compute(tf=tf, v=v, name=name) -> np.ndarray:
+            def compute(d: Distributed | None, tf=tf, v=v, name=name) -> Any:
                 torch.manual_seed(seed * 1009 + 2 * v + (name == "student"))
-                return compute_features(backbone, images, tf, batch, device, f"{name} view {v + 1}/{views}", progress)
+                f = compute_features(backbone, images, tf, batch, device, f"{name} view {v + 1}/{views}", progress, d)
+                return f if d is None else (batch_rows(len(images), batch, d), f)
 
-            parts.append(cache.get(f"train-{name}-{v}", compute))
+            parts.append(cache.get(f"train-{name}-{v}", compute, dist))
     return np.stack(parts_t, axis=1), (np.stack(parts_s, axis=1) if parts_s else None)
 
 
@@ -117,6 +172,7 @@ def frozen_features(
     device: str = "cpu",
     progress: bool = True,
     desc: str = "features",
+    dist: Distributed | None = None,
 ) -> tuple[np.ndarray, float]:
     """Clean-view features of ``images`` from a frozen ImageNet backbone ``spec`` (backbone, pretrained,
     input_size, layer, optional crop_ratio = 1), cached under ``key`` (which names the images) + the spec;
@@ -126,14 +182,15 @@ def frozen_features(
     parts = ("backbone", "pretrained", "input_size", "layer", "crop_ratio")
     cache = FeatureCache({**key, **{k: str(spec[k]) if k == "pretrained" else spec[k] for k in parts}})
 
-    def compute() -> np.ndarray:
+    def compute(d: Distributed | None) -> Any:
         net, _ = create_backbone(spec["backbone"], spec["pretrained"], layer=spec["layer"], input_size=int(spec["input_size"]))
         clean = view_groups(
             int(spec["input_size"]), 0.0, crop_ratio=float(spec["crop_ratio"]), mean=IMAGENET_MEAN, std=IMAGENET_STD
         )[2]
-        return compute_features(net.to(device).eval(), images, clean.to(device), batch, device, desc, progress)
+        f = compute_features(net.to(device).eval(), images, clean.to(device), batch, device, desc, progress, d)
+        return f if d is None else (batch_rows(len(images), batch, d), f)
 
-    f = cache.get("clean", compute)
+    f = cache.get("clean", compute, dist)
     return f, cache.seconds
 
 

@@ -11,6 +11,7 @@ from torch import nn
 
 from .backbones import create_backbone
 from .data.splits import take
+from .distributed import Distributed
 from .progress import progress_bar
 
 if TYPE_CHECKING:
@@ -91,9 +92,16 @@ def encode_batch(model: nn.Module, transform: nn.Module, x: torch.Tensor, batch:
     return torch.cat(chunks).numpy()
 
 
-def encode_images(model: nn.Module, clean: nn.Module, images: Any, batch: int = 256, progress: bool = False) -> np.ndarray:
-    """Continuous codes of images (a uint8 array, or an ``ImageList`` read batch by batch) through a model."""
-    starts = progress_bar(range(0, len(images), batch), enabled=progress, desc="encoding")
-    return np.concatenate(
-        [encode_batch(model, clean, take(images, np.arange(a, min(a + batch, len(images)))), batch) for a in starts]
-    )
+def encode_images(
+    model: nn.Module, clean: nn.Module, images: Any, batch: int = 256, progress: bool = False, dist: Distributed | None = None
+) -> np.ndarray:
+    """Continuous codes of images (a uint8 array, or an ``ImageList`` read batch by batch) through a model.
+    Under torchrun (``dist``) each rank encodes its batches and every rank gets all the codes, bit for bit those
+    of one process (the same batches)."""
+    n = len(images)
+    mine = dist.my_batches(n, batch) if dist is not None else range(-(-n // batch))
+    parts = [
+        encode_batch(model, clean, take(images, np.arange(i * batch, min((i + 1) * batch, n))), batch)
+        for i in progress_bar(mine, enabled=progress, desc="encoding")
+    ]
+    return np.concatenate(dist.gather_batches(parts) if dist is not None else parts)

@@ -23,6 +23,7 @@ from .codes import load_codes, pack
 from .config import Config, ConfigError, parse_config
 from .data.lists import read_images
 from .data.splits import Split, TrainingData, load_training_data
+from .distributed import Distributed
 from .model import HashModel, build_model, encode_images
 
 
@@ -124,10 +125,13 @@ class Run:
     def proxies(self) -> torch.Tensor | None:
         return None if self.model.proxies is None else self.model.proxies.detach()
 
-    def encode(self, images: Any, batch: int | None = None, progress: bool = False) -> np.ndarray:
+    def encode(
+        self, images: Any, batch: int | None = None, progress: bool = False, dist: Distributed | None = None
+    ) -> np.ndarray:
         """Continuous codes h in [-1, 1]^K (float32, sign = the binary code) of images: a uint8 array
-        (N, H, W) or (N, H, W, C), or an ``ImageList``."""
-        return encode_images(self.model, self.clean, images, batch or self.config.runtime.feature_batch, progress)
+        (N, H, W) or (N, H, W, C), or an ``ImageList``. Under torchrun (``dist``) the ranks share the batches
+        and each gets every code."""
+        return encode_images(self.model, self.clean, images, batch or self.config.runtime.feature_batch, progress, dist)
 
     def h(self, split: str) -> np.ndarray:
         """Continuous codes of one of the run's splits, encoded once."""

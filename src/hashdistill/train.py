@@ -15,6 +15,7 @@ A run folder holds ``config.yaml``, ``checkpoint.pt`` (tensors and numbers only)
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -34,6 +35,7 @@ from .backbones import create_backbone
 from .codes import save_codes
 from .config import Config, dump_config
 from .data.splits import Split, TrainingData, digest, load_training_data, take
+from .distributed import Distributed, shard_order
 from .features import FEATURES_VERSION, FeatureCache, frozen_features, images_key, view_features
 from .methods import HashingMethod, TrainingContext, create_method
 from .metrics import mean_average_precision
@@ -86,11 +88,16 @@ class Trainer:
 
     ``fit()`` runs the whole schedule (``resume=True`` continues from the last checkpoint) and returns the
     metrics; ``step(idx, rng)`` is one optimisation step on the training positions ``idx``.
+
+    Under torchrun (``dist``, docs/architecture.md "Beyond one process") the model is wrapped in
+    ``DistributedDataParallel``; ``optim.batch_size`` is the per-rank batch (global = per-rank x world); rank 0
+    alone writes files and runs the method's whole-set hooks, whose state it broadcasts.
     """
 
-    def __init__(self, cfg: Config, run_dir: str | os.PathLike, progress: bool = True) -> None:
+    def __init__(self, cfg: Config, run_dir: str | os.PathLike, progress: bool = True, dist: Distributed | None = None) -> None:
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
-        self.device = resolve_device(cfg.runtime.device)
+        self.dist = dist or Distributed()
+        self.device = self.dist.device(resolve_device(cfg.runtime.device))
         if cfg.runtime.num_threads:
             torch.set_num_threads(cfg.runtime.num_threads)
         self.data: TrainingData = load_training_data(cfg.data)
@@ -115,10 +122,20 @@ class Trainer:
             torch.manual_seed(seed)  # the initial weights (backbone, head, proxies) follow the seed
             self.model = build_model(cfg, n_proxies).to(self.device)
             self.source = ImageViews(self.fit_split, self.teacher_tf, self.student_tf, self.device)
+        self.ddp = self.model
+        if self.dist.active:
+            ids = [self.device] if self.device.startswith("cuda") else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         by_position = self.method.targets == "positions"
         self.targets = torch.arange(len(self.fit_split)) if by_position else torch.as_tensor(self.fit_split.labels)
         o = cfg.optim
-        self.steps_per_epoch = self.method.steps_per_epoch(len(self.fit_split), o.batch_size)
+        n = len(self.fit_split)
+        self.anchors = self.method.anchors_per_batch(o.batch_size)
+        self.steps_per_epoch = (
+            len(shard_order(np.arange(n), self.anchors, self.dist)[1])
+            if self.dist.active
+            else self.method.steps_per_epoch(n, o.batch_size)
+        )
         total = self.steps_per_epoch * cfg.schedule.epochs
         warmup = min(total, self.steps_per_epoch * cfg.schedule.warmup_epochs)
         self.optimizer = self._optimizer()
@@ -160,19 +177,21 @@ class Trainer:
         # student views only for a loss that sees them (or trains on them): each view costs a backbone pass
         ft, fs = view_features(
             cache, self.backbone, self.fit_split.images, self.teacher_tf, self.student_tf if self.need_student else None,
-            c.augment.views, c.runtime.seed, c.runtime.feature_batch, self.device, self.progress,
+            c.augment.views, c.runtime.seed, c.runtime.feature_batch, self.device, self._bars, self.dist,
         )  # fmt: skip
         self.features_seconds += cache.seconds
         self.source = CachedViews(ft, fs, self.device)
         torch.manual_seed(c.runtime.seed)  # after the features: the same weights whether they were cached or computed
         return build_model(c, n_proxies, dim).to(self.device)
 
-    def frozen_features(self, spec: dict[str, Any], desc: str, split: Split | None = None) -> np.ndarray:
+    def frozen_features(self, spec: dict[str, Any], desc: str, split: Split | None = None, shard: bool = False) -> np.ndarray:
         """Clean-view features of a split (default: the training images) from a frozen backbone ``spec``,
-        computed once and shared with the shallow baselines on the same images (``features.frozen_features``)."""
+        computed once and shared with the shallow baselines on the same images (``features.frozen_features``);
+        ``shard``: every rank takes part (not from a hook, which runs on rank 0 alone)."""
         split = self.fit_split if split is None else split
         key = images_key(self.cfg.data.source, split.ids, split.files)
-        f, seconds = frozen_features(spec, split.images, key, self.cfg.runtime.feature_batch, self.device, self.progress, desc)
+        b, d = self.cfg.runtime.feature_batch, self.dist if shard else None
+        f, seconds = frozen_features(spec, split.images, key, b, self.device, self._bars, desc, d)
         self.features_seconds += seconds
         return f
 
@@ -191,47 +210,73 @@ class Trainer:
         labels = self.fit_split.labels
         return TrainingContext(
             n=len(self.fit_split), labels=labels if self.method.supervised else None, report_labels=labels,
-            seed=self.cfg.runtime.seed, run_dir=self.run_dir, frozen_features=self.frozen_features,
-            encode=lambda: self.encode_split(self.fit_split, "fit"), log=self._log,
+            seed=self.cfg.runtime.seed, run_dir=self.run_dir, frozen_features=lambda spec, desc: self.frozen_features(spec, desc),
+            encode=lambda: self.encode_split(self.fit_split, "fit", shard=False), log=self._log,
         )  # fmt: skip
 
+    @property
+    def _bars(self) -> bool:
+        return self.progress and self.dist.main
+
     def _log(self, text: str) -> None:
-        if self.progress:
+        if self._bars:
             tqdm.write(text, file=sys.stderr)  # stdout is for results (train prints its metrics as JSON)
+
+    def _whole_set(self, hook: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Run a method hook (``prepare`` / ``on_epoch``): on rank 0 alone under torchrun, which then sends the
+        state it changed (the method's ``shared`` attributes) and its report to the other ranks."""
+        if not self.dist.active:
+            return hook()
+        before = self.method.shared_state()
+        reports = hook() if self.dist.main else {}
+        after = self.method.shared_state()
+        if self.dist.broadcast(any(after[k] is not before[k] for k in after)):
+            state = self.dist.broadcast(after if self.dist.main else None)
+            if not self.dist.main:
+                self.method.load_shared_state(state)
+        return self.dist.broadcast(reports)
 
     # ---------------------------------------------------------------- training
     def fit(self, resume: bool = False, callback: Callable[[int, int], None] | None = None) -> dict[str, Any]:
         """Train (from the last checkpoint when ``resume``), then encode and evaluate; returns the metrics."""
-        c = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        _io.write_text(self.run_dir / "config.yaml", dump_config(c))
+        c, d = self.cfg, self.dist
+        if d.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            _io.write_text(self.run_dir / "config.yaml", dump_config(c))
+        if d.active:
+            self._log(f"torchrun: {d.world} processes ({d.backend}), per-rank batch {c.optim.batch_size}, global batch "
+                      f"{c.optim.batch_size * d.world}")  # fmt: skip
         ctx = self.context()
-        self.reports.update(self.method.prepare(ctx))
+        self.reports.update(self._whole_set(lambda: self.method.prepare(ctx)))
         start, best, train_seconds = 0, -1.0, 0.0
         ckpt, log_path = self.run_dir / "checkpoint.pt", self.run_dir / "log.jsonl"
-        if resume and ckpt.is_file():
+        if resume and d.broadcast(ckpt.is_file()):
             state = _io.load_tensors(ckpt, self.device)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             start, best, train_seconds = int(state["epoch"]), float(state["best"]), float(state["train_seconds"])
-            _truncate_log(log_path, start)
-        elif log_path.exists():
+            if d.main:
+                _truncate_log(log_path, start)
+        elif log_path.exists() and d.main:
             log_path.unlink()
         seed, epochs, n = c.runtime.seed, c.schedule.epochs, len(self.fit_split)
         for epoch in range(start, epochs):
-            self.reports.update(self.method.on_epoch(epoch, ctx))
+            self.reports.update(self._whole_set(lambda epoch=epoch: self.method.on_epoch(epoch, ctx)))
             t0 = time.perf_counter()
-            torch.manual_seed(seed * 100_003 + epoch)  # augmentation draws: a function of (seed, epoch)
+            torch.manual_seed(seed * 100_003 + epoch + 7_919 * d.rank)  # augmentation: a function of (seed, epoch, rank)
             rng = np.random.default_rng([seed, epoch])
-            order = rng.permutation(n)
+            order = rng.permutation(n)  # the same on every rank
+            if d.active:  # each rank's own draws (views, neighbours): reproducible for a given world size
+                rng = np.random.default_rng([seed, epoch, d.rank])
+            mine, weights = shard_order(order, self.anchors, d) if d.active else (order, itertools.repeat(1.0))
             sums: dict[str, float] = {}
             seen = 0
-            batches = self.method.batches(order, c.optim.batch_size, rng)
-            bar = progress_bar(batches, enabled=self.progress, total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}")
-            for step, idx in enumerate(bar):
+            batches = self.method.batches(mine, c.optim.batch_size, rng)
+            bar = progress_bar(batches, enabled=self._bars, total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}")
+            for step, (idx, weight) in enumerate(zip(bar, weights)):
                 self.method.on_step(epoch * self.steps_per_epoch + step)
-                parts = self.step(idx, rng)
+                parts = self.step(idx, rng, weight)
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + v * len(idx)
                 seen += len(idx)
@@ -239,27 +284,33 @@ class Trainer:
                 if callback is not None:
                     callback(epoch, step)
             train_seconds += time.perf_counter() - t0
+            *totals, seen = d.sum([*sums.values(), seen])  # the epoch's means over every rank's images
             row = {"epoch": epoch + 1, "lr": self.scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - t0, 2)}
-            row.update({k: v / max(1, seen) for k, v in sums.items()})
+            row.update({k: v / max(1, seen) for k, v in zip(sums, totals)})
             if self.val_split is not None:
                 row["val_map"] = self.validate()
                 if c.schedule.select == "best" and row["val_map"] > best:
                     best = row["val_map"]
-                    _io.atomic_write(self.run_dir / "best.pt", lambda f: torch.save(self.model.state_dict(), f))
-            with open(log_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+                    if d.main:
+                        _io.atomic_write(self.run_dir / "best.pt", lambda f: torch.save(self.model.state_dict(), f))
+            if d.main:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                state = {
+                    "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(), "epoch": epoch + 1, "best": best,
+                    "train_seconds": train_seconds,
+                }  # fmt: skip
+                _io.atomic_write(ckpt, lambda f, state=state: torch.save(state, f))
             self._log(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-            state = {
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "epoch": epoch + 1, "best": best, "train_seconds": train_seconds,
-            }  # fmt: skip
-            _io.atomic_write(ckpt, lambda f, state=state: torch.save(state, f))
+        d.barrier()  # rank 0's files are complete before anyone reads them
         if c.schedule.select == "best" and (self.run_dir / "best.pt").is_file():
             self.model.load_state_dict(_io.load_tensors(self.run_dir / "best.pt", self.device))
         return self.finish(train_seconds)
 
-    def step(self, idx: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
-        """One optimisation step on the training positions ``idx``; returns the loss and its parts."""
+    def step(self, idx: np.ndarray, rng: np.random.Generator, weight: float = 1.0) -> dict[str, float]:
+        """One optimisation step on the training positions ``idx``; returns the loss and its parts. ``weight``
+        scales this rank's loss where the global batch split unevenly (``distributed.shard_order``)."""
         self.model.train()
         on_student = self.method.views == 1 and self.cfg.method.train_view == "student"
         activate = not self.method.uses_logits
@@ -268,14 +319,14 @@ class Trainer:
             if on_student:  # a one-view method trained on T_S (DHD's Table 3, "-SdH")
                 x_t, x_s = x_s, None
             if x_s is not None:  # one pass over both views
-                h = self.model(torch.cat([x_t, x_s]), activate)
+                h = self.ddp(torch.cat([x_t, x_s]), activate)
                 h_t, h_s = h[: len(idx)], h[len(idx) :]
             else:
-                h_t, h_s = self.model(x_t, activate), None
+                h_t, h_s = self.ddp(x_t, activate), None
             y = self.targets[idx].to(self.device)
             parts = self.method(h_t.float(), None if h_s is None else h_s.float(), y, self.model.proxies)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(parts["loss"]).backward()
+        self.scaler.scale(parts["loss"] * weight if weight != 1.0 else parts["loss"]).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -283,20 +334,24 @@ class Trainer:
 
     # ---------------------------------------------------------------- encoding
     @torch.inference_mode()
-    def encode_split(self, split: Split, part: str) -> np.ndarray:
-        """Continuous codes h of a split's clean views."""
+    def encode_split(self, split: Split, part: str, shard: bool = True) -> np.ndarray:
+        """Continuous codes h of a split's clean views; ``shard``: every rank takes part (every rank gets them
+        all), else this process alone (a hook on rank 0)."""
         self.model.eval()
+        if shard:
+            self.dist.sync_buffers(self.model)  # one set of BatchNorm statistics: rank 0's
         if self.cfg.model.mode == "cached":
             m = self.cfg.model
             spec = {"backbone": m.backbone, "pretrained": m.pretrained, "input_size": m.input_size, "layer": m.layer,
                     "crop_ratio": self.cfg.augment.crop_ratio}  # fmt: skip
-            f = self.frozen_features(spec, part, split)
+            f = self.frozen_features(spec, part, split, shard)
             chunks = [
                 self.model(torch.from_numpy(np.asarray(f[a : a + 4096], np.float32)).to(self.device))
                 for a in range(0, len(f), 4096)
             ]
             return torch.cat(chunks).float().cpu().numpy()
-        return encode_images(self.model, self.clean_tf, split.images, self.cfg.runtime.feature_batch)
+        b = self.cfg.runtime.feature_batch
+        return encode_images(self.model, self.clean_tf, split.images, b, dist=self.dist if shard else None)
 
     def validate(self) -> float:
         """mAP@K of the validation split against the rest of the training set (never the queries)."""
@@ -305,17 +360,21 @@ class Trainer:
         return mean_average_precision(q, db, self.val_split.labels, self.fit_split.labels, topk=self.data.topk)
 
     def finish(self, train_seconds: float) -> dict[str, Any]:
-        """Encode the query and database splits (where given), save their codes, score them when both are
-        labelled, and write ``metrics.json``."""
-        c, data = self.cfg, self.data
+        """Encode the query and database splits (where given; under torchrun every rank encodes a share), save
+        their codes, score them when both are labelled, and write ``metrics.json`` (rank 0); every rank returns
+        the metrics."""
+        c, data, d = self.cfg, self.data, self.dist
         t0 = time.perf_counter()
         codes = {}
         for name in ("query", "database"):
             split = getattr(data, name)
             if split is not None:
                 codes[name] = self.encode_split(split, name)
-                save_codes(self.run_dir / f"codes-{name}.npz", codes[name], split.ids, split.labels)
+                if d.main:
+                    save_codes(self.run_dir / f"codes-{name}.npz", codes[name], split.ids, split.labels)
         encode_seconds = time.perf_counter() - t0
+        if not d.main:
+            return d.broadcast(None)
         if data.evaluated:
             scores = data.score(codes["query"], codes["database"])
         else:
@@ -326,10 +385,11 @@ class Trainer:
             "backbone": c.model.backbone, "mode": c.model.mode, **scores, "evaluated": data.evaluated,
             "train_seconds": round(train_seconds, 1), "features_seconds": round(self.features_seconds, 1),
             "encode_seconds": round(encode_seconds, 1), "epochs": c.schedule.epochs, "seed": c.runtime.seed,
+            **({"world_size": d.world, "global_batch": c.optim.batch_size * d.world} if d.active else {}),
             **self.reports,
         }  # fmt: skip
         _io.write_json(self.run_dir / "metrics.json", metrics)
-        return metrics
+        return d.broadcast(metrics)
 
 
 def _truncate_log(path: Path, epochs: int) -> None:
@@ -340,7 +400,13 @@ def _truncate_log(path: Path, epochs: int) -> None:
 
 
 def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = False, progress: bool = True, **kw: Any) -> dict[str, Any]:
-    """Train a run into ``run_dir`` and return its metrics (``Trainer(cfg, run_dir).fit(resume)``). A run that
-    fails before its first checkpoint leaves no folder behind; a later failure leaves one ``--resume`` continues."""
-    with _io.removed_on_failure(run_dir, keep=lambda d: (d / "checkpoint.pt").is_file()):
-        return Trainer(cfg, run_dir, progress).fit(resume, **kw)
+    """Train a run into ``run_dir`` and return its metrics (``Trainer(cfg, run_dir).fit(resume)``), as one process
+    or as one of torchrun's. A run that fails before its first checkpoint leaves no folder behind; a later
+    failure leaves one ``--resume`` continues."""
+    dist = Distributed.from_env(resolve_device(cfg.runtime.device))
+    try:
+        keep = (lambda d: (d / "checkpoint.pt").is_file()) if dist.main else (lambda d: True)
+        with _io.removed_on_failure(run_dir, keep=keep):
+            return Trainer(cfg, run_dir, progress, dist).fit(resume, **kw)
+    finally:
+        dist.close()

@@ -72,8 +72,12 @@ class HashingMethod(nn.Module):
       holds ``labels=None`` (its ``report_labels`` may feed a report, never the loss).
     - ``uses_proxies``: the model carries trainable proxies (classes x K) handed to ``forward``.
     - ``uses_logits``: ``forward`` receives the pre-activation z (h = tanh(z)) instead of h.
+    - ``shared``: the attributes ``prepare`` / ``on_epoch`` compute over the whole training set (CNNH's target
+      codes, DistillHash's pairs). Under torchrun the hooks run on rank 0 alone and these are broadcast.
 
-    ``forward(h_teacher, h_student, y, proxies)`` returns a dict with ``"loss"`` and any parts to log.
+    ``forward(h_teacher, h_student, y, proxies)`` returns a dict with ``"loss"`` and any parts to log. Under
+    torchrun each rank's ``forward`` sees its own share of the global batch: a loss that pairs items pairs
+    them within that local batch (each method's docstring says whether it pairs).
     """
 
     Params: ClassVar[type[MethodParams]] = MethodParams
@@ -82,6 +86,7 @@ class HashingMethod(nn.Module):
     supervised: ClassVar[bool] = True
     uses_proxies: ClassVar[bool] = False
     uses_logits: ClassVar[bool] = False
+    shared: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self, params: MethodParams | None = None, *, bits: int = 64, n_classes: int = 0, seed: int = 0, **hyper: Any
@@ -108,6 +113,14 @@ class HashingMethod(nn.Module):
 
     def on_step(self, step: int) -> None:
         """Before each optimisation step, with the global step (schedules inside a loss)."""
+
+    def shared_state(self) -> dict[str, Any]:
+        """The whole-set state named by ``shared`` (sent from rank 0 to the others under torchrun)."""
+        return {k: getattr(self, k) for k in self.shared}
+
+    def load_shared_state(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
 
     def anchors_per_batch(self, batch_size: int) -> int:
         """How many images of the epoch's order one batch takes (the rest of a batch are its own picks)."""

@@ -74,11 +74,13 @@ class CNNH(HashingMethod):
     """Stage 2 loss: mean |h_i - H_i| (or (h_i - H_i)^2 with ``loss: mse``) to the item's stage-1 code H_i.
 
     ``prepare`` runs stage 1 on the training labels (S_ij = +1 when items share a label, else -1); batches
-    then carry the images' positions in the training set (``targets = "positions"``).
+    then carry the images' positions in the training set (``targets = "positions"``). Pointwise: no pairs in
+    the batch. Under torchrun stage 1 runs on rank 0 and its codes are broadcast (``shared``).
     """
 
     Params = CNNHParams
     targets = "positions"
+    shared = ("codes",)
     params: CNNHParams
 
     def __init__(self, params: CNNHParams | None = None, **kw: Any) -> None:

@@ -97,7 +97,7 @@ class CSQ(HashingMethod):
     (CSQ's central similarity and quantization terms) with c the item's hash centre (multi-hot rows:
     the centroid of their classes' centres, binarised, ties from a fixed random vector, as CSQ does for
     multi-label data). L_pair is the authors' code's extra term: the pairwise likelihood (DHN's, sigmoid
-    scale 10/K) between the first and the second half of each batch.
+    scale 10/K) between the first and the second half of each batch (under torchrun: of each rank's local batch).
     """
 
     Params = CSQParams

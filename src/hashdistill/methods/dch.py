@@ -46,6 +46,7 @@ class DCH(HashingMethod):
     (DCH Eqs. 7-9): the cross-entropy of p(s_ij = 1) = gamma / (gamma + d_ij) with class-balance weights
     w_ij = |S| / |S_1| or |S| / |S_0| (Eq. 2), and the Cauchy quantization loss. d is Eq. 6's normalised
     Hamming distance (or ``distance: euclidean``), clamped to at least K/2 x 0.01 so identical codes stay finite.
+    Pairs: the batch's; under torchrun, those of each rank's local batch.
     """
 
     Params = DCHParams

@@ -80,7 +80,8 @@ class DHDParams(MethodParams):
 
 class DHD(HashingMethod):
     """L = L_HP + lambda1 L_SdH + lambda2 L_bce-Q (Eq. 8). ``DHDProxyOnly`` and ``DHDProxyQuantized`` are
-    Table 3's ablations (one view: no L_SdH; the first without L_bce-Q either)."""
+    Table 3's ablations (one view: no L_SdH; the first without L_bce-Q either). Every term is a mean over
+    images (no pairs): under torchrun the averaged gradients are those of the whole global batch."""
 
     Params = DHDParams
     views = 2

@@ -31,7 +31,7 @@ class DHN(HashingMethod):
 
     (DHN's pairwise cross-entropy and its smooth surrogate log cosh of the L1 quantization error
     |(|h| - 1)|). Pairs are all ordered pairs of the mini-batch, the diagonal included (as the paper sums
-    over all labelled pairs).
+    over all labelled pairs); under torchrun, those of each rank's local batch.
     """
 
     Params = DHNParams

@@ -20,7 +20,8 @@ class DNNH(HashingMethod):
     """L = mean over triplets (q, q+, q-) of max(0, margin - (||u_q - u_q-||^2 - ||u_q - u_q+||^2))
 
     (DNNH's triplet ranking loss), u = (h + 1) / 2 in [0, 1]^K standing for the paper's sigmoid outputs.
-    Every triplet of the mini-batch whose anchor shares a label with q+ and none with q- is used. The
+    Every triplet of the mini-batch (under torchrun: of each rank's local batch) whose anchor shares a label with
+    q+ and none with q- is used. The
     paper's divide-and-encode module and piecewise threshold are architecture, not loss: every method here
     shares one hash head, so the comparison isolates the losses.
     """

@@ -24,7 +24,7 @@ class DPN(HashingMethod):
     would reduce to 1 - mean(h t). The target t_i is the code of the item's class, drawn once at random
     with exactly half the bits at -1 (p = 0.5, the paper's random assignment); a multi-hot row takes
     sign(sum of its classes' targets), zero sums from one fixed random vector (as the authors do for
-    multi-label data, after CSQ).
+    multi-label data, after CSQ). Pointwise: no pairs in the batch.
     """
 
     Params = DPNParams

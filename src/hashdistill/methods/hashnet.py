@@ -29,7 +29,8 @@ class HashNet(HashingMethod):
 
     (HashNet's weighted maximum likelihood). Weights re-balance the batch's pairs: w_ij = |S| / |S_1| for
     similar pairs and |S| / |S_0| for dissimilar ones. Continuation: beta = (1 + gamma t)^power at step t,
-    raised every ``step_size`` steps. The method reads the pre-activation z (``uses_logits``).
+    raised every ``step_size`` steps. The method reads the pre-activation z (``uses_logits``). Pairs: the
+    batch's; under torchrun, those of each rank's local batch.
     """
 
     Params = HashNetParams

@@ -45,6 +45,12 @@ class SelfDistilled(HashingMethod):
     def on_step(self, step: int) -> None:
         self.method.on_step(step)
 
+    def shared_state(self) -> dict[str, Any]:
+        return self.method.shared_state()
+
+    def load_shared_state(self, state: dict[str, Any]) -> None:
+        self.method.load_shared_state(state)
+
     def anchors_per_batch(self, batch_size: int) -> int:
         return self.method.anchors_per_batch(batch_size)
 

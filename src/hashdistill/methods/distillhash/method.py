@@ -84,11 +84,13 @@ class QuantizationLoss(nn.Module):
 class DistillHash(HashingMethod):
     """Pair loss on the batch's pairs + ``quantization`` x quantization loss; labels from the pair source
     (the initial pairs, then the distilled ones). ``DistillHashNoisy`` and ``DistillHashSquared`` are the
-    ablations."""
+    ablations. Under torchrun the pairs are those of each rank's local batch (its anchors and their
+    neighbours), and steps 0 and 2 run on rank 0, their pairs broadcast (``shared``)."""
 
     Params = DistillHashParams
     targets = "positions"
     supervised = False
+    shared = ("graph", "initial", "source", "report")
     distills: ClassVar[bool] = True
     pair_loss_type: ClassVar[type[nn.Module]] = BayesianPairLoss
     params: DistillHashParams
