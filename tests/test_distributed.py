@@ -133,6 +133,24 @@ def _worker(launcher: int, rank: int) -> int | None:
     return None
 
 
+def test_whole_set_state_computed_on_rank_0_reaches_every_rank(tmp_path):
+    """DistillHash (pairs at step 0, distilled at its stage boundary) and CNNH (stage-1 codes): rank 0 computes,
+    the others receive the state, or their first step would fail."""
+    small = ["--set", "data.limit_train=256", "--set", "data.limit_query=32", "--set", "data.limit_database=128",
+             "--set", "optim.batch_size=32", "--quiet", "--runs-dir", str(tmp_path)]  # fmt: skip
+    dh = hashdistill("train", "configs/distillhash-fmnist.yaml", *small, "--set", "model.input_size=32",
+                     "--set", "method.pairs.input_size=32", "--set", "augment.views=1", "--set", "schedule.epochs=3",
+                     "--set", "method.stage1_epochs=1", "--set", "name=dh", procs=2)  # fmt: skip
+    assert dh.returncode == 0, dh.stderr[-3000:]
+    purity = json.loads((tmp_path / "dh" / "purity.json").read_text())
+    assert set(purity) == {"initial", "distilled"} and (tmp_path / "dh" / "stage1-h.npy").is_file()
+    assert json.loads(dh.stdout)["purity"] == purity  # rank 0's report, through the metrics
+    cnnh = hashdistill("train", "configs/demo.yaml", *small, "--set", "method=cnnh", "--set", "schedule.epochs=1",
+                       "--set", "name=cnnh", procs=2)  # fmt: skip
+    assert cnnh.returncode == 0, cnnh.stderr[-3000:]
+    assert len(json.loads(cnnh.stdout)["stage1_residual"]) == 10
+
+
 def test_sharded_encoding_equals_one_process_bit_for_bit(e2e, tmp_path):
     run = e2e / "full"
     for procs, out in ((1, "one.npz"), (2, "two.npz"), (3, "three.npz")):

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+WAIT_SECONDS = 4 * 3600  # how long ranks wait for rank 0's whole-set work (DistillHash's pairs) before failing
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class Distributed:
         if not dist.is_initialized():
             if backend == "nccl":
                 torch.cuda.set_device(local)
-            dist.init_process_group(backend)
+            dist.init_process_group(backend, timeout=timedelta(seconds=WAIT_SECONDS))
         return cls(rank, world, local, backend)
 
     @property
