@@ -34,6 +34,8 @@ import shlex
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from hashdistill import _io
 from hashdistill.data import PROTOCOLS, load_protocol
 from hashdistill.features import feature_name
@@ -48,7 +50,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _key(row: dict) -> tuple:
-    return (row["method"], row["bits"], row["features"])
+    return (row["method"], row["bits"], row["features"], row.get("seed", 0))
 
 
 def features_of(cfg) -> str:
@@ -67,14 +69,16 @@ def run_deep(config: Path, protocol: str, bits: int, overrides: list[str], runs_
     from hashdistill.train import train
 
     cfg = load_config(config, [*overrides, f"data.protocol={protocol}", f"model.bits={bits}"])
-    name = f"{cfg.run_name}-{label or cfg.method.name}-{protocol}-{bits}"
+    seed = f"-s{cfg.runtime.seed}" if cfg.runtime.seed else ""
+    name = f"{cfg.run_name}-{label or cfg.method.name}-{protocol}-{bits}{seed}"
     cfg = cfg.replace([f"name={name}"])
     run_dir = runs_dir / name
     shutil.rmtree(run_dir, ignore_errors=True)
     m = train(cfg, run_dir, progress=False)
     extra = {}
     if isinstance(cfg.method, DistillHashParams):  # its rows name the features of its initial pairs
-        extra = {"pair_features": feature_name(cfg.method.pairs.model_dump()), "purity": m.get("purity")}
+        purity = {k: v for k, v in (m.get("purity") or {}).items() if k != "curve"}  # the curve: distillhash_curve.py
+        extra = {"pair_features": feature_name(cfg.method.pairs.model_dump()), "purity": purity}
     return {
         "method": label or cfg.method.name, "bits": bits, "features": features_of(cfg), **extra,
         **{k: m[k] for k in ("map_at_1000", "map_all", "p_at_h2") if k in m},
@@ -92,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bits", default="16,32,64")
     ap.add_argument("--features", default="pixels")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="", help="with --config: train once per seed (comma-separated), e.g. 0,1,2")
     ap.add_argument("--config", type=Path, help="train a deep method from this config instead of shallow methods")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     ap.add_argument("--label", help="the rows' method name (default: the config's method), for variants")
@@ -127,11 +132,14 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
 
     if args.config:
-        for b in bits:
-            row = run_deep(args.config, args.protocol, b, args.overrides, args.runs_dir, args.label)
+        seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [None]
+        for b, seed in ((b, s) for s in seeds for b in bits):
+            sets = [*args.overrides, *([f"runtime.seed={seed}"] if seed is not None else [])]
+            row = run_deep(args.config, args.protocol, b, sets, args.runs_dir, args.label)
             row["command"], row["machine"], row["commit"] = command, machine, commit
             rows[_key(row)] = row
-            print(f"{row['method']:>6} {b:>3} bits  " + "  ".join(f"{k} {row[k]:.4f}" for k in protocol.spec.metrics)
+            save(args, protocol, rows)  # after every row: an interrupted series keeps what it made
+            print(f"{row['method']:>6} {b:>3} bits  seed {row['seed']}  " + "  ".join(f"{k} {row[k]:.4f}" for k in protocol.spec.metrics)
                   + f"  train {row['train_seconds']:.0f}s  features {row['features_seconds']:.0f}s", flush=True)  # fmt: skip
 
     if args.compare:
@@ -160,6 +168,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def seed_summary(runs: list[dict], metrics: list[str]) -> str:
+    """Mean ± sd (sample) over seeds of every (method, bits, features) trained with more than one seed."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["method"], r["bits"], r["features"]), []).append(r)
+    rows = []
+    for (method, bits, features), rs in groups.items():
+        if len(rs) > 1:
+            row = {"method": method, "bits": bits, "features": features, "seeds": ",".join(str(r["seed"]) for r in rs)}
+            for m in metrics:
+                v = np.array([r[m] for r in rs if m in r])
+                row[m] = f"{v.mean():.4f} ± {v.std(ddof=1):.4f}"
+            rows.append(row)
+    if not rows:
+        return ""
+    return "\n## Mean ± sd over seeds\n\n" + results_table(rows, ["method", "bits", "features", "seeds", *metrics])
+
+
 def save(args: argparse.Namespace, protocol, rows: dict) -> None:
     """The JSON and Markdown of every row, with the paper's tables for each feature set that has them."""
     json_path = args.out_dir / f"quality-{args.protocol}.json"
@@ -167,12 +193,13 @@ def save(args: argparse.Namespace, protocol, rows: dict) -> None:
     runs = sorted(rows.values(), key=lambda r: (r["features"], order.get(r["method"], 99), r["method"], r["bits"]))
     result = {"protocol": args.protocol, "commit": git_commit(Path(__file__).parent), "runs": runs}
     _io.write_json(json_path, result)
-    cols = ["method", "bits", "features", *protocol.spec.metrics, "train_seconds", "features_seconds", "encode_seconds"]
+    cols = ["method", "bits", "features", "seed", *protocol.spec.metrics, "train_seconds", "features_seconds", "encode_seconds"]
     md = (
         f"# Retrieval quality on `{args.protocol}`\n\n{protocol.spec.description}.\n\n"
         f"Written at commit `{result['commit']}`. In the JSON each row names the command and the commit that\n"
         "produced it.\n\n" + results_table(runs, cols)
     )
+    md += seed_summary(runs, protocol.spec.metrics)
     metric = protocol.spec.metrics[0]
     for features in sorted({r["features"] for r in runs}):
         tables = paper_tables.markdown(runs, features, metric)

@@ -14,13 +14,17 @@ from hashdistill.methods.distillhash.pairs import (
     DistilledPairs,
     InitialPairs,
     calibrate,
+    cross_fitted,
     distill_rule,
     fit_logistic,
+    fold_assignment,
     knn_graph,
     local_extremes,
     normalise,
     purity,
+    purity_curve,
 )  # fmt: skip
+from hashdistill.report import write_report
 from hashdistill.train import train
 
 
@@ -216,7 +220,14 @@ def test_distillhash_run_reports_purity_and_never_reads_labels(tmp_path, monkeyp
     cfg = load_config("configs/distillhash-fmnist.yaml", SMALL)
     m = train(cfg, tmp_path / "a", progress=False)
     report = json.loads((tmp_path / "a" / "purity.json").read_text())
-    assert set(report) == {"initial", "distilled"} and m["purity"] == report
+    assert set(report) == {"initial", "distilled", "curve"} and m["purity"] == report
+    curve, distilled = report["curve"], report["distilled"]
+    at = curve["margin"].index(0.0)  # the curve at the run's margin is the distilled labelling itself
+    assert curve["similar"]["kept"][at] == distilled["similar"] and curve["dissimilar"]["kept"][at] == distilled["dissimilar"]
+    assert curve["similar"]["of"] == report["initial"]["similar"]  # agree: the candidates are the initial similar pairs
+    assert (tmp_path / "a" / "purity-curve.png").stat().st_size > 1000
+    md = (write_report([tmp_path / "a"], tmp_path / "report")["md"]).read_text()  # the report shows the curve too
+    assert "![a-purity](a-purity.png)" in md and f"{distilled['similar']:,} similar pairs" in md
     assert report["initial"]["of_pairs"] == 400 * 399 // 2 and report["initial"]["similar_purity"] > 0.3
     assert (tmp_path / "a" / "stage1-h.npy").is_file()
     with np.load(tmp_path / "a" / "codes-query.npz") as z:
@@ -299,3 +310,136 @@ def test_distillhash_resumes_after_distillation_from_the_saved_stage1_outputs(tm
     a, b = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=True)["model"] for r in ("full", "killed"))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert m["purity"]["distilled"] == json.loads((tmp_path / "full" / "purity.json").read_text())["distilled"]
+
+
+# four images: the initial k = 1 pairs are (0, 1) and (2, 3); the stage-1 codes put 0, 1, 2 together and 3 apart
+FOUR_FEATURES = [[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]]
+FOUR_CODES = [[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1], [-1, -1, -1, -1]]
+
+
+def _four(rule, margin=0.0):
+    initial = InitialPairs(FOUR_FEATURES, "knn", k=1)
+    nbr = torch.arange(4)[:, None]
+    return DistilledPairs(
+        FOUR_CODES, nbr, nbr, initial=initial if rule == "agree" else None, rule=rule, margin=margin, noise="global"
+    )
+
+
+def test_agree_keeps_an_initial_label_only_where_the_bayes_rule_assigns_it_too():
+    # theta = b.b / 2 = +2 among 0, 1, 2 and -2 with 3; global anchors: rho_minus = sigmoid(-2) = rho_plus, so
+    # similar where P = sigmoid(2) = 0.881 > (1 + 0.119) / 2 and dissimilar where P = 0.119 < (1 - 0.119) / 2
+    all4 = torch.arange(4)
+    relabel = torch.tensor([[-1, 1, 1, -1], [1, -1, 1, -1], [1, 1, -1, -1], [-1, -1, -1, -1]], dtype=torch.int8)
+    relabel.fill_diagonal_(0)
+    got = _four("relabel").labels(all4, all4)
+    got.fill_diagonal_(0)
+    assert torch.equal(got, relabel)
+    # agree: (0, 1) similar in both; (0, 2), (1, 2) rule-similar but initially dissimilar -> dropped;
+    # (2, 3) initially similar but rule-dissimilar -> dropped; (0, 3), (1, 3) dissimilar in both
+    agree = torch.tensor([[0, 1, 0, -1], [1, 0, 0, -1], [0, 0, 0, 0], [-1, -1, 0, 0]], dtype=torch.int8)
+    got = _four("agree").labels(all4, all4)
+    got.fill_diagonal_(0)
+    assert torch.equal(got, agree)
+    # the margin is in logit units: the pairs clear the thresholds by 2 - logit(0.5596) = 1.76
+    t_plus = math.log(0.5 * (1 + 1 / (1 + math.exp(2))) / (1 - 0.5 * (1 + 1 / (1 + math.exp(2)))))
+    assert abs(t_plus - 0.2395) < 1e-3
+    kept = _four("agree", margin=1.7).labels(all4, all4)
+    assert kept[0, 1] == 1 and kept[0, 3] == -1
+    assert not _four("agree", margin=1.8).labels(all4, all4).any()
+
+
+def test_purity_curve_counts_each_side_against_the_margin_by_hand():
+    # truth: 0, 1 one class; 2 and 3 one each. agree candidates: similar (0, 1), (2, 3); dissimilar the other four
+    curve = purity_curve(_four("agree"), np.array([0, 0, 1, 2]), np.array([-3.0, 0.0, 1.7, 1.8]))
+    # similar slacks: (0, 1) 2 - 0.2395 = 1.76 (correct), (2, 3) -2 - 0.2395 (wrong)
+    assert curve["similar"]["of"] == 2
+    assert curve["similar"]["kept"] == [2, 1, 1, 0] and curve["similar"]["correct"] == [1, 1, 1, 0]
+    # dissimilar slacks 1.76 for (0, 3), (1, 3) (correct), -2.24 for (0, 2), (1, 2) (correct too: other class)
+    assert curve["dissimilar"]["of"] == 4
+    assert curve["dissimilar"]["kept"] == [4, 2, 2, 0] and curve["dissimilar"]["purity"][:3] == [1.0, 1.0, 1.0]
+
+
+def test_cross_fitted_posterior_averages_the_models_that_did_not_see_each_image():
+    rng = np.random.default_rng(0)
+    codes = np.sign(rng.normal(size=(2, 6, 8)))
+    fold = np.array([0, 1, 0, 1, 0, 1])
+    nbr = torch.arange(6)[:, None]
+    src = DistilledPairs(codes, nbr, nbr, fold=fold)
+    theta = src.theta(torch.arange(6), torch.arange(6)).numpy()
+    assert theta[0, 2] == 0.5 * codes[0, 0] @ codes[0, 2]  # both in fold 0: model 0 alone (it saw neither)
+    assert theta[1, 3] == 0.5 * codes[1, 1] @ codes[1, 3]
+    assert theta[0, 1] == 0.5 * (0.5 * codes[0, 0] @ codes[0, 1] + 0.5 * codes[1, 0] @ codes[1, 1])
+    with pytest.raises(ValueError, match="give fold"):
+        DistilledPairs(codes, nbr, nbr)
+    f = fold_assignment(41, 3, seed=4)
+    assert sorted(np.bincount(f).tolist()) == [13, 14, 14] and np.array_equal(f, fold_assignment(41, 3, seed=4))
+
+
+def _memorising_fit(x, initial, bits=16, steps=400):
+    """A linear hash head trained on the labelled pairs among ``positions`` until it fits them (memorises)."""
+
+    def fit(positions, f):
+        torch.manual_seed(f)
+        pos = torch.as_tensor(positions)
+        s = initial.labels(pos, pos)
+        s.fill_diagonal_(0)
+        w = torch.nn.Linear(x.shape[1], bits)
+        opt = torch.optim.Adam(w.parameters(), lr=0.05)
+        loss = BayesianPairLoss(balance=True)
+        for _ in range(steps):
+            h = torch.tanh(w(x[pos]))
+            opt.zero_grad()
+            loss(h, h, s).backward()
+            opt.step()
+        with torch.no_grad():
+            return torch.tanh(w(x)).numpy()
+
+    return fit
+
+
+def test_a_noisy_pair_memorised_in_sample_is_dropped_when_cross_fitted():
+    # two classes of 20 images: inputs x separate them; the pair features put image 0 (class A) next to 20 (B),
+    # so the initial labels call (0, 20) similar: a noisy pair, and 0's few similar pairs all point into B
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(20, 64)) + 2.0 * np.eye(64)[0], rng.normal(size=(20, 64)) - 2.0 * np.eye(64)[0]])
+    truth = np.repeat([0, 1], 20)
+    f = x.copy()
+    f[0] = x[20] + 0.01 * rng.normal(size=64)
+    initial = InitialPairs(f, "knn", k=3)
+    assert initial.labels(torch.tensor([0]), torch.tensor([20])).item() == 1
+    x = torch.as_tensor(x, dtype=torch.float32)
+    fit = _memorising_fit(x, initial)
+    nbr = torch.arange(40)[:, None]
+    pair = (torch.tensor([0]), torch.tensor([20]))
+
+    in_sample = DistilledPairs(fit(np.arange(40), 9), nbr, nbr, initial=initial, rule="agree", noise="global")
+    assert in_sample.labels(*pair).item() == 1  # memorised: the model that learnt (0, 20) confirms it
+
+    seed = next(s for s in range(50) if fold_assignment(40, 2, s)[0] == fold_assignment(40, 2, s)[20])
+    codes, fold = cross_fitted(40, 2, fit, seed)
+    held_out = DistilledPairs(codes, nbr, nbr, fold=fold, initial=initial, rule="agree", noise="global")
+    assert held_out.labels(*pair).item() == 0  # a model that saw neither image puts 0 with class A: dropped
+    # and the cross-fitted labelling is purer on the similar side than the in-sample one
+    assert purity(held_out, truth)["similar_purity"] > purity(in_sample, truth)["similar_purity"]
+
+
+def test_cross_fit_run_trains_fold_models_that_never_batch_their_held_out_images(tmp_path, monkeypatch):
+    seen = []
+    real = DistillHash.with_neighbours
+
+    def spy(self, anchors, rng):
+        batch = real(self, anchors, rng)
+        if self.allowed is not None:
+            seen.append(bool(self.allowed[batch].all()))
+        return batch
+
+    monkeypatch.setattr(DistillHash, "with_neighbours", spy)
+    cfg = load_config("configs/distillhash-fmnist.yaml", SMALL + ["method.pairs.posterior_fit=cross_fit"])
+    m = train(cfg, tmp_path / "cf", progress=False)
+    with np.load(tmp_path / "cf" / "stage1-crossfit.npz") as z:
+        assert z["codes"].shape == (2, 400, 16) and np.bincount(z["fold"]).tolist() == [200, 200]
+        # two fresh models, not the run's: their codes differ from each other
+        assert not np.allclose(z["codes"][0], z["codes"][1])
+    # 2 models x 2 stage-1 epochs x 200 images / (100 // 4 anchors) = 32 batches, each inside its model's images
+    assert len(seen) == 32 and all(seen)
+    assert m["cross_fit_seconds"] > 0 and m["purity"]["distilled"]["similar"] > 0

@@ -116,8 +116,13 @@ def write_report(
             r.h("query"), out / f"{r.name}-bits", title=f"{r.name}: continuous codes h of the queries"
         )[:1]
         pictures.append(query_grid(r, out / f"{r.name}-queries.png", seed=seed))
-        sections.append((f"Run {r.name}", "Proxy similarity (where the method has proxies), per-bit histograms of h, and "
-                         "example queries (first column) with their top-10 results: green relevant, red not.", pictures))  # fmt: skip
+        text = ("Proxy similarity (where the method has proxies), per-bit histograms of h, and example queries (first "
+                "column) with their top-10 results: green relevant, red not.")  # fmt: skip
+        purity = r.metrics.get("purity") or {}
+        if "curve" in purity:  # DistillHash: its distilled pairs' purity against the fraction kept
+            pictures += plots.purity_curve(purity["curve"], out / f"{r.name}-purity", purity.get("initial"))[:1]
+            text += " " + _purity_line(purity)
+        sections.append((f"Run {r.name}", text, pictures))
 
     md = [f"# {title}", ""]
     body = [f"<h1>{html.escape(title)}</h1>"]
@@ -131,6 +136,16 @@ def write_report(
     _io.write_text(paths["html"], page)
     _io.write_text(paths["md"], "\n".join(md))
     return paths
+
+
+def _purity_line(purity: dict) -> str:
+    """One sentence on a DistillHash run's pairs: initial and distilled, each side's count and purity."""
+    parts = []
+    for stage in ("initial", "distilled"):
+        p = purity[stage]
+        parts.append(f"{stage} {p['similar']:,} similar pairs at purity {p['similar_purity']:.3f} and {p['dissimilar']:,} "
+                     f"dissimilar at {p['dissimilar_purity']:.3f}")  # fmt: skip
+    return f"Pairs ({purity['curve']['rule']} rule): " + "; ".join(parts) + "; the curve varies the margin."
 
 
 def _markdown_table_html(text: str) -> str:

@@ -39,7 +39,7 @@ from .distributed import Distributed, shard_order
 from .features import FEATURES_VERSION, FeatureCache, frozen_features, images_key, view_features
 from .methods import HashingMethod, TrainingContext, create_method
 from .metrics import mean_average_precision
-from .model import HashModel, build_model, encode_images
+from .model import build_model, encode_images
 from .progress import progress_bar
 
 
@@ -117,11 +117,13 @@ class Trainer:
         self.need_student = self.method.views == 2 or cfg.method.train_view == "student"
         n_proxies = self.data.n_classes if self.method.uses_proxies else 0
         if cfg.model.mode == "cached":
-            self.model = self._prepare_cached(n_proxies)
+            dim = self._prepare_cached()
+            self.new_model = lambda: build_model(cfg, n_proxies, dim).to(self.device)
         else:
-            torch.manual_seed(seed)  # the initial weights (backbone, head, proxies) follow the seed
-            self.model = build_model(cfg, n_proxies).to(self.device)
+            self.new_model = lambda: build_model(cfg, n_proxies).to(self.device)
             self.source = ImageViews(self.fit_split, self.teacher_tf, self.student_tf, self.device)
+        torch.manual_seed(seed)  # the initial weights (backbone, head, proxies) follow the seed
+        self.model = self.new_model()
         self.ddp = self.model
         if self.dist.active:
             ids = [self.device] if self.device.startswith("cuda") else None
@@ -136,11 +138,7 @@ class Trainer:
             if self.dist.active
             else self.method.steps_per_epoch(n, o.batch_size)
         )
-        total = self.steps_per_epoch * cfg.schedule.epochs
-        warmup = min(total, self.steps_per_epoch * cfg.schedule.warmup_epochs)
-        self.optimizer = self._optimizer()
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, total, warmup))
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self._amp)
+        self.optimizer, self.scheduler, self.scaler = self._optimisation(self.steps_per_epoch)
 
     @property
     def _amp(self) -> bool:
@@ -166,8 +164,8 @@ class Trainer:
             "n": len(split), "ids": digest(split.ids), **({"files": split.files} if split.files else {}),
         }  # fmt: skip
 
-    def _prepare_cached(self, n_proxies: int) -> HashModel:
-        """Frozen-backbone features of the training views (computed once), and a head-only model over them."""
+    def _prepare_cached(self) -> int:
+        """Frozen-backbone features of the training views (computed once); returns their width (the head's input)."""
         c = self.cfg
         backbone, dim = create_backbone(
             c.model.backbone, c.model.pretrained, layer=c.model.layer, input_size=c.model.input_size
@@ -181,8 +179,7 @@ class Trainer:
         )  # fmt: skip
         self.features_seconds += cache.seconds
         self.source = CachedViews(ft, fs, self.device)
-        torch.manual_seed(c.runtime.seed)  # after the features: the same weights whether they were cached or computed
-        return build_model(c, n_proxies, dim).to(self.device)
+        return dim
 
     def frozen_features(self, spec: dict[str, Any], desc: str, split: Split | None = None, shard: bool = False) -> np.ndarray:
         """Clean-view features of a split (default: the training images) from a frozen backbone ``spec``,
@@ -194,6 +191,14 @@ class Trainer:
         f, seconds = frozen_features(spec, split.images, key, b, self.device, self._bars, desc, d)
         self.features_seconds += seconds
         return f
+
+    def _optimisation(self, steps_per_epoch: int) -> tuple[torch.optim.Optimizer, Any, torch.amp.GradScaler]:
+        """The optimiser, the schedule (per step, over ``schedule.epochs``) and the AMP scaler of ``self.model``."""
+        total = steps_per_epoch * self.cfg.schedule.epochs
+        warmup = min(total, steps_per_epoch * self.cfg.schedule.warmup_epochs)
+        optimizer = self._optimizer()
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
+        return optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=self._amp)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         o = self.cfg.optim
@@ -212,7 +217,28 @@ class Trainer:
             n=len(self.fit_split), labels=labels if self.method.supervised else None, report_labels=labels,
             seed=self.cfg.runtime.seed, run_dir=self.run_dir, frozen_features=lambda spec, desc: self.frozen_features(spec, desc),
             encode=lambda: self.encode_split(self.fit_split, "fit", shard=False), log=self._log,
+            train_aside=self.train_aside,
         )  # fmt: skip
+
+    def train_aside(self, positions: np.ndarray, epochs: int, seed: int) -> np.ndarray:
+        """A fresh model (initial weights from ``seed``) trained for the first ``epochs`` epochs of the run's
+        schedule on the method's loss, batches from ``positions`` only; returns its codes h of the training images.
+        For a hook (rank 0 alone under torchrun): no DDP, no checkpoint; the run's own model is put back after."""
+        kept = self.model, self.ddp, self.optimizer, self.scheduler, self.scaler
+        try:
+            torch.manual_seed(seed)
+            self.model = self.ddp = self.new_model()
+            batch = self.cfg.optim.batch_size
+            self.optimizer, self.scheduler, self.scaler = self._optimisation(self.method.steps_per_epoch(len(positions), batch))
+            for epoch in range(epochs):
+                torch.manual_seed(seed * 100_003 + epoch)
+                rng = np.random.default_rng([seed, epoch])
+                batches = self.method.batches(rng.permutation(positions), batch, rng)
+                for idx in progress_bar(batches, enabled=self._bars, desc=f"aside {epoch + 1}/{epochs}"):
+                    self.step(idx, rng)
+            return self.encode_split(self.fit_split, "fit", shard=False)
+        finally:
+            self.model, self.ddp, self.optimizer, self.scheduler, self.scaler = kept
 
     @property
     def _bars(self) -> bool:

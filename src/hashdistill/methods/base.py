@@ -45,9 +45,13 @@ class MethodParams(BaseModel):
 @dataclass
 class TrainingContext:
     """What the trainer hands a method's hooks: the training set's size, its labels (``None`` for an
-    unsupervised method), the labels for reports only (never for a loss), the run folder, and two
-    callables: frozen-backbone features of the training images for a spec (``features.frozen_features``),
-    and the current model's continuous codes h of the training images' clean views."""
+    unsupervised method), the labels for reports only (never for a loss), the run folder, and callables:
+    frozen-backbone features of the training images for a spec (``features.frozen_features``), the current
+    model's continuous codes h of the training images' clean views, and ``train_aside(positions, epochs,
+    seed)``: a fresh model of the run's architecture (initial weights from ``seed``) trained on the method's
+    current loss for ``epochs`` epochs of the run's schedule, its batches drawn by the method's ``batches``
+    from ``positions`` only, returning its codes h of the training images; the run's own model, optimiser and
+    schedule are untouched (DistillHash's cross-fitted posterior)."""
 
     n: int
     labels: np.ndarray | None
@@ -57,6 +61,7 @@ class TrainingContext:
     frozen_features: Callable[[dict[str, Any], str], np.ndarray]
     encode: Callable[[], np.ndarray]
     log: Callable[[str], None]
+    train_aside: Callable[[np.ndarray, int, int], np.ndarray]
 
 
 class HashingMethod(nn.Module):

@@ -16,6 +16,7 @@ stage-1 posterior to the noisy labels before distilling (``pairs.calibrate``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -26,7 +27,7 @@ from torch import nn
 
 from ... import _io
 from ..base import HashingMethod, TrainingContext
-from .pairs import DistilledPairs, InitialPairs, calibrate, knn_graph, normalise, purity
+from .pairs import DistilledPairs, InitialPairs, calibrate, cross_fitted, knn_graph, normalise, purity, purity_curve
 from .params import DistillHashParams
 
 
@@ -103,6 +104,7 @@ class DistillHash(HashingMethod):
         self.initial: InitialPairs | None = None
         self.graph: torch.Tensor | None = None
         self.report: dict[str, Any] = {}
+        self.allowed: np.ndarray | None = None  # while a cross-fit model trains: the images its batches may hold
 
     @classmethod
     def check(cls, params: DistillHashParams, settings: dict[str, Any]) -> None:
@@ -130,14 +132,20 @@ class DistillHash(HashingMethod):
             self.report["initial"] = purity(self.initial, truth, c.memory_mb, c.report_rows, seed)
         return self.report
 
-    def distill_from(self, codes: np.ndarray, truth: np.ndarray | None = None, seed: int = 0) -> dict[str, Any]:
-        """Step 2 from the stage-1 outputs h of the training images (same order as the features); the
-        posterior is read from sign(h) (the paper) or from h (``pairs.posterior: continuous``)."""
+    def distill_from(
+        self, codes: np.ndarray, truth: np.ndarray | None = None, seed: int = 0, fold: np.ndarray | None = None
+    ) -> dict[str, Any]:
+        """Step 2 from the stage-1 outputs h of the training images (same order as the features): (n, K) from the
+        run's model, or (F, n, K) cross-fitted with each image's ``fold``. The posterior is read from sign(h)
+        (the paper) or from h (``pairs.posterior: continuous``); ``truth`` feeds the report and its curve only."""
         c = self.params.pairs
         n, skip = c.noise_neighbours, c.noise_skip
         ranked = torch.cat([torch.arange(len(self.graph))[:, None], self.graph], dim=1)  # rank 0: the image itself
-        nbr_minus, nbr_plus = ranked[:, :n], ranked[:, skip : skip + n]
-        self.source = DistilledPairs(codes, nbr_minus, nbr_plus, binary=c.posterior == "codes")
+        self.source = DistilledPairs(
+            codes, ranked[:, :n], ranked[:, skip : skip + n], binary=c.posterior == "codes", fold=fold,
+            initial=self.initial if c.distill_rule == "agree" else None, rule=c.distill_rule, margin=c.margin,
+            noise=c.noise_rates, anchor_quantile=c.anchor_quantile, seed=seed,
+        )  # fmt: skip
         if c.calibration != "none":
             scale, offset = calibrate(self.source, self.initial, c.calibration == "balanced", c.memory_mb, c.report_rows, seed)
             self.source.scale, self.source.offset = scale, offset
@@ -145,6 +153,10 @@ class DistillHash(HashingMethod):
         self.source.materialise(c.memory_mb)
         if truth is not None:
             self.report["distilled"] = purity(self.source, truth, c.memory_mb, c.report_rows, seed)
+            k = self.source.b.shape[-1]
+            margins = np.arange(-k / 2, k / 2 + 0.25, 0.5)
+            self.report["curve"] = purity_curve(self.source, truth, margins, c.memory_mb, c.report_rows, seed)
+            self.report["curve"]["at"] = c.margin
         return self.report
 
     # -------------------------------------------------------------- the contract's hooks
@@ -159,14 +171,43 @@ class DistillHash(HashingMethod):
         """At ``stage1_epochs``: freeze the stage-1 outputs (saved, so a resume reuses them) and distil."""
         if not self.distills or epoch < self.params.stage1_epochs or isinstance(self.source, DistilledPairs):
             return {}
-        path = ctx.run_dir / "stage1-h.npy"  # continuous h: the posterior takes sign(h) or h as configured
-        if path.is_file():
-            h = np.load(path, allow_pickle=False)
+        if self.params.pairs.posterior_fit == "cross_fit":
+            codes, fold, extra = self._cross_fit(ctx)
         else:
-            h = ctx.encode().astype(np.float32)
-            _io.atomic_write(path, lambda f: np.save(f, h))
-        self.distill_from(h, ctx.report_labels, ctx.seed)
-        return self._reported("distilled", ctx)
+            path, fold, extra = ctx.run_dir / "stage1-h.npy", None, {}
+            if path.is_file():  # continuous h: the posterior takes sign(h) or h as configured
+                codes = np.load(path, allow_pickle=False)
+            else:
+                codes = ctx.encode().astype(np.float32)
+                _io.atomic_write(path, lambda f: np.save(f, codes))
+        self.distill_from(codes, ctx.report_labels, ctx.seed, fold)
+        if "curve" in self.report:
+            from ...plots import purity_curve as plot_curve
+
+            plot_curve(self.report["curve"], ctx.run_dir / "purity-curve", self.report.get("initial"))
+        return {**self._reported("distilled", ctx), **extra}
+
+    def _cross_fit(self, ctx: TrainingContext) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """``pairs.folds`` fresh stage-1 models, each trained on the pairs among the images outside its fold for
+        ``stage1_epochs`` (``ctx.train_aside``); saved in ``stage1-crossfit.npz`` so a resume reuses them."""
+        path = ctx.run_dir / "stage1-crossfit.npz"
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as z:
+                return z["codes"], z["fold"], {}
+        t0 = time.perf_counter()
+
+        def fit(positions: np.ndarray, f: int) -> np.ndarray:
+            ctx.log(f"cross-fit: stage-1 model {f + 1}/{self.params.pairs.folds} on the pairs of {len(positions):,} images")
+            self.allowed = np.zeros(ctx.n, dtype=bool)
+            self.allowed[positions] = True
+            try:
+                return ctx.train_aside(positions, self.params.stage1_epochs, ctx.seed * 1_009 + f + 1)
+            finally:
+                self.allowed = None
+
+        codes, fold = cross_fitted(ctx.n, self.params.pairs.folds, fit, ctx.seed)
+        _io.atomic_write(path, lambda f: np.savez(f, codes=codes, fold=fold))
+        return codes, fold, {"cross_fit_seconds": round(time.perf_counter() - t0, 1)}
 
     def _reported(self, part: str, ctx: TrainingContext) -> dict[str, Any]:
         if part not in self.report:  # unlabelled images: nothing to measure the pairs against
@@ -194,7 +235,10 @@ class DistillHash(HashingMethod):
         without duplicates: batches in which similar pairs are not rare."""
         k, m = self.params.pairs.k, self.params.pairs.batch_neighbours
         picks = self.graph[torch.as_tensor(anchors)[:, None], torch.as_tensor(rng.integers(0, k, (len(anchors), m)))]
-        return np.unique(np.concatenate([np.asarray(anchors), picks.flatten().numpy()]))
+        picks = picks.flatten().numpy()
+        if self.allowed is not None:  # a cross-fit model: its held-out fold never enters a batch
+            picks = picks[self.allowed[picks]]
+        return np.unique(np.concatenate([np.asarray(anchors), picks]))
 
     # -------------------------------------------------------------- the loss
     def forward(

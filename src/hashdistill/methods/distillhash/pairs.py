@@ -10,7 +10,7 @@ sized by a memory budget.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,18 +126,25 @@ class InitialPairs:
         return out
 
 
-def distill_rule(theta: torch.Tensor, theta_min: torch.Tensor, theta_max: torch.Tensor) -> torch.Tensor:
-    """Step 2's keep rule on logits (P = sigmoid(theta)), exact where P saturates in floating point.
+def slacks(theta: torch.Tensor, theta_min: torch.Tensor, theta_max: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """How far each pair clears step 2's thresholds, in logit units (bits, for binary codes): (similar, dissimilar).
 
-    With the local noise rates rho_minus = sigmoid(theta_min) (the smallest posterior over the
-    neighbour pairs) and rho_plus = 1 - sigmoid(theta_max): +1 where P > (1 + rho_minus) / 2, -1 where
-    P < (1 - rho_plus) / 2, else 0. Compared as log-sigmoids: 1 - P < (1 - rho_minus) / 2 and
-    P < sigmoid(theta_max) / 2.
+    With P = sigmoid(theta), the noise rates rho_minus = sigmoid(theta_min) and rho_plus = 1 - sigmoid(theta_max),
+    a pair is similar where P > (1 + rho_minus) / 2, i.e. theta - T_plus > 0 with T_plus = logit((1 + rho_minus) / 2),
+    and dissimilar where P < (1 - rho_plus) / 2, i.e. T_minus - theta > 0 with T_minus = logit(sigmoid(theta_max) / 2).
+    Both thresholds are computed from log-sigmoids, so they stay exact where P saturates in floating point.
     """
     theta, theta_min, theta_max = (t.double() for t in (theta, theta_min, theta_max))
-    pos = F.logsigmoid(-theta) < F.logsigmoid(-theta_min) - LN2
-    neg = F.logsigmoid(theta) < F.logsigmoid(theta_max) - LN2
-    return pos.to(torch.int8) - neg.to(torch.int8)
+    t_plus = torch.log1p(torch.sigmoid(theta_min)) - F.logsigmoid(-theta_min)
+    t_minus = F.logsigmoid(theta_max) - LN2 - torch.log1p(-0.5 * torch.sigmoid(theta_max))
+    return theta - t_plus, t_minus - theta
+
+
+def distill_rule(theta: torch.Tensor, theta_min: torch.Tensor, theta_max: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+    """Step 2's rule on logits: +1 where the similar slack exceeds ``margin``, -1 where the dissimilar one
+    does, else 0 (``slacks``; ``margin`` 0 is the paper's rule, a positive margin keeps fewer, surer pairs)."""
+    pos, neg = slacks(theta, theta_min, theta_max)
+    return (pos > margin).to(torch.int8) - (neg > margin).to(torch.int8)
 
 
 def local_extremes(theta: torch.Tensor, rows_nbrs: torch.Tensor, cols_nbrs: torch.Tensor, largest: bool) -> torch.Tensor:
@@ -152,20 +159,41 @@ def local_extremes(theta: torch.Tensor, rows_nbrs: torch.Tensor, cols_nbrs: torc
 
 
 class DistilledPairs:
-    """Step 2: labels kept where the stage-1 posterior P_ij = sigmoid(scale * b_i . b_j / 2 + offset)
-    clears the locally estimated noise-rate thresholds (``distill_rule``); ``nbr_minus`` / ``nbr_plus``
-    are the neighbourhoods (rows of a k-NN graph of the frozen features) over which rho_minus / rho_plus
-    are minimised. ``scale = 1, offset = 0`` is the paper's posterior; ``calibrate`` fits them."""
+    """Step 2: pair labels from the stage-1 posterior P_ij = sigmoid(theta_ij) and noise-rate thresholds.
+
+    ``codes``: the stage-1 outputs of the training images, (n, K) from the run's own model (in sample), or
+    (F, n, K) from F cross-fitted models with ``fold`` (n,) naming each image's fold: model f never saw an
+    image of fold f, and theta_ij = (theta^f(i)_ij + theta^f(j)_ij) / 2, theta^f_ij = scale * b^f_i . b^f_j / 2
+    + offset (a pair inside one fold: one model that saw neither image; across folds: no model saw the pair).
+    ``scale = 1, offset = 0`` is the paper's posterior; ``calibrate`` fits them.
+
+    The noise rates are ``local`` (the released code's: extremes over the neighbourhoods ``nbr_minus`` /
+    ``nbr_plus``, rows of a k-NN graph of the frozen features) or ``global`` (anchor points: the
+    ``anchor_quantile`` quantiles of theta over a seeded sample of pairs; 0 = the minimum and maximum).
+    ``rule``: ``relabel`` gives each pair the label ``distill_rule`` assigns; ``agree`` keeps a pair's
+    ``initial`` label only where that rule assigns the same one, and drops it otherwise. ``margin`` (logit
+    units) is how far a pair must clear the thresholds.
+    """
 
     def __init__(
         self, codes: Any, nbr_minus: torch.Tensor, nbr_plus: torch.Tensor, binary: bool = True,
-        scale: float = 1.0, offset: float = 0.0,
+        scale: float = 1.0, offset: float = 0.0, *, fold: Any = None, initial: InitialPairs | None = None,
+        rule: str = "relabel", margin: float = 0.0, noise: str = "local", anchor_quantile: float = 0.0, seed: int = 0,
     ) -> None:  # fmt: skip
-        self.b = torch.as_tensor(np.asarray(codes)).double()
+        b = torch.as_tensor(np.asarray(codes)).double()
         if binary:  # the paper: P from the codes b = sign(h); else from the continuous h
-            self.b = torch.where(self.b >= 0, 1.0, -1.0).double()
-        self.nbr_minus, self.nbr_plus = nbr_minus, nbr_plus
-        self.scale, self.offset = float(scale), float(offset)
+            b = torch.where(b >= 0, 1.0, -1.0).double()
+        self.b = b[None] if b.ndim == 2 else b  # (F, n, K)
+        if (fold is None) != (len(self.b) == 1):
+            raise ValueError("give fold with cross-fitted codes (F, n, K), and only then")
+        self.fold = torch.zeros(self.b.shape[1], dtype=torch.long) if fold is None else torch.as_tensor(np.asarray(fold))
+        if rule not in ("relabel", "agree") or (rule == "agree") != (initial is not None):
+            raise ValueError(f"rule {rule!r}: relabel, or agree with the initial pairs")
+        if noise not in ("local", "global"):
+            raise ValueError(f"noise rates must be local or global, got {noise!r}")
+        self.nbr_minus, self.nbr_plus, self.initial, self.rule = nbr_minus, nbr_plus, initial, rule
+        self.scale, self.offset, self.margin = float(scale), float(offset), float(margin)
+        self.noise, self.anchor_quantile, self.seed = noise, anchor_quantile, seed
         self.dense: torch.Tensor | None = None
 
     def materialise(self, memory_mb: float = 256) -> bool:
@@ -180,28 +208,78 @@ class DistilledPairs:
         return True
 
     def __len__(self) -> int:
-        return len(self.b)
+        return self.b.shape[1]
 
     @property
     def bytes_per_label(self) -> int:
-        return 8 * (self.nbr_minus.shape[1] + 1)
+        return 8 * (self.nbr_minus.shape[1] + len(self.b) + 1)
 
     def theta(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        return self.scale * (0.5 * self.b[rows] @ self.b[cols].T) + self.offset
+        """The posterior's logits theta_ij for the pairs rows x cols."""
+        if len(self.b) == 1:
+            return self.scale * (0.5 * self.b[0, rows] @ self.b[0, cols].T) + self.offset
+        fr, fc = self.fold[rows], self.fold[cols]
+        out = torch.zeros(len(rows), len(cols), dtype=torch.float64)
+        for f in range(len(self.b)):
+            wr, wc = (fr == f).double(), (fc == f).double()
+            if wr.any() or wc.any():  # each side's model contributes half of the pair's logit
+                out += (0.5 * self.b[f, rows] @ self.b[f, cols].T) * (0.5 * (wr[:, None] + wc[None, :]))
+        return self.scale * out + self.offset
 
     def labels(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         if self.dense is not None:
             return self.dense[rows][:, cols]
         return self._labels(rows, cols)
 
-    def _labels(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    def slacks(self, rows: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(similar, dissimilar) slacks of the pairs rows x cols (``slacks``) under this source's noise rates."""
+        if self.noise == "global":
+            lo, hi = self._anchors()
+            return slacks(self.theta(rows, cols), torch.tensor(lo), torch.tensor(hi))
         out = []
         for nbr, largest in ((self.nbr_minus, False), (self.nbr_plus, True)):
             r, c = nbr[rows], nbr[cols]  # (R, m), (C, m)
             ur, r_inv = torch.unique(r, return_inverse=True)
             uc, c_inv = torch.unique(c, return_inverse=True)
             out.append(local_extremes(self.theta(ur, uc), r_inv, c_inv, largest))
-        return distill_rule(self.theta(rows, cols), out[0], out[1])
+        return slacks(self.theta(rows, cols), out[0], out[1])
+
+    def _anchors(self) -> tuple[float, float]:
+        """The global noise-rate logits: theta's ``anchor_quantile`` and 1 - ``anchor_quantile`` quantiles over a
+        seeded sample of 200,000 pairs (rho_minus = the smallest posterior, rho_plus = 1 - the largest)."""
+        i, j = (torch.as_tensor(a) for a in _pair_sample(len(self), 200_000, self.seed))
+        fi, fj = self.fold[i], self.fold[j]
+        t = 0.25 * ((self.b[fi, i] * self.b[fi, j]).sum(1) + (self.b[fj, i] * self.b[fj, j]).sum(1))
+        t = self.scale * t + self.offset
+        q = torch.tensor([self.anchor_quantile, 1 - self.anchor_quantile], dtype=t.dtype)
+        lo, hi = torch.quantile(t, q).tolist()
+        return lo, hi
+
+    def _labels(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        pos, neg = self.slacks(rows, cols)
+        s = (pos > self.margin).to(torch.int8) - (neg > self.margin).to(torch.int8)
+        if self.rule == "agree":  # keep the initial label where the rule agrees with it
+            initial = self.initial.labels(rows, cols)
+            s = torch.where(s == initial, initial, torch.zeros_like(s))
+        return s
+
+
+def fold_assignment(n: int, folds: int, seed: int = 0) -> np.ndarray:
+    """(n,) fold of each training image: a seeded random split into ``folds`` near-equal folds."""
+    if not 2 <= folds <= n:
+        raise ValueError(f"folds must be in [2, {n}] for {n} images, got {folds}")
+    fold = np.empty(n, dtype=np.int64)
+    fold[np.random.default_rng([seed, 13]).permutation(n)] = np.arange(n) % folds
+    return fold
+
+
+def cross_fitted(
+    n: int, folds: int, fit: Callable[[np.ndarray, int], np.ndarray], seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """((F, n, K) codes, (n,) folds): ``fit(positions, f)`` trains a fresh stage-1 model on the pairs inside
+    ``positions`` (every image outside fold f) and returns its codes of all n images."""
+    fold = fold_assignment(n, folds, seed)
+    return np.stack([np.asarray(fit(np.flatnonzero(fold != f), f), np.float32) for f in range(folds)]), fold
 
 
 THETA_STEP = 0.25  # calibration bins theta = b_i . b_j / 2 on this grid (exact for binary codes)
@@ -251,11 +329,11 @@ def calibrate(
     with which sigmoid(scale * theta + offset) best predicts the initial labels s~ of the pairs, theta =
     b_i . b_j / 2 of ``posterior`` (its own scale and offset ignored). Counts are binned on a
     ``THETA_STEP`` grid over the unordered pairs, in row blocks (``max_rows``: a seeded sample of rows)."""
-    k = posterior.b.shape[1]
+    k = posterior.b.shape[2]
     bins = int(round(k / THETA_STEP)) + 1  # theta in [-k/2, k/2]
     pos, neg = torch.zeros(bins, dtype=torch.float64), torch.zeros(bins, dtype=torch.float64)
     for r, cols, upper in _upper_blocks(len(posterior), 24, memory_mb, max_rows, seed):
-        theta = 0.5 * posterior.b[r] @ posterior.b.T
+        theta = (posterior.theta(r, cols) - posterior.offset) / posterior.scale
         s = noisy.labels(r, cols)
         idx = ((theta + k / 2) / THETA_STEP).round().long().clamp(0, bins - 1)
         pos += torch.bincount(idx[upper & (s > 0)], minlength=bins).double()
@@ -301,3 +379,44 @@ def purity(
         c.dissimilar_correct += int((dis & ~truth).sum())
         c.total += int(upper.sum())
     return c.as_dict()
+
+
+def purity_curve(
+    source: DistilledPairs, y: np.ndarray, margins: np.ndarray, memory_mb: float = 256, max_rows: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:  # fmt: skip
+    """Purity against the fraction kept as the margin varies, for the similar and the dissimilar side.
+
+    For each margin m of the increasing grid ``margins``: how many pairs i < j a side keeps (slack > m,
+    ``DistilledPairs.slacks``) and how many of those agree with the ground truth. A side's candidates are the
+    pairs with that initial label under the ``agree`` rule, every pair under ``relabel`` (``of``). One
+    blockwise pass; ground truth is used here only.
+    """
+    grid = torch.as_tensor(np.asarray(margins, np.float64))
+    names = ("similar", "dissimilar")
+    of = dict.fromkeys(names, 0)
+    kept = {k: torch.zeros(len(grid) + 1, dtype=torch.float64) for k in names}  # by how many margins lie below
+    correct = {k: torch.zeros(len(grid) + 1, dtype=torch.float64) for k in names}
+    for r, cols, upper in _upper_blocks(len(source), source.bytes_per_label, memory_mb, max_rows, seed):
+        pos, neg = source.slacks(r, cols)
+        truth = torch.as_tensor(shares_label(y[r.numpy()], y))
+        if source.rule == "agree":
+            initial = source.initial.labels(r, cols)
+            masks = (upper & (initial > 0), upper & (initial < 0))
+        else:
+            masks = (upper, upper)
+        for name, slack, right, mask in zip(names, (pos, neg), (truth, ~truth), masks):
+            at = torch.searchsorted(grid, slack[mask].contiguous())  # how many margins lie below the slack
+            of[name] += int(mask.sum())
+            kept[name] += torch.bincount(at, minlength=len(grid) + 1).double()
+            correct[name] += torch.bincount(at[right[mask]], minlength=len(grid) + 1).double()
+    out: dict[str, Any] = {"margin": grid.tolist(), "rule": source.rule}
+    for name in names:
+        kept_at = kept[name].flip(0).cumsum(0).flip(0)[1:]  # kept at margin g: the pairs with more than g margins below
+        correct_at = correct[name].flip(0).cumsum(0).flip(0)[1:]
+        out[name] = {
+            "of": of[name], "kept": kept_at.long().tolist(), "correct": correct_at.long().tolist(),
+            "kept_fraction": (kept_at / max(1, of[name])).tolist(),
+            "purity": (correct_at / kept_at.clamp(min=1)).tolist(),
+        }  # fmt: skip
+    return out

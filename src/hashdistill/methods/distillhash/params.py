@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from ..base import MethodParams
 
@@ -42,6 +42,20 @@ class PairParams(BaseModel):
     """the posterior P from the stage-1 codes b (the paper) or the continuous h"""
     calibration: Literal["none", "balanced", "prior"] = "none"
     """Platt-fit P on the noisy labels first (none: as the paper)"""
+    distill_rule: Literal["agree", "relabel"] = "agree"
+    """agree: keep an initial label where the Bayes rule assigns the same one (the abstract); relabel: every
+    pair takes the rule's label (the released code's reading)"""
+    posterior_fit: Literal["in_sample", "cross_fit"] = "in_sample"
+    """the stage-1 posterior from the run's own model (in_sample) or from fold models that never saw the pair's
+    images (cross_fit)"""
+    folds: int = Field(2, ge=2)
+    """cross_fit: the training images are split into this many folds, one stage-1 model per fold"""
+    noise_rates: Literal["local", "global"] = "local"
+    """local: extremes over each pair's neighbourhoods (the released code); global: anchor points over all pairs"""
+    anchor_quantile: float = Field(0.0, ge=0, lt=0.5)
+    """global noise rates: this quantile of P (and of 1 - P) over the pairs; 0 is the minimum"""
+    margin: float = 0.0
+    """how far (logit units; bits for binary codes) a pair must clear step 2's thresholds to be kept"""
     batch_neighbours: int = Field(3, ge=0)
     """each batch: anchors + this many of each anchor's k-NN"""
     memory_mb: float = Field(256, gt=0)
@@ -62,6 +76,12 @@ class PairParams(BaseModel):
         if not 1 <= len(v) <= 2 or not all(0 < q < 1 for q in v) or v != sorted(v):
             raise ValueError("one or two increasing quantiles in (0, 1)")
         return v
+
+    @model_validator(mode="after")
+    def _margin(self) -> PairParams:
+        if self.margin < 0 and self.distill_rule == "relabel":
+            raise ValueError("a negative margin with distill_rule relabel labels some pairs both ways; use margin >= 0")
+        return self
 
     @property
     def sizes(self) -> list[int]:
