@@ -2,7 +2,7 @@
 
 ``pr_curves`` and ``topm_curves`` (DHD Figs. 3-4) take one curve per run; ``proxy_heatmap`` the pairwise
 cosine similarity of trained proxies (Fig. 5); ``bit_histograms`` per-bit histograms of the continuous
-codes h (Fig. 7); ``sensitivity_curves`` the mean Hamming shift against s (Fig. 6); ``purity_curve`` DistillHash's
+codes h (Fig. 7); ``sensitivity_curves`` the mean Hamming shift against s (Fig. 6); ``purity_curves`` DistillHash's
 distilled-pair purity against the fraction kept.
 """
 
@@ -122,22 +122,26 @@ def sensitivity_curves(rows: Sequence[Mapping], stem: str | os.PathLike, title: 
     return _save(fig, stem)
 
 
-def purity_curve(curve: Mapping, stem: str | os.PathLike, initial: Mapping | None = None, title: str = "") -> list[Path]:
-    """DistillHash's distilled pairs (``pairs.purity_curve``): purity against the fraction of each side's
-    candidates kept as the margin varies, the run's margin marked, and the initial labels' purity dashed."""
-    fig, ax = plt.subplots(figsize=(5, 4))
-    margins = np.asarray(curve["margin"])
-    at = int(np.argmin(np.abs(margins - curve.get("at", 0.0))))
-    for name, colour in (("similar", "tab:blue"), ("dissimilar", "tab:orange")):
-        side = curve[name]
-        kept, purity = np.asarray(side["kept_fraction"]), np.asarray(side["purity"])
-        show = np.asarray(side["kept"]) > 0
-        ax.plot(kept[show], purity[show], marker=".", markersize=3, color=colour, label=f"{name} ({side['of']:,} candidates)")
-        ax.plot(kept[at], purity[at], marker="o", color=colour, markersize=7, fillstyle="none")
-        if initial:
-            ax.axhline(initial[f"{name}_purity"], color=colour, linestyle="--", linewidth=0.8)
-    ax.set(xlabel="fraction of candidates kept", ylabel="purity (agreement with ground truth)", xlim=(0, 1.02), ylim=(0, 1.02),
-           title=title or f"distilled pairs ({curve['rule']}): margin from {margins[0]:g} to {margins[-1]:g}")  # fmt: skip
+def purity_curves(
+    curves: Mapping[str, Mapping], stem: str | os.PathLike, initial: Mapping | None = None, title: str = ""
+) -> list[Path]:
+    """DistillHash's distilled pairs (``pairs.purity_curve``), one curve per run: purity against the fraction of each
+    side's candidates kept as the margin varies (similar solid, dissimilar dotted), each run's margin circled, and
+    the initial labels' purity dashed."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    for (name, curve), colour in zip(curves.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        margins = np.asarray(curve["margin"])
+        at = int(np.argmin(np.abs(margins - curve.get("at", 0.0))))
+        for side, style in (("similar", "-"), ("dissimilar", ":")):
+            c = curve[side]
+            kept, purity, show = np.asarray(c["kept_fraction"]), np.asarray(c["purity"]), np.asarray(c["kept"]) > 0
+            ax.plot(kept[show], purity[show], style, color=colour, label=f"{name}: {side} ({curve['rule']}, {c['of']:,})")
+            ax.plot(kept[at], purity[at], marker="o", color=colour, markersize=7, fillstyle="none")
+    if initial:
+        for side, style in (("similar", "--"), ("dissimilar", "-.")):
+            ax.axhline(initial[f"{side}_purity"], color="grey", linestyle=style, linewidth=0.8, label=f"initial {side}")
+    ax.set(xlabel="fraction of candidates kept", ylabel="purity (agreement with ground truth)", xlim=(0, 1.02),
+           ylim=(0, 1.02), title=title or "distilled pairs as the margin varies (circle: the run's margin)")  # fmt: skip
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="circle: the run's margin; dashed: initial", title_fontsize=7)
+    ax.legend(fontsize=7, loc="lower left")
     return _save(fig, stem)

@@ -120,7 +120,7 @@ def write_report(
                 "column) with their top-10 results: green relevant, red not.")  # fmt: skip
         purity = r.metrics.get("purity") or {}
         if "curve" in purity:  # DistillHash: its distilled pairs' purity against the fraction kept
-            pictures += plots.purity_curve(purity["curve"], out / f"{r.name}-purity", purity.get("initial"))[:1]
+            pictures += plots.purity_curves({r.name: purity["curve"]}, out / f"{r.name}-purity", purity.get("initial"))[:1]
             text += " " + _purity_line(purity)
         sections.append((f"Run {r.name}", text, pictures))
 

@@ -182,9 +182,9 @@ class DistillHash(HashingMethod):
                 _io.atomic_write(path, lambda f: np.save(f, codes))
         self.distill_from(codes, ctx.report_labels, ctx.seed, fold)
         if "curve" in self.report:
-            from ...plots import purity_curve as plot_curve
+            from ...plots import purity_curves
 
-            plot_curve(self.report["curve"], ctx.run_dir / "purity-curve", self.report.get("initial"))
+            purity_curves({ctx.run_dir.name: self.report["curve"]}, ctx.run_dir / "purity-curve", self.report.get("initial"))
         return {**self._reported("distilled", ctx), **extra}
 
     def _cross_fit(self, ctx: TrainingContext) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
