@@ -16,11 +16,14 @@ from hashdistill.methods.dch import DCH
 from hashdistill.methods.dhn import DHN
 from hashdistill.methods.dnnh import DNNH
 from hashdistill.methods.dpn import DPN
+from hashdistill.methods.dpsh import DPSH
+from hashdistill.methods.dsh import DSH
+from hashdistill.methods.dtsh import DTSH
 from hashdistill.methods.hashnet import HashNet
 from hashdistill.methods.targets import label_codes, random_signs
 from hashdistill.train import train
 
-BASELINES = ("cnnh", "dnnh", "dhn", "hashnet", "dch", "dpn", "csq")
+BASELINES = ("cnnh", "dnnh", "dhn", "hashnet", "dch", "dpn", "csq", "dpsh", "dsh", "dtsh")
 
 H = torch.tensor([[0.9, -0.4, 0.2], [0.7, -0.6, -0.1], [-0.8, 0.5, 0.3], [0.1, 0.9, -0.95]])
 Y = torch.tensor([0, 0, 1, 2])
@@ -53,6 +56,52 @@ def test_dhn_by_hand(y):
     quant = sum(math.log(math.cosh(abs(v) - 1)) for row in h for v in row) / H.numel()
     got = DHN(bits=3)(H, None, y)
     assert got["loss"].item() == pytest.approx(pair + 0.1 * quant, rel=1e-5)
+
+
+def _sign(v):
+    return 1.0 if v > 0 else -1.0 if v < 0 else 0.0
+
+
+@pytest.mark.parametrize("y", [Y, Y_MULTI])
+def test_dpsh_by_hand(y):
+    u, n = H.tolist(), len(H)
+    pair = sum(_softplus(0.5 * _dot(u[i], u[j])) - _same(y, i, j) * 0.5 * _dot(u[i], u[j]) for i in range(n) for j in range(n))
+    quant = sum((v - _sign(v)) ** 2 for row in u for v in row) / H.numel()
+    assert DPSH.uses_logits
+    got = DPSH(bits=3)(H, None, y)
+    assert got["loss"].item() == pytest.approx(pair / n**2 + 0.1 * quant, rel=1e-5)
+
+
+@pytest.mark.parametrize("y", [Y, Y_MULTI])
+def test_dsh_by_hand(y):
+    u, n, m = H.tolist(), len(H), 2 * 3  # the margin 2K
+    total = 0.0
+    for i in range(n):
+        for j in range(n):
+            d = sum((a - b) ** 2 for a, b in zip(u[i], u[j]))
+            total += 0.5 * d if _same(y, i, j) else 0.5 * max(m - d, 0.0)
+    reg = sum(abs(abs(v) - 1) for row in u for v in row) / H.numel()
+    got = DSH(bits=3)(H, None, y)
+    assert got["loss"].item() == pytest.approx(total / n**2 + 0.01 * reg, rel=1e-5)
+    assert DSH(bits=3, margin=0.5)(H, None, y)["pair"].item() < got["pair"].item()  # a smaller margin pushes less
+
+
+@pytest.mark.parametrize("y", [Y, Y_MULTI])
+def test_dtsh_by_hand(y):
+    u, n = H.tolist(), len(H)
+    per_anchor = []
+    for i in range(n):
+        terms = [
+            -math.log(1 / (1 + math.exp(-(_dot(u[i], u[j]) - _dot(u[i], u[k]) - 5.0))))
+            for j in range(n) for k in range(n)
+            if j != i and _same(y, i, j) and not _same(y, i, k)
+        ]  # fmt: skip
+        if terms:
+            per_anchor.append(sum(terms) / len(terms))
+    quant = sum((v - _sign(v)) ** 2 for row in u for v in row) / H.numel()
+    assert per_anchor  # Y: anchors 0 and 1 have a positive; Y_MULTI: 0, 1, 2
+    got = DTSH(bits=3)(H, None, y)
+    assert got["loss"].item() == pytest.approx(sum(per_anchor) / len(per_anchor) + quant, rel=1e-5)
 
 
 def test_hashnet_by_hand_with_continuation():
@@ -175,8 +224,8 @@ def test_sdh_switch_adds_self_distillation_to_any_method():
 
 
 def test_method_config_errors():
-    with pytest.raises(ConfigError, match=r"^method.name: unknown method 'dsh'; known: dhd, "):
-        load_config(None, ["method=dsh"])
+    with pytest.raises(ConfigError, match=r"^method.name: unknown method 'dhs'; known: dhd, "):
+        load_config(None, ["method=dhs"])
     with pytest.raises(ConfigError, match=r"^unknown key method.gama; known: .*gamma, lambda_q, distance, weighting$"):
         load_config(None, ["method=dch", "method.gama=10"])
     assert load_config(None, ["method=dch", "method.gamma=10"]).method.gamma == 10

@@ -79,5 +79,5 @@ def test_dhd_total_and_ablations():
     assert hp_q["loss"].item() == pytest.approx((hp + 0.1 * q).item(), rel=1e-6)
     with_proxies = DHD(quantize_proxies=True)(ht, hs, y, proxies)
     assert with_proxies["bceq"].item() == pytest.approx((q + BCEQuantizationLoss(0.5)(proxies)).item(), rel=1e-6)
-    with pytest.raises(MethodError, match="unknown method 'dsh'"):
-        create_method("dsh")
+    with pytest.raises(MethodError, match="unknown method 'dhs'"):
+        create_method("dhs")

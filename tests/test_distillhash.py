@@ -282,6 +282,15 @@ def test_distillhash_config_errors_are_one_line():
             r"^method.pairs.quantiles: one or two increasing quantiles in \(0, 1\), got \[0.5, 0.1\]$",
         ),
         (
+            ["method.pairs.distill_rule=relabel", "method.pairs.margin=-1"],
+            r"^method.pairs: margin -1 with distill_rule relabel would label some pairs both ways; use margin >= 0$",
+        ),
+        (["method.pairs.folds=1"], r"^method.pairs.folds: Input should be greater than or equal to 2, got 1$"),
+        (
+            ["method.pairs.posterior_fit=crossfit"],
+            r"^method.pairs.posterior_fit: Input should be 'in_sample' or 'cross_fit', got 'crossfit'$",
+        ),
+        (
             ["method.stage_epochs=3"],
             r"^unknown key method.stage_epochs; known: name, .*stage1_epochs, balance, quantization, pairs$",
         ),

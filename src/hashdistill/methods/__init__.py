@@ -19,6 +19,9 @@ from .dhn import DHN
 from .distillhash import DistillHash, DistillHashNoisy, DistillHashSquared
 from .dnnh import DNNH
 from .dpn import DPN
+from .dpsh import DPSH
+from .dsh import DSH
+from .dtsh import DTSH
 from .hashnet import HashNet
 from .self_distill import SelfDistilled
 
@@ -33,6 +36,9 @@ METHODS: dict[str, type[HashingMethod]] = {
     "dch": DCH,
     "dpn": DPN,
     "csq": CSQ,
+    "dpsh": DPSH,
+    "dsh": DSH,
+    "dtsh": DTSH,
     "distillhash": DistillHash,
     "distillhash-noisy": DistillHashNoisy,
     "distillhash-squared": DistillHashSquared,
@@ -88,7 +94,7 @@ def create_method(params: MethodParams | str, bits: int = 64, n_classes: int = 0
 
 
 __all__ = [
-    "CNNH", "CSQ", "DCH", "DHD", "DHN", "DNNH", "DPN", "METHODS", "DistillHash", "DistillHashNoisy",
+    "CNNH", "CSQ", "DCH", "DHD", "DHN", "DNNH", "DPN", "DPSH", "DSH", "DTSH", "METHODS", "DistillHash", "DistillHashNoisy",
     "DistillHashSquared", "HashNet", "HashingMethod", "MethodError", "MethodParams", "SelfDistilled",
     "TrainingContext", "create_method", "method_class", "method_params", "same_params",
 ]  # fmt: skip

@@ -80,7 +80,9 @@ class PairParams(BaseModel):
     @model_validator(mode="after")
     def _margin(self) -> PairParams:
         if self.margin < 0 and self.distill_rule == "relabel":
-            raise ValueError("a negative margin with distill_rule relabel labels some pairs both ways; use margin >= 0")
+            raise ValueError(
+                f"margin {self.margin:g} with distill_rule relabel would label some pairs both ways; use margin >= 0"
+            )
         return self
 
     @property
