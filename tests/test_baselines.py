@@ -19,11 +19,13 @@ from hashdistill.methods.dpn import DPN
 from hashdistill.methods.dpsh import DPSH
 from hashdistill.methods.dsh import DSH
 from hashdistill.methods.dtsh import DTSH
+from hashdistill.methods.greedyhash import GreedyHash
 from hashdistill.methods.hashnet import HashNet
+from hashdistill.methods.orthohash import OrthoHash
 from hashdistill.methods.targets import label_codes, random_signs
 from hashdistill.train import train
 
-BASELINES = ("cnnh", "dnnh", "dhn", "hashnet", "dch", "dpn", "csq", "dpsh", "dsh", "dtsh")
+BASELINES = ("cnnh", "dnnh", "dhn", "hashnet", "dch", "dpn", "csq", "dpsh", "dsh", "dtsh", "orthohash", "greedyhash")
 
 H = torch.tensor([[0.9, -0.4, 0.2], [0.7, -0.6, -0.1], [-0.8, 0.5, 0.3], [0.1, 0.9, -0.95]])
 Y = torch.tensor([0, 0, 1, 2])
@@ -102,6 +104,46 @@ def test_dtsh_by_hand(y):
     assert per_anchor  # Y: anchors 0 and 1 have a positive; Y_MULTI: 0, 1, 2
     got = DTSH(bits=3)(H, None, y)
     assert got["loss"].item() == pytest.approx(sum(per_anchor) / len(per_anchor) + quant, rel=1e-5)
+
+
+def test_orthohash_by_hand():
+    m = OrthoHash(bits=3, n_classes=3, seed=0)
+    c = m.codebook.tolist()
+    u = H.tolist()
+    total = 0.0
+    for i in range(len(u)):
+        logits = [8.0 * (_cos(u[i], c[k]) - 0.2 * (k == int(Y[i]))) for k in range(3)]
+        total += -logits[int(Y[i])] + math.log(sum(math.exp(v) for v in logits))
+    got = m(H, None, Y)
+    assert got["loss"].item() == pytest.approx(total / len(u), rel=1e-5)
+    assert set(map(abs, sum(c, []))) == {1.0}  # fixed {-1, +1} class codes, not trained
+    # multi-hot: softmax cross-entropy to the normalised label vector (the released label smoothing)
+    total = 0.0
+    for i in range(len(u)):
+        labels = Y_MULTI[i].tolist()
+        logits = [8.0 * (_cos(u[i], c[k]) - 0.2 * labels[k]) for k in range(3)]
+        log_z = math.log(sum(math.exp(v) for v in logits))
+        total += -sum(labels[k] / sum(labels) * (logits[k] - log_z) for k in range(3))
+    assert m(H, None, Y_MULTI)["loss"].item() == pytest.approx(total / len(u), rel=1e-5)
+
+
+def test_greedyhash_by_hand_and_its_straight_through_gradient():
+    w = torch.tensor([[0.5, -1.0, 0.2], [-0.3, 0.4, 0.9], [1.0, 0.1, -0.6]])
+    u = H.tolist()
+    total = 0.0
+    for i in range(len(u)):
+        b = [_sign(v) for v in u[i]]
+        logits = [_dot(b, w[k].tolist()) for k in range(3)]
+        total += -logits[int(Y[i])] + math.log(sum(math.exp(v) for v in logits))
+    penalty = sum(abs(abs(v) - 1) ** 3 for row in u for v in row) / H.numel()
+    h = H.clone().requires_grad_(True)
+    got = GreedyHash(bits=3)(h, None, Y, w)
+    assert got["loss"].item() == pytest.approx(total / len(u) + 0.1 * penalty, rel=1e-5)
+    got["ce"].backward()
+    # straight through: d CE / d h = d CE / d b = (softmax(b W^T) - onehot(y)) W / n
+    b = torch.where(H >= 0, 1.0, -1.0)
+    expected = (torch.softmax(b @ w.T, 1) - torch.nn.functional.one_hot(Y, 3)) @ w / len(u)
+    assert torch.allclose(h.grad, expected, atol=1e-6)
 
 
 def test_hashnet_by_hand_with_continuation():

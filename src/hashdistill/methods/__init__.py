@@ -22,7 +22,9 @@ from .dpn import DPN
 from .dpsh import DPSH
 from .dsh import DSH
 from .dtsh import DTSH
+from .greedyhash import GreedyHash
 from .hashnet import HashNet
+from .orthohash import OrthoHash
 from .self_distill import SelfDistilled
 
 METHODS: dict[str, type[HashingMethod]] = {
@@ -39,6 +41,8 @@ METHODS: dict[str, type[HashingMethod]] = {
     "dpsh": DPSH,
     "dsh": DSH,
     "dtsh": DTSH,
+    "greedyhash": GreedyHash,
+    "orthohash": OrthoHash,
     "distillhash": DistillHash,
     "distillhash-noisy": DistillHashNoisy,
     "distillhash-squared": DistillHashSquared,
@@ -95,6 +99,6 @@ def create_method(params: MethodParams | str, bits: int = 64, n_classes: int = 0
 
 __all__ = [
     "CNNH", "CSQ", "DCH", "DHD", "DHN", "DNNH", "DPN", "DPSH", "DSH", "DTSH", "METHODS", "DistillHash", "DistillHashNoisy",
-    "DistillHashSquared", "HashNet", "HashingMethod", "MethodError", "MethodParams", "SelfDistilled",
+    "DistillHashSquared", "GreedyHash", "HashNet", "OrthoHash", "HashingMethod", "MethodError", "MethodParams", "SelfDistilled",
     "TrainingContext", "create_method", "method_class", "method_params", "same_params",
 ]  # fmt: skip
