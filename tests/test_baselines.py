@@ -10,6 +10,7 @@ import torch
 
 from hashdistill.config import ConfigError, load_config
 from hashdistill.methods import SelfDistilled, create_method
+from hashdistill.methods.adsh import ADSH, pair_targets, v_step
 from hashdistill.methods.cnnh import CNNH, approximate_codes
 from hashdistill.methods.csq import CSQ, hash_centres, min_distance
 from hashdistill.methods.dch import DCH
@@ -25,7 +26,7 @@ from hashdistill.methods.orthohash import OrthoHash
 from hashdistill.methods.targets import label_codes, random_signs
 from hashdistill.train import train
 
-BASELINES = ("cnnh", "dnnh", "dhn", "hashnet", "dch", "dpn", "csq", "dpsh", "dsh", "dtsh", "orthohash", "greedyhash")
+BASELINES = ("cnnh", "dnnh", "dhn", "hashnet", "dch", "dpn", "csq", "dpsh", "dsh", "dtsh", "orthohash", "greedyhash", "adsh")
 
 H = torch.tensor([[0.9, -0.4, 0.2], [0.7, -0.6, -0.1], [-0.8, 0.5, 0.3], [0.1, 0.9, -0.95]])
 Y = torch.tensor([0, 0, 1, 2])
@@ -144,6 +145,42 @@ def test_greedyhash_by_hand_and_its_straight_through_gradient():
     b = torch.where(H >= 0, 1.0, -1.0)
     expected = (torch.softmax(b @ w.T, 1) - torch.nn.functional.one_hot(Y, 3)) @ w / len(u)
     assert torch.allclose(h.grad, expected, atol=1e-6)
+
+
+def test_adsh_by_hand():
+    m = ADSH(bits=3, seed=0)
+    m.labels, m.ratio = Y.numpy(), 2 / 14  # Y: 2 similar ordered pairs off the diagonal + 4 on it, 10 dissimilar
+    m.v = torch.tensor([[1.0, -1, 1], [1, 1, -1], [-1, 1, 1], [-1, -1, -1]])
+    idx = torch.tensor([1, 3])
+    u, v = H[idx].tolist(), m.v.tolist()
+    total = 0.0
+    for a, i in enumerate(idx.tolist()):
+        for j in range(4):
+            same = _same(Y, i, j)
+            target = same * (1 + 2 / 14) - 2 / 14
+            total += (_dot(u[a], v[j]) - 3 * target) ** 2
+        total += 200 * sum((x - w) ** 2 for x, w in zip(v[i], u[a]))
+    got = m(H[idx], None, idx)
+    assert got["loss"].item() == pytest.approx(total / (4 * 2), rel=1e-5)
+
+
+def test_adsh_v_step_minimises_each_column_exactly():
+    rng = np.random.default_rng(0)
+    u = torch.as_tensor(rng.uniform(-1, 1, (4, 3)), dtype=torch.float32)
+    s = pair_targets(Y.numpy(), Y.numpy(), soft=False, ratio=0.0)
+    v0 = torch.tensor([[1.0, 1, 1], [-1, 1, -1], [1, -1, 1], [-1, -1, 1]])
+
+    def objective(v):
+        return float((u @ v.T - 3 * s.T).pow(2).sum() + 5.0 * (v - u).pow(2).sum())
+
+    v1 = v_step(v0, u, s.T @ u, bits=3, gamma=5.0)
+    assert objective(v1) <= objective(v0)
+    # the last column is the exact minimiser over {-1, +1}^4 with the first two fixed at their new values
+    best = min(
+        (torch.tensor(c, dtype=torch.float32) for c in np.array(np.meshgrid(*[[-1, 1]] * 4)).T.reshape(-1, 4)),
+        key=lambda c: objective(torch.cat([v1[:, :2], c[:, None]], 1)),
+    )
+    assert torch.equal(v1[:, 2], best)
 
 
 def test_hashnet_by_hand_with_continuation():

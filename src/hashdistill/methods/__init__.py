@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .adsh import ADSH
 from .base import HashingMethod, MethodParams, TrainingContext
 from .cnnh import CNNH
 from .csq import CSQ
@@ -43,6 +44,7 @@ METHODS: dict[str, type[HashingMethod]] = {
     "dtsh": DTSH,
     "greedyhash": GreedyHash,
     "orthohash": OrthoHash,
+    "adsh": ADSH,
     "distillhash": DistillHash,
     "distillhash-noisy": DistillHashNoisy,
     "distillhash-squared": DistillHashSquared,
@@ -98,7 +100,7 @@ def create_method(params: MethodParams | str, bits: int = 64, n_classes: int = 0
 
 
 __all__ = [
-    "CNNH", "CSQ", "DCH", "DHD", "DHN", "DNNH", "DPN", "DPSH", "DSH", "DTSH", "METHODS", "DistillHash", "DistillHashNoisy",
+    "ADSH", "CNNH", "CSQ", "DCH", "DHD", "DHN", "DNNH", "DPN", "DPSH", "DSH", "DTSH", "METHODS", "DistillHash", "DistillHashNoisy",
     "DistillHashSquared", "GreedyHash", "HashNet", "OrthoHash", "HashingMethod", "MethodError", "MethodParams", "SelfDistilled",
     "TrainingContext", "create_method", "method_class", "method_params", "same_params",
 ]  # fmt: skip
