@@ -33,8 +33,7 @@ class MethodParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     name: str = ""
-    """the method (docs/algorithms/): dhd, distillhash, hashnet, csq, dch, dpn, dhn, dnnh, cnnh, dpsh, dsh, dtsh, orthohash, greedyhash, adsh, and
-    ablations"""
+    """the method, a name in hashdistill.methods.METHODS (docs/algorithms/): dhd, distillhash, dch, csq, adsh, ..."""
     self_distill: bool = False
     """add DHD's self-distillation term (Eq. 2) to the method's loss (Table 3's +SdH)"""
     self_distill_weight: float = Field(0.1, ge=0)
