@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from hashdistill.metrics import mean_average_precision
-from hashdistill.shallow import ITQ, KSH, LSH, PCAH, SDH, SH, SHALLOW_METHODS, create_hasher
+from hashdistill.shallow import ITQ, KSH, LSH, PCAH, PCARR, SDH, SH, SHALLOW_METHODS, create_hasher
 
 FAST = {"ksh": {"n_labeled": 600, "n_anchors": 100}, "sdh": {"n_anchors": 300}}
 
@@ -43,6 +43,10 @@ def test_itq_rotation_reduces_quantization_error(small_fmnist):
         return np.linalg.norm(np.where(VR >= 0, 1, -1) - VR)
 
     assert err(itq.rotation_) < 0.9 * err(np.eye(32))  # PCAH's (unrotated) quantization error
+    # PCA-RR: the same PCA and ITQ's starting rotation (orthogonal, random), not refined
+    rr = PCARR(32, random_state=0).fit(X)
+    assert np.allclose(rr.components_, itq.components_) and np.allclose(rr.rotation_.T @ rr.rotation_, np.eye(32), atol=1e-8)
+    assert err(itq.rotation_) < err(rr.rotation_)
 
 
 def test_sdh_multilabel(small_fmnist):
@@ -55,7 +59,7 @@ def test_sdh_multilabel(small_fmnist):
 
 def test_errors():
     X = np.random.default_rng(0).random((50, 10))
-    for cls in (PCAH, ITQ):
+    for cls in (PCAH, PCARR, ITQ):
         with pytest.raises(ValueError, match="cannot make 16 bits"):
             cls(16).fit(X)
     with pytest.raises(RuntimeError, match="not fitted"):

@@ -1,8 +1,8 @@
-"""Shallow hashers (LSH, PCAH, SH, ITQ, SDH, KSH) with scikit-learn's shape, and ``run_shallow``, which fits
+"""Shallow hashers (LSH, PCAH, PCA-RR, SH, ITQ, SDH, KSH) with scikit-learn's shape, and ``run_shallow``, which fits
 one on a protocol's training split and scores it."""
 
-from .hashers import ITQ, KSH, LSH, PCAH, SDH, SH, SHALLOW_METHODS, NotFittedError, create_hasher
+from .hashers import ITQ, KSH, LSH, PCAH, PCARR, SDH, SH, SHALLOW_METHODS, NotFittedError, create_hasher
 from .runner import run_shallow, split_features
 
-__all__ = ["ITQ", "KSH", "LSH", "PCAH", "SDH", "SH", "SHALLOW_METHODS", "NotFittedError", "create_hasher",
+__all__ = ["ITQ", "KSH", "LSH", "PCAH", "PCARR", "SDH", "SH", "SHALLOW_METHODS", "NotFittedError", "create_hasher",
            "run_shallow", "split_features"]  # fmt: skip

@@ -4,7 +4,8 @@
 ``transform(X)`` gives the real-valued projections whose sign is the code. Parameters live in
 ``__init__``; learned state carries a trailing underscore. Deterministic for a ``random_state``.
 
-Unsupervised: LSH (Charikar 2002, random hyperplanes), PCAH (PCA + sign), SH (Weiss et al. 2008,
+Unsupervised: LSH (Charikar 2002, random hyperplanes), PCAH (PCA + sign), PCA-RR (PCA, a random
+rotation, sign), SH (Weiss et al. 2008,
 spectral hashing), ITQ (Gong & Lazebnik 2011). Supervised: SDH (Shen et al. 2015), KSH (Liu et al.
 2012) - the non-deep rows of the DHD paper's Table 2. Labels ``y`` may be a class vector or a
 multi-hot matrix (pairs sharing a label are similar).
@@ -21,7 +22,7 @@ from scipy import linalg
 from ..codes import binarize
 from ..labels import shares_label
 
-__all__ = ["ITQ", "KSH", "LSH", "PCAH", "SDH", "SH", "SHALLOW_METHODS", "NotFittedError", "create_hasher"]
+__all__ = ["ITQ", "KSH", "LSH", "PCAH", "PCARR", "SDH", "SH", "SHALLOW_METHODS", "NotFittedError", "create_hasher"]
 
 
 class NotFittedError(RuntimeError):
@@ -154,29 +155,38 @@ class PCAH(BaseHasher):
         return (X - self.mean_) @ self.components_
 
 
-class ITQ(BaseHasher):
-    """Iterative quantization: PCA to ``n_bits`` then an orthogonal rotation minimising
-    ||B - VR||_F by alternating B = sgn(VR) and the Procrustes solution for R (Gong & Lazebnik, Alg. 1)."""
+class PCARR(BaseHasher):
+    """PCA to ``n_bits``, then a seeded random orthogonal rotation, then sign (Gong & Lazebnik's PCA-RR): spreads
+    the variance over the bits, the training-free baseline ITQ refines."""
+
+    def _fit(self, X, y, rng):
+        self._check_bits_le(min(X.shape), "features/samples")
+        self.mean_ = X.mean(axis=0)
+        self.components_ = _pca(X - self.mean_, self.n_bits)
+        self.rotation_, _ = np.linalg.qr(rng.standard_normal((self.n_bits, self.n_bits)))
+
+    def transform(self, X):
+        X = self._check_X(X)
+        return (X - self.mean_) @ self.components_ @ self.rotation_
+
+
+class ITQ(PCARR):
+    """Iterative quantization: PCA-RR's rotation refined to minimise ||B - VR||_F by alternating B = sgn(VR) and
+    the Procrustes solution for R (Gong & Lazebnik, Alg. 1)."""
 
     def __init__(self, n_bits: int = 64, n_iter: int = 50, random_state: int | None = None) -> None:
         super().__init__(n_bits, random_state)
         self.n_iter = n_iter
 
     def _fit(self, X, y, rng):
-        self._check_bits_le(min(X.shape), "features/samples")
-        self.mean_ = X.mean(axis=0)
-        self.components_ = _pca(X - self.mean_, self.n_bits)
+        super()._fit(X, y, rng)
         V = (X - self.mean_) @ self.components_
-        R, _ = np.linalg.qr(rng.standard_normal((self.n_bits, self.n_bits)))
+        R = self.rotation_
         for _ in range(self.n_iter):
             B = np.where(V @ R >= 0, 1.0, -1.0)
             U, _, Wt = np.linalg.svd(B.T @ V)
             R = (U @ Wt).T
         self.rotation_ = R
-
-    def transform(self, X):
-        X = self._check_X(X)
-        return (X - self.mean_) @ self.components_ @ self.rotation_
 
 
 class SH(BaseHasher):
@@ -361,6 +371,7 @@ class KSH(BaseHasher):
 SHALLOW_METHODS: dict[str, type[BaseHasher]] = {
     "lsh": LSH,
     "pcah": PCAH,
+    "pcarr": PCARR,
     "sh": SH,
     "itq": ITQ,
     "sdh": SDH,
@@ -369,7 +380,7 @@ SHALLOW_METHODS: dict[str, type[BaseHasher]] = {
 
 
 def create_hasher(name: str, **params: Any) -> BaseHasher:
-    """A shallow hasher by name (``lsh``, ``pcah``, ``sh``, ``itq``, ``sdh``, ``ksh``)."""
+    """A shallow hasher by name (``lsh``, ``pcah``, ``pcarr``, ``sh``, ``itq``, ``sdh``, ``ksh``)."""
     key = name.lower()
     if key not in SHALLOW_METHODS:
         raise ValueError(f"unknown shallow method {name!r}; known: {', '.join(SHALLOW_METHODS)}")
