@@ -12,6 +12,7 @@ from typing import Any
 
 from .adsh import ADSH
 from .base import HashingMethod, MethodParams, TrainingContext
+from .cibhash import CIBHash
 from .cnnh import CNNH
 from .csq import CSQ
 from .dch import DCH
@@ -27,6 +28,7 @@ from .greedyhash import GreedyHash
 from .hashnet import HashNet
 from .orthohash import OrthoHash
 from .self_distill import SelfDistilled
+from .ssdh import SSDH
 
 METHODS: dict[str, type[HashingMethod]] = {
     "dhd": DHD,
@@ -48,6 +50,8 @@ METHODS: dict[str, type[HashingMethod]] = {
     "distillhash": DistillHash,
     "distillhash-noisy": DistillHashNoisy,
     "distillhash-squared": DistillHashSquared,
+    "ssdh": SSDH,
+    "cibhash": CIBHash,
 }
 
 
@@ -100,7 +104,7 @@ def create_method(params: MethodParams | str, bits: int = 64, n_classes: int = 0
 
 
 __all__ = [
-    "ADSH", "CNNH", "CSQ", "DCH", "DHD", "DHN", "DNNH", "DPN", "DPSH", "DSH", "DTSH", "METHODS", "DistillHash", "DistillHashNoisy",
-    "DistillHashSquared", "GreedyHash", "HashNet", "OrthoHash", "HashingMethod", "MethodError", "MethodParams", "SelfDistilled",
+    "ADSH", "CIBHash", "CNNH", "CSQ", "DCH", "DHD", "DHN", "DNNH", "DPN", "DPSH", "DSH", "DTSH", "METHODS", "DistillHash", "DistillHashNoisy",
+    "DistillHashSquared", "GreedyHash", "HashNet", "OrthoHash", "HashingMethod", "MethodError", "MethodParams", "SSDH", "SelfDistilled",
     "TrainingContext", "create_method", "method_class", "method_params", "same_params",
 ]  # fmt: skip

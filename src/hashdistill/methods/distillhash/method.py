@@ -126,7 +126,7 @@ class DistillHash(HashingMethod):
         f = pair_features(features if isinstance(features, list) else [features], c.center)
         depth = max(c.k, c.noise_neighbours + c.noise_skip - 1)
         self.graph = knn_graph(f, depth, c.memory_mb)
-        self.initial = InitialPairs(f, c.rule, c.k, tuple(c.quantiles), self.graph, c.memory_mb, seed)
+        self.initial = InitialPairs(f, c.rule, c.k, tuple(c.quantiles), self.graph, c.memory_mb, seed, tuple(c.spread))
         self.source = self.initial
         if truth is not None:
             self.report["initial"] = purity(self.initial, truth, c.memory_mb, c.report_rows, seed)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ...labels import shares_label
 
-RULES = ("knn", "threshold", "two-threshold")
+RULES = ("knn", "threshold", "two-threshold", "ssdh")
 LN2 = math.log(2.0)
 
 
@@ -70,18 +70,38 @@ def _pair_sample(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return i[keep], j[keep]
 
 
+def half_gaussian_thresholds(
+    d: torch.Tensor, spread: tuple[float, float] = (2.0, 2.0), width: float = 0.01
+) -> tuple[float, float]:
+    """SSDH's pair thresholds from cosine distances ``d`` (Yang et al., IJCAI 2018, Sec. 3.1): the mode m of their
+    histogram (bins of ``width``, m the start of the fullest bin, as the released code), each half around m taken
+    as a half Gaussian (sigma^2 = mean squared offset from m: the fit of the half mirrored about m), and the
+    thresholds m - spread[0] sigma_left (similar below) and m + spread[1] sigma_right (dissimilar above)."""
+    d = d.double()
+    bins = int(math.ceil(float(d.max()) / width)) + 1
+    counts = torch.bincount((d / width).floor().long().clamp(0, bins - 1), minlength=bins)
+    m = float(counts.argmax()) * width
+    left, right = d[d <= m], d[d > m]
+    sigma_l = float(((left - m) ** 2).mean().sqrt()) if len(left) else 0.0
+    sigma_r = float(((right - m) ** 2).mean().sqrt()) if len(right) else 0.0
+    return m - spread[0] * sigma_l, m + spread[1] * sigma_r
+
+
 class InitialPairs:
     """Step 0: noisy labels from the local structure of frozen features (cosine distance d = 1 - cos).
 
     Rules: ``knn`` (+1 when either image is among the other's ``k`` nearest neighbours, else -1);
     ``threshold`` (+1 when d is below the ``quantiles[0]`` quantile of all pair distances, else -1; the
     released code's split); ``two-threshold`` (SSDH: +1 below the ``quantiles[0]`` quantile, -1 above
-    ``quantiles[1]``, unlabelled between). Quantiles are estimated on a seeded sample of pairs.
+    ``quantiles[1]``, unlabelled between); ``ssdh`` (SSDH's own: the distance histogram's two halves around its
+    mode taken as half Gaussians, +1 below mode - spread[0] sigma_left, -1 above mode + spread[1] sigma_right,
+    unlabelled between; ``half_gaussian_thresholds``). Quantiles and the histogram come from a seeded sample
+    of 200,000 pairs.
     """
 
     def __init__(
         self, features: Any, rule: str = "knn", k: int = 20, quantiles: tuple[float, ...] = (0.1, 0.5),
-        graph: torch.Tensor | None = None, memory_mb: float = 256, seed: int = 0,
+        graph: torch.Tensor | None = None, memory_mb: float = 256, seed: int = 0, spread: tuple[float, float] = (2.0, 2.0),
     ) -> None:  # fmt: skip
         if rule not in RULES:
             raise ValueError(f"unknown pair rule {rule!r}; known: {', '.join(RULES)}")
@@ -90,11 +110,14 @@ class InitialPairs:
         if rule == "knn":
             self.graph = graph[:, :k] if graph is not None and graph.shape[1] >= k else knn_graph(self.f, k, memory_mb)
         else:
+            i, j = _pair_sample(len(self.f), 200_000, seed)
+            d = 1 - (self.f[i] * self.f[j]).sum(1)
+            if rule == "ssdh":
+                self.thresholds = half_gaussian_thresholds(d, spread)
+                return
             q = list(quantiles) if rule == "two-threshold" else [quantiles[0]] * 2
             if len(q) != 2 or not 0 < q[0] <= q[1] < 1:
                 raise ValueError(f"quantiles must be 0 < low <= high < 1, got {list(quantiles)}")
-            i, j = _pair_sample(len(self.f), 200_000, seed)
-            d = 1 - (self.f[i] * self.f[j]).sum(1)
             lo, hi = torch.quantile(d, torch.tensor(q, dtype=d.dtype)).tolist()
             self.thresholds = (lo, hi)
 

@@ -28,12 +28,14 @@ class PairParams(BaseModel):
     """pooled output of this block (null: the final features)"""
     center: bool = True
     """pair distances are the cosine of mean-centred features"""
-    rule: Literal["knn", "threshold", "two-threshold"] = "knn"
-    """initial pair rule: knn, threshold or two-threshold"""
+    rule: Literal["knn", "threshold", "two-threshold", "ssdh"] = "knn"
+    """initial pair rule: knn, threshold, two-threshold or ssdh (half Gaussians around the distance histogram's mode)"""
     k: PositiveInt = 20
     """knn rule: an image's k nearest neighbours are its similar pairs"""
     quantiles: list[float] = [0.1, 0.5]
     """threshold rules: quantiles of the pair distances"""
+    spread: list[float] = [2.0, 2.0]
+    """ssdh rule: similar below mode - spread[0] sigma_left, dissimilar above mode + spread[1] sigma_right"""
     noise_neighbours: PositiveInt = 20
     """neighbourhood over which the local noise rates are minimised"""
     noise_skip: int = Field(2, ge=0)
@@ -75,6 +77,13 @@ class PairParams(BaseModel):
     def _quantiles(cls, v: list[float]) -> list[float]:
         if not 1 <= len(v) <= 2 or not all(0 < q < 1 for q in v) or v != sorted(v):
             raise ValueError("one or two increasing quantiles in (0, 1)")
+        return v
+
+    @field_validator("spread")
+    @classmethod
+    def _spread(cls, v: list[float]) -> list[float]:
+        if len(v) != 2 or not all(x >= 0 for x in v):
+            raise ValueError("two non-negative multiples of the halves' spreads")
         return v
 
     @model_validator(mode="after")
