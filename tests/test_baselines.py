@@ -18,6 +18,7 @@ from hashdistill.methods.dhn import DHN
 from hashdistill.methods.dnnh import DNNH
 from hashdistill.methods.dpn import DPN
 from hashdistill.methods.dpsh import DPSH
+from hashdistill.methods.dsdh import DSDH, DSDHParams, b_w_step, label_matrix
 from hashdistill.methods.dsh import DSH
 from hashdistill.methods.dtsh import DTSH
 from hashdistill.methods.greedyhash import GreedyHash
@@ -26,7 +27,22 @@ from hashdistill.methods.orthohash import OrthoHash
 from hashdistill.methods.targets import label_codes, random_signs
 from hashdistill.train import train
 
-BASELINES = ("cnnh", "dnnh", "dhn", "hashnet", "dch", "dpn", "csq", "dpsh", "dsh", "dtsh", "orthohash", "greedyhash", "adsh")
+BASELINES = (
+    "cnnh",
+    "dnnh",
+    "dhn",
+    "hashnet",
+    "dch",
+    "dpn",
+    "csq",
+    "dpsh",
+    "dsh",
+    "dtsh",
+    "orthohash",
+    "greedyhash",
+    "adsh",
+    "dsdh",
+)
 
 H = torch.tensor([[0.9, -0.4, 0.2], [0.7, -0.6, -0.1], [-0.8, 0.5, 0.3], [0.1, 0.9, -0.95]])
 Y = torch.tensor([0, 0, 1, 2])
@@ -181,6 +197,36 @@ def test_adsh_v_step_minimises_each_column_exactly():
         key=lambda c: objective(torch.cat([v1[:, :2], c[:, None]], 1)),
     )
     assert torch.equal(v1[:, 2], best)
+
+
+def test_dsdh_by_hand():
+    m = DSDH(bits=3, n_classes=3, seed=0)
+    m.labels = Y.numpy()
+    m.b = torch.tensor([[1.0, -1, 1], [1, 1, -1], [-1, 1, 1], [-1, -1, -1]])
+    idx = torch.tensor([0, 1, 3])
+    u, b, n = H[idx].tolist(), m.b[idx].tolist(), 3
+    pair = sum(
+        _softplus(0.5 * _dot(u[a], u[c])) - _same(Y[idx], a, c) * 0.5 * _dot(u[a], u[c]) for a in range(n) for c in range(n)
+    )  # fmt: skip
+    tie = sum((x - w) ** 2 for ru, rb in zip(u, b) for x, w in zip(ru, rb))
+    got = m(H[idx], None, idx)
+    assert got["loss"].item() == pytest.approx((pair + 55 * tie) / n**2, rel=1e-5)
+
+
+def test_dsdh_b_w_step_lowers_its_objective():
+    p = DSDHParams(eta=5.0, dcc_iter=1)
+    rng = np.random.default_rng(0)
+    u = torch.as_tensor(rng.uniform(-1, 1, (6, 12)), dtype=torch.float32)  # K x n
+    y = label_matrix(np.arange(12) % 3, 3)
+    b0 = torch.where(torch.as_tensor(rng.normal(size=(6, 12))) >= 0, 1.0, -1.0).float()
+
+    def objective(b, w):
+        return float(p.mu * (y - w.T @ b).pow(2).sum() + p.nu * w.pow(2).sum() + p.eta * (b - u).pow(2).sum())
+
+    w0 = torch.linalg.solve(b0 @ b0.T + p.nu / p.mu * torch.eye(6), b0 @ y.T)  # the best W for b0
+    b1, w1 = b_w_step(b0, u, y, p)
+    assert set(b1.unique().tolist()) <= {-1.0, 1.0}
+    assert objective(b1, w1) < objective(b0, w0)
 
 
 def test_hashnet_by_hand_with_continuation():

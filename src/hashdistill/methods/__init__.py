@@ -22,6 +22,7 @@ from .distillhash import DistillHash, DistillHashNoisy, DistillHashSquared
 from .dnnh import DNNH
 from .dpn import DPN
 from .dpsh import DPSH
+from .dsdh import DSDH
 from .dsh import DSH
 from .dtsh import DTSH
 from .greedyhash import GreedyHash
@@ -42,6 +43,7 @@ METHODS: dict[str, type[HashingMethod]] = {
     "dpn": DPN,
     "csq": CSQ,
     "dpsh": DPSH,
+    "dsdh": DSDH,
     "dsh": DSH,
     "dtsh": DTSH,
     "greedyhash": GreedyHash,
@@ -104,7 +106,7 @@ def create_method(params: MethodParams | str, bits: int = 64, n_classes: int = 0
 
 
 __all__ = [
-    "ADSH", "CIBHash", "CNNH", "CSQ", "DCH", "DHD", "DHN", "DNNH", "DPN", "DPSH", "DSH", "DTSH", "METHODS", "DistillHash", "DistillHashNoisy",
+    "ADSH", "CIBHash", "CNNH", "CSQ", "DCH", "DHD", "DHN", "DNNH", "DPN", "DPSH", "DSDH", "DSH", "DTSH", "METHODS", "DistillHash", "DistillHashNoisy",
     "DistillHashSquared", "GreedyHash", "HashNet", "OrthoHash", "HashingMethod", "MethodError", "MethodParams", "SSDH", "SelfDistilled",
     "TrainingContext", "create_method", "method_class", "method_params", "same_params",
 ]  # fmt: skip
