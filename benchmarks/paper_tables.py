@@ -10,7 +10,22 @@ from __future__ import annotations
 from typing import Any
 
 SHALLOW = ("lsh", "pcah", "sh", "itq", "sdh", "ksh")
-BASELINES = ("cnnh", "dnnh", "dhn", "hashnet", "dch", "dpn", "csq", "dpsh", "dsh", "dtsh", "orthohash", "greedyhash", "dsdh", "adsh")
+BASELINES = (
+    "cnnh",
+    "dnnh",
+    "dhn",
+    "hashnet",
+    "dch",
+    "dpn",
+    "csq",
+    "dpsh",
+    "dsh",
+    "dtsh",
+    "orthohash",
+    "greedyhash",
+    "dsdh",
+    "adsh",
+)
 DHD_ABLATIONS = ("dhd-hp", "dhd-hp-bceq")
 TABLE2_BITS = (16, 32, 64)
 TABLE3_BITS = (16, 64)
