@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             report = json.loads(path.read_text())
             rows += rows_of(name, bits, report)
             metrics = json.loads((path.parent / "metrics.json").read_text())
-            runs[f"{name}-{bits}"] = {"run": str(path.parent), "train_seconds": metrics["train_seconds"],
+            runs[f"{name}-{bits}"] = {"run": path.parent.name, "train_seconds": metrics["train_seconds"],
                                       "cross_fit_seconds": metrics.get("cross_fit_seconds")}  # fmt: skip
             initial = report["initial"]
             if bits == args.bits:
