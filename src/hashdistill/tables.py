@@ -12,12 +12,14 @@ from typing import Any
 
 
 def git_commit(path: str | Path = ".") -> str:
-    """The current commit (with ``-dirty`` for uncommitted changes), or ``unknown`` outside git."""
+    """The current commit (with ``-dirty`` for uncommitted changes outside ``benchmarks/results``), or ``unknown``
+    outside git."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=path, capture_output=True, text=True
-        ).stdout.strip()
+        dirty = subprocess.run(  # results written by the benchmark itself do not make the code dirty
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)benchmarks/results"],
+            cwd=path, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
