@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             only = {m.strip() for m in args.only.split(",")}
             todo = [job for job in todo if paper_tables.method_of(job[0]) in only]
         for n, (label, sets, b) in enumerate(todo, 1):
-            if (label, b, compare_features) in rows and not (args.force or args.only):
+            if (label, b, compare_features, cfg.runtime.seed) in rows and not (args.force or args.only):
                 continue
             if not sets:
                 row, _, _ = run_shallow(protocol, label, b, compare_features, args.seed)

@@ -210,7 +210,7 @@ def test_dsdh_by_hand():
     )  # fmt: skip
     tie = sum((x - w) ** 2 for ru, rb in zip(u, b) for x, w in zip(ru, rb))
     got = m(H[idx], None, idx)
-    assert got["loss"].item() == pytest.approx((pair + 55 * tie) / n**2, rel=1e-5)
+    assert got["loss"].item() == pytest.approx(pair / n**2 + 55 * tie / (n * 4), rel=1e-5)  # 4 training images
 
 
 def test_dsdh_b_w_step_lowers_its_objective():

@@ -53,9 +53,10 @@ def b_w_step(b: torch.Tensor, u: torch.Tensor, y: torch.Tensor, p: DSDHParams) -
 
 
 class DSDH(HashingMethod):
-    """L = (sum_ij [log(1 + exp(Theta_ij)) - s_ij Theta_ij] + eta sum_i ||B_i - u_i||^2) / n_b^2, Theta_ij = u_i . u_j / 2
+    """L = mean_ij [log(1 + exp(Theta_ij)) - s_ij Theta_ij] + eta sum_i ||B_i - u_i||^2 / (n_b n), Theta_ij = u_i . u_j / 2
 
-    (the paper's Eq. 8 for the network, its sums over the batch's n_b^2 pairs and n_b items scaled by 1 / n_b^2)
+    (the paper's Eq. 8 for the network, a batch's share of its sums over all n^2 pairs and n items, divided by
+    n_b n: the batch's n_b^2 pairs stand for its n_b x n, so the tie keeps its weight against the pairs)
     over the batch's pairs (under torchrun, the local batch), u the network's tanh outputs, B_i the image's
     discrete code from the last B / W step (``on_epoch`` from the network's codes of every training image,
     ``ctx.encode``; seeded random signs before the first). The label regression ||Y - W^T B||^2 + ||W||^2 acts
@@ -92,5 +93,5 @@ class DSDH(HashingMethod):
         i = idx.cpu().long()
         y = torch.as_tensor(self.labels[i.numpy()]).to(u.device)
         pair = pair_nll(0.5 * u @ u.T, similarity(y, y)).mean()
-        tie = (self.b[i].to(u.device) - u).pow(2).sum() / len(u) ** 2
+        tie = (self.b[i].to(u.device) - u).pow(2).sum() / (len(u) * len(self.b))
         return {"loss": pair + self.params.eta * tie, "pair": pair, "tie": tie}
