@@ -18,13 +18,13 @@ from hashdistill.methods.dhn import DHN
 from hashdistill.methods.dnnh import DNNH
 from hashdistill.methods.dpn import DPN
 from hashdistill.methods.dpsh import DPSH
-from hashdistill.methods.dsdh import DSDH, DSDHParams, b_w_step, label_matrix
+from hashdistill.methods.dsdh import DSDH, DSDHParams, b_w_step
 from hashdistill.methods.dsh import DSH
 from hashdistill.methods.dtsh import DTSH
 from hashdistill.methods.greedyhash import GreedyHash
 from hashdistill.methods.hashnet import HashNet
 from hashdistill.methods.orthohash import OrthoHash
-from hashdistill.methods.targets import label_codes, random_signs
+from hashdistill.methods.targets import label_codes, label_indicator, random_signs
 from hashdistill.train import train
 
 BASELINES = (
@@ -217,7 +217,7 @@ def test_dsdh_b_w_step_lowers_its_objective():
     p = DSDHParams(eta=5.0, dcc_iter=1)
     rng = np.random.default_rng(0)
     u = torch.as_tensor(rng.uniform(-1, 1, (6, 12)), dtype=torch.float32)  # K x n
-    y = label_matrix(np.arange(12) % 3, 3)
+    y = label_indicator(np.arange(12) % 3, 3).T
     b0 = torch.where(torch.as_tensor(rng.normal(size=(6, 12))) >= 0, 1.0, -1.0).float()
 
     def objective(b, w):

@@ -14,14 +14,7 @@ from pydantic import Field
 from torch import nn
 
 from .base import HashingMethod, MethodParams
-
-
-def soft_targets(y: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Class indices -> one-hot; multi-hot rows -> y / ||y||_1 (a new tensor: the caller's is untouched)."""
-    if y.ndim == 1:
-        return F.one_hot(y.long(), n_classes).float()
-    y = y.float()
-    return y / y.sum(dim=1, keepdim=True).clamp_min(1e-12)
+from .targets import soft_targets
 
 
 class HashProxyLoss(nn.Module):

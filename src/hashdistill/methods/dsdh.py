@@ -12,7 +12,7 @@ from pydantic import Field, PositiveInt
 
 from .base import HashingMethod, MethodParams, TrainingContext
 from .dhn import pair_nll
-from .targets import random_signs, similarity
+from .targets import label_indicator, random_signs, similarity
 
 
 class DSDHParams(MethodParams):
@@ -27,14 +27,6 @@ class DSDHParams(MethodParams):
     """the weight of ||B - U||^2, tying the discrete codes to the network's outputs"""
     dcc_iter: PositiveInt = 10
     """alternations of the W-step and the bit-wise B-step each epoch"""
-
-
-def label_matrix(y: np.ndarray, n_classes: int) -> torch.Tensor:
-    """(classes, n) one-hot columns of a class vector, or the transposed multi-hot matrix."""
-    y = np.asarray(y)
-    if y.ndim == 1:
-        return torch.nn.functional.one_hot(torch.as_tensor(y).long(), n_classes).T.float()
-    return torch.as_tensor(y).T.float()
 
 
 def b_w_step(b: torch.Tensor, u: torch.Tensor, y: torch.Tensor, p: DSDHParams) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,7 +75,7 @@ class DSDH(HashingMethod):
         if epoch == 0:
             return {}
         u = torch.as_tensor(ctx.encode(), dtype=torch.float32)
-        b, _ = b_w_step(self.b.T.contiguous(), u.T, label_matrix(self.labels, self.n_classes), self.params)
+        b, _ = b_w_step(self.b.T.contiguous(), u.T, label_indicator(self.labels, self.n_classes).T, self.params)
         before, self.b = self.b, b.T.contiguous()
         return {"b_changed": float((self.b != before).float().mean())}
 

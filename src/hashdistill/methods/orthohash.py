@@ -11,7 +11,7 @@ from pydantic import Field, PositiveFloat
 
 from .base import HashingMethod, MethodParams
 from .csq import hash_centres
-from .targets import random_signs
+from .targets import label_indicator, random_signs, soft_targets
 
 
 class OrthoHashParams(MethodParams):
@@ -54,13 +54,13 @@ class OrthoHash(HashingMethod):
     def forward(self, v: torch.Tensor, v_s: torch.Tensor | None, y: torch.Tensor, proxies=None) -> dict[str, torch.Tensor]:
         p = self.params
         cos = F.normalize(v, dim=1) @ F.normalize(self.codebook.to(v.device), dim=1).T
-        onehot = F.one_hot(y.long(), self.n_classes).to(v.dtype) if y.ndim == 1 else y.to(v.dtype)
+        onehot = label_indicator(y, self.n_classes).to(v.dtype)
         logits = p.scale * (cos - p.margin * onehot)
         if y.ndim == 1:
             ce = F.cross_entropy(logits, y.long())
         elif p.multilabel == "bce":
             ce = F.binary_cross_entropy_with_logits(logits, onehot)
         else:
-            ce = -(onehot / onehot.sum(1, keepdim=True).clamp_min(1) * F.log_softmax(logits, dim=1)).sum(1).mean()
+            ce = -(soft_targets(y, self.n_classes).to(v.dtype) * F.log_softmax(logits, dim=1)).sum(1).mean()
         quant = (1 - F.cosine_similarity(v, v.detach().sign(), dim=1)).mean()
         return {"loss": ce + p.quantization * quant, "ce": ce, "quant": quant}

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..labels import shares_label
 
@@ -11,6 +14,18 @@ from ..labels import shares_label
 def similarity(y_a: torch.Tensor, y_b: torch.Tensor) -> torch.Tensor:
     """s_ij = 1 where items i and j share at least one label, else 0 (float, for the losses' arithmetic)."""
     return shares_label(y_a, y_b).float()
+
+
+def label_indicator(y: Any, n_classes: int) -> torch.Tensor:
+    """(items, classes) float: one-hot rows for class indices, the multi-hot rows as given."""
+    y = torch.as_tensor(y)
+    return F.one_hot(y.long(), n_classes).float() if y.ndim == 1 else y.float()
+
+
+def soft_targets(y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Class indices -> one-hot; multi-hot rows -> y / ||y||_1 (a new tensor: the caller's is untouched)."""
+    t = label_indicator(y, n_classes)
+    return t if y.ndim == 1 else t / t.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 def balance_weights(s: torch.Tensor) -> torch.Tensor:
