@@ -218,6 +218,7 @@ class DistilledPairs:
         self.scale, self.offset, self.margin = float(scale), float(offset), float(margin)
         self.noise, self.anchor_quantile, self.seed = noise, anchor_quantile, seed
         self.dense: torch.Tensor | None = None
+        self._anchor_cache: tuple[tuple[float, float], tuple[float, float]] | None = None
 
     def materialise(self, memory_mb: float = 256) -> bool:
         """Compute every pair's label once (int8, n x n) when that matrix fits ``memory_mb``, so batches
@@ -269,7 +270,14 @@ class DistilledPairs:
 
     def _anchors(self) -> tuple[float, float]:
         """The global noise-rate logits: theta's ``anchor_quantile`` and 1 - ``anchor_quantile`` quantiles over a
-        seeded sample of 200,000 pairs (rho_minus = the smallest posterior, rho_plus = 1 - the largest)."""
+        seeded sample of 200,000 pairs (rho_minus = the smallest posterior, rho_plus = 1 - the largest); computed
+        once per posterior (``calibrate`` may still change its scale and offset after construction)."""
+        key = (self.scale, self.offset)
+        if self._anchor_cache is None or self._anchor_cache[0] != key:
+            self._anchor_cache = (key, self._sample_anchors())
+        return self._anchor_cache[1]
+
+    def _sample_anchors(self) -> tuple[float, float]:
         i, j = (torch.as_tensor(a) for a in _pair_sample(len(self), 200_000, self.seed))
         fi, fj = self.fold[i], self.fold[j]
         t = 0.25 * ((self.b[fi, i] * self.b[fi, j]).sum(1) + (self.b[fj, i] * self.b[fj, j]).sum(1))
