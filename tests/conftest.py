@@ -12,6 +12,22 @@ def fmnist():
     return load_protocol("fmnist-1k")
 
 
+@pytest.fixture
+def scramble_training_labels(monkeypatch):
+    """Call it, and the trainer loads the training labels in a seeded random order from then on: a method that never
+    reads a label trains identically (the unsupervised methods' tests)."""
+    import hashdistill.train as tr
+
+    real = tr.load_training_data
+
+    def scrambled(c):
+        d = real(c)
+        d.train.labels = np.random.default_rng(0).permutation(d.train.labels)
+        return d
+
+    return lambda: monkeypatch.setattr(tr, "load_training_data", scrambled)
+
+
 @pytest.fixture(scope="session")
 def small_fmnist(fmnist):
     """A small, real slice of fmnist-1k: 2,000 training images, 300 queries, 3,000 database images (pixels)."""

@@ -216,7 +216,7 @@ SMALL = ["data.limit_train=400", "data.limit_query=100", "data.limit_database=10
          "method.pairs.input_size=32", "method.pairs.k=10", "method.pairs.noise_neighbours=5"]  # fmt: skip
 
 
-def test_distillhash_run_reports_purity_and_never_reads_labels(tmp_path, monkeypatch):
+def test_distillhash_run_reports_purity_and_never_reads_labels(tmp_path, scramble_training_labels):
     cfg = load_config("configs/distillhash-fmnist.yaml", SMALL)
     m = train(cfg, tmp_path / "a", progress=False)
     report = json.loads((tmp_path / "a" / "purity.json").read_text())
@@ -234,16 +234,7 @@ def test_distillhash_run_reports_purity_and_never_reads_labels(tmp_path, monkeyp
         assert z["codes"].shape == (100, 2)
 
     # the same run with scrambled training labels trains identically: labels reach the report only
-    import hashdistill.train as tr
-
-    real = tr.load_training_data
-
-    def scrambled(c):
-        d = real(c)
-        d.train.labels = np.random.default_rng(0).permutation(d.train.labels)
-        return d
-
-    monkeypatch.setattr(tr, "load_training_data", scrambled)
+    scramble_training_labels()
     train(cfg, tmp_path / "b", progress=False)
     a, b = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=True)["model"] for r in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -64,20 +64,11 @@ def test_cibhash_loss_by_hand():
 
 
 @pytest.mark.parametrize("name", ["ssdh", "cibhash"])
-def test_unsupervised_baseline_trains_without_reading_labels(tmp_path, monkeypatch, name):
+def test_unsupervised_baseline_trains_without_reading_labels(tmp_path, scramble_training_labels, name):
     cfg = load_config("configs/distillhash-fmnist.yaml", [f"method={name}", *SMALL, *PAIRS[name]])
     m = train(cfg, tmp_path / "a", progress=False)
     assert m["map_at_1000"] > 0.2  # chance is about 0.1
-    import hashdistill.train as tr
-
-    real = tr.load_training_data
-
-    def scrambled(c):
-        d = real(c)
-        d.train.labels = np.random.default_rng(0).permutation(d.train.labels)
-        return d
-
-    monkeypatch.setattr(tr, "load_training_data", scrambled)
+    scramble_training_labels()
     train(cfg, tmp_path / "b", progress=False)
     a, b = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=True)["model"] for r in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
