@@ -166,7 +166,11 @@ def slacks(theta: torch.Tensor, theta_min: torch.Tensor, theta_max: torch.Tensor
 def distill_rule(theta: torch.Tensor, theta_min: torch.Tensor, theta_max: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
     """Step 2's rule on logits: +1 where the similar slack exceeds ``margin``, -1 where the dissimilar one
     does, else 0 (``slacks``; ``margin`` 0 is the paper's rule, a positive margin keeps fewer, surer pairs)."""
-    pos, neg = slacks(theta, theta_min, theta_max)
+    return labels_from_slacks(*slacks(theta, theta_min, theta_max), margin)
+
+
+def labels_from_slacks(pos: torch.Tensor, neg: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+    """+1 where the similar slack exceeds ``margin``, -1 where the dissimilar one does, else 0 (int8)."""
     return (pos > margin).to(torch.int8) - (neg > margin).to(torch.int8)
 
 
@@ -287,8 +291,7 @@ class DistilledPairs:
         return lo, hi
 
     def _labels(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        pos, neg = self.slacks(rows, cols)
-        s = (pos > self.margin).to(torch.int8) - (neg > self.margin).to(torch.int8)
+        s = labels_from_slacks(*self.slacks(rows, cols), self.margin)
         if self.rule == "agree":  # keep the initial label where the rule agrees with it
             initial = self.initial.labels(rows, cols)
             s = torch.where(s == initial, initial, torch.zeros_like(s))
