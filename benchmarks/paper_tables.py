@@ -25,6 +25,7 @@ BASELINES = (
     "greedyhash",
     "dsdh",
     "adsh",
+    "hyp2",
 )
 DHD_ABLATIONS = ("dhd-hp", "dhd-hp-bceq")
 TABLE2_BITS = (16, 32, 64)

@@ -23,6 +23,7 @@ from hashdistill.methods.dsh import DSH
 from hashdistill.methods.dtsh import DTSH
 from hashdistill.methods.greedyhash import GreedyHash
 from hashdistill.methods.hashnet import HashNet
+from hashdistill.methods.hyp2 import HyP2, plotkin_distance, proxy_threshold
 from hashdistill.methods.orthohash import OrthoHash
 from hashdistill.methods.targets import label_codes, label_indicator, random_signs
 from hashdistill.train import train
@@ -42,6 +43,7 @@ BASELINES = (
     "greedyhash",
     "adsh",
     "dsdh",
+    "hyp2",
 )
 
 H = torch.tensor([[0.9, -0.4, 0.2], [0.7, -0.6, -0.1], [-0.8, 0.5, 0.3], [0.1, 0.9, -0.95]])
@@ -161,6 +163,34 @@ def test_greedyhash_by_hand_and_its_straight_through_gradient():
     b = torch.where(H >= 0, 1.0, -1.0)
     expected = (torch.softmax(b @ w.T, 1) - torch.nn.functional.one_hot(Y, 3)) @ w / len(u)
     assert torch.allclose(h.grad, expected, atol=1e-6)
+
+
+def test_hyp2_thresholds_from_the_plotkin_bound():
+    assert plotkin_distance(16, 2) == 16  # two codes: the repetition code's distance K
+    assert plotkin_distance(16, 16) == 8  # 16 codes of 16 bits: a Hadamard code, distance K/2
+    assert plotkin_distance(32, 4) == 21  # odd d: A(32, 21) = A(33, 22) <= 2 floor(22 / 11) = 4
+    assert plotkin_distance(16, 64) is None  # more codes than 2K: the bound says nothing
+    assert proxy_threshold(64, 10) == 1 - 2 * 34 / 64  # 10 classes -> 16 codes: A(64, 34) <= 2 floor(34 / 4) = 16
+    assert proxy_threshold(16, 40) == 0.0
+
+
+def test_hyp2_by_hand():
+    p = [[0.5, -1.0, 0.2], [-0.3, 0.4, 0.9], [1.0, 0.1, -0.6], [0.2, 0.2, -0.7]]
+    y = [[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 0], [0, 0, 0, 1]]  # items 0 and 1: multi-label, nothing shared
+    u, zeta = H.tolist(), 0.1
+    cos = [[_cos(u[i], p[c]) for c in range(4)] for i in range(4)]
+    pos = [1 - cos[i][c] for i in range(4) for c in range(4) if y[i][c]]
+    neg = [max(0.0, cos[i][c] - zeta) for i in range(4) for c in range(4) if not y[i][c]]
+    pair = max(0.0, _cos(u[0], u[1]) - zeta)  # (0, 1) and (1, 0); item 2 shares a class with both
+    m = HyP2(bits=3, n_classes=4, threshold=zeta)
+    got = m(H, None, torch.tensor(y), torch.tensor(p))
+    assert got["loss"].item() == pytest.approx(sum(pos) / len(pos) + sum(neg) / len(neg) + 0.5 * pair, rel=1e-5)
+    # single labels: no multi-label pair, the proxy terms alone
+    single = m(H, None, Y, torch.tensor(p[:3]))
+    pos = [1 - _cos(u[i], p[int(Y[i])]) for i in range(4)]
+    neg = [max(0.0, _cos(u[i], p[c]) - zeta) for i in range(4) for c in range(3) if c != int(Y[i])]
+    assert single["pair"].item() == 0
+    assert single["loss"].item() == pytest.approx(sum(pos) / 4 + sum(neg) / 8, rel=1e-5)
 
 
 def test_adsh_by_hand():

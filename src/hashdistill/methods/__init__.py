@@ -12,6 +12,7 @@ from typing import Any
 
 from .adsh import ADSH
 from .base import HashingMethod, MethodParams, TrainingContext
+from .bihalf import BiHalf
 from .cibhash import CIBHash
 from .cnnh import CNNH
 from .csq import CSQ
@@ -26,7 +27,9 @@ from .dsdh import DSDH
 from .dsh import DSH
 from .dtsh import DTSH
 from .greedyhash import GreedyHash
+from .greedyhash_unsupervised import GreedyHashUnsupervised
 from .hashnet import HashNet
+from .hyp2 import HyP2
 from .orthohash import OrthoHash
 from .self_distill import SelfDistilled
 from .ssdh import SSDH
@@ -49,11 +52,14 @@ METHODS: dict[str, type[HashingMethod]] = {
     "greedyhash": GreedyHash,
     "orthohash": OrthoHash,
     "adsh": ADSH,
+    "hyp2": HyP2,
     "distillhash": DistillHash,
     "distillhash-noisy": DistillHashNoisy,
     "distillhash-squared": DistillHashSquared,
     "ssdh": SSDH,
     "cibhash": CIBHash,
+    "bihalf": BiHalf,
+    "greedyhash-unsupervised": GreedyHashUnsupervised,
 }
 
 
@@ -106,7 +112,7 @@ def create_method(params: MethodParams | str, bits: int = 64, n_classes: int = 0
 
 
 __all__ = [
-    "ADSH", "CIBHash", "CNNH", "CSQ", "DCH", "DHD", "DHN", "DNNH", "DPN", "DPSH", "DSDH", "DSH", "DTSH", "METHODS", "DistillHash", "DistillHashNoisy",
-    "DistillHashSquared", "GreedyHash", "HashNet", "OrthoHash", "HashingMethod", "MethodError", "MethodParams", "SSDH", "SelfDistilled",
+    "ADSH", "BiHalf", "CIBHash", "CNNH", "CSQ", "DCH", "DHD", "DHN", "DNNH", "DPN", "DPSH", "DSDH", "DSH", "DTSH", "METHODS", "DistillHash", "DistillHashNoisy",
+    "DistillHashSquared", "GreedyHash", "GreedyHashUnsupervised", "HashNet", "HyP2", "OrthoHash", "HashingMethod", "MethodError", "MethodParams", "SSDH", "SelfDistilled",
     "TrainingContext", "create_method", "method_class", "method_params", "same_params",
 ]  # fmt: skip

@@ -26,6 +26,11 @@ def sign_straight_through(h: torch.Tensor) -> torch.Tensor:
     return _SignStraightThrough.apply(h)
 
 
+def cubic_penalty(h: torch.Tensor) -> torch.Tensor:
+    """mean | |h| - 1 |^3: the paper's ||H - B||_3^3 as DeepHash-pytorch writes it, averaged."""
+    return (h.abs() - 1).pow(3).abs().mean()
+
+
 class GreedyHashParams(MethodParams):
     """alpha = 0.1 follows DeepHash-pytorch's GreedyHash.py (1 for ImageNet there); the classification layer is
     the model's trainable proxies (classes x K, no bias), as its Linear(K, classes, bias=False)."""
@@ -50,5 +55,5 @@ class GreedyHash(HashingMethod):
     def forward(self, h: torch.Tensor, h_s: torch.Tensor | None, y: torch.Tensor, proxies=None) -> dict[str, torch.Tensor]:
         logits = sign_straight_through(h) @ proxies.T
         ce = F.cross_entropy(logits, y.long()) if y.ndim == 1 else F.binary_cross_entropy_with_logits(logits, y.float())
-        penalty = (h.abs() - 1).pow(3).abs().mean()
+        penalty = cubic_penalty(h)
         return {"loss": ce + self.params.alpha * penalty, "ce": ce, "penalty": penalty}
