@@ -57,7 +57,8 @@ def cosine_similarity_loss(b: torch.Tensor, x: torch.Tensor, pairing: str = "hal
 class FeatureSimilarityMethod(HashingMethod):
     """Base of the unsupervised methods whose codes learn the frozen features' cosine similarities: ``prepare``
     loads the training images' features (``feature_bank``, broadcast under torchrun); ``forward`` receives
-    positions and the pre-activation z, and subclasses turn z into codes with ``binarise``."""
+    positions and the pre-activation z; a subclass binarises z its own way and scores the codes with
+    ``similarity_loss``."""
 
     targets = "positions"
     supervised = False
