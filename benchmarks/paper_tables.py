@@ -48,6 +48,12 @@ def method_of(label: str) -> str:
     return label.removesuffix("-ts").removesuffix("+sdh")
 
 
+def _rows_by_label(rows: list[dict[str, Any]], features: str, seed: int = 0) -> dict[tuple[str, int], dict[str, Any]]:
+    """The rows on ``features`` trained with ``seed``, by (label, bits). The tables compare one seed; rows of
+    other seeds (``--seeds``) go into the results' mean ± sd summary instead of overwriting these."""
+    return {(r["method"], r["bits"]): r for r in rows if r["features"] == features and r.get("seed", 0) == seed}
+
+
 def _value(rows: dict[tuple[str, int], dict[str, Any]], label: str, bits: int, metric: str) -> float | None:
     row = rows.get((label, bits))
     return None if row is None else row.get(metric)
@@ -60,7 +66,7 @@ def _cells(values: list[float | None], best: float | None) -> list[str]:
 def table2(rows: list[dict[str, Any]], features: str, metric: str) -> tuple[str, list[str]]:
     """Markdown of Table 2 (every method at 16/32/64 bits, the best deep row per column in bold) and the
     statements on the paper's claim that DHD is best at every bit length."""
-    by = {(r["method"], r["bits"]): r for r in rows if r["features"] == features}
+    by = _rows_by_label(rows, features)
     methods = [m for m in (*SHALLOW, *BASELINES, "dhd") if any((m, b) in by for b in TABLE2_BITS)]
     deep = [m for m in methods if m not in SHALLOW]
     best = {b: max((v for m in deep if (v := _value(by, m, b, metric)) is not None), default=None) for b in TABLE2_BITS}
@@ -87,7 +93,7 @@ def table2(rows: list[dict[str, Any]], features: str, metric: str) -> tuple[str,
 def table3(rows: list[dict[str, Any]], features: str, metric: str) -> tuple[str, list[str]]:
     """Markdown of Table 3 (each method trained on T_T, on T_S only, and with SdH, at 16 and 64 bits) and
     the statements on the paper's claims (T_S alone below T_T; SdH lifting each method)."""
-    by = {(r["method"], r["bits"]): r for r in rows if r["features"] == features}
+    by = _rows_by_label(rows, features)
     heads = [f"{name} {b}" for name in ("T_T", "-SdH (T_S)", "+SdH") for b in TABLE3_BITS] + [
         f"SdH gain {b}" for b in TABLE3_BITS
     ]

@@ -73,5 +73,7 @@ class FeatureSimilarityMethod(HashingMethod):
         return {}
 
     def similarity_loss(self, b: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        x = self.feature_bank[idx.cpu().long()].to(b.device)
+        if self.feature_bank.device != b.device:  # once: the bank follows the codes to their device
+            self.feature_bank = self.feature_bank.to(b.device)
+        x = self.feature_bank[idx.to(b.device).long()]
         return cosine_similarity_loss(b, x, self.params.pairing)
