@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SHALLOW = ("lsh", "pcah", "sh", "itq", "sdh", "ksh")
+SHALLOW = ("lsh", "pcah", "pcarr", "sh", "itq", "sdh", "ksh")
 BASELINES = (
     "cnnh",
     "dnnh",
