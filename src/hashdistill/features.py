@@ -194,12 +194,18 @@ def frozen_features(
     return f, cache.seconds
 
 
+def feature_spec(backbone: str, pretrained: bool | str, input_size: int, layer: int | None) -> dict[str, Any]:
+    """The frozen-features spec ``frozen_features`` takes: a pretrained ``backbone`` cut after block ``layer``
+    (None: its final features) at ``input_size`` px, with ``pretrained`` weights (True: the offline package)."""
+    return {"backbone": backbone, "pretrained": pretrained, "input_size": int(input_size), "layer": layer}
+
+
 def parse_feature_spec(text: str) -> dict[str, Any]:
     """``mobilenet_v2@64`` or ``mobilenet_v2@64/14`` (backbone @ input size / block) -> a frozen-features spec."""
     try:
         name, rest = text.split("@", 1)
         size, _, layer = rest.partition("/")
-        return {"backbone": name, "pretrained": True, "input_size": int(size), "layer": int(layer) if layer else None}
+        return feature_spec(name, True, int(size), int(layer) if layer else None)
     except ValueError:
         raise ValueError(f"features {text!r}: expected pixels or BACKBONE@SIZE[/BLOCK], e.g. mobilenet_v2@64/14") from None
 

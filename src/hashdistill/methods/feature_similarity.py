@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, PositiveInt
 
+from ..features import feature_spec
 from .base import HashingMethod, MethodParams, TrainingContext
 
 
@@ -33,7 +34,7 @@ class FrozenFeatures(BaseModel):
     """pooled output of this block (null: the final features)"""
 
     def spec(self) -> dict[str, Any]:
-        return {"backbone": self.backbone, "pretrained": self.pretrained, "input_size": self.input_size, "layer": self.layer}
+        return feature_spec(self.backbone, self.pretrained, self.input_size, self.layer)
 
 
 class FeatureSimilarityParams(MethodParams):

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
+from ...features import feature_spec
 from ..base import MethodParams
 
 CALIBRATIONS = ("none", "balanced", "prior")
@@ -100,7 +101,7 @@ class PairParams(BaseModel):
 
     def feature_spec(self, size: int) -> dict:
         """The frozen-features spec of one input size (``features.frozen_features``)."""
-        return {"backbone": self.backbone, "pretrained": self.pretrained, "input_size": int(size), "layer": self.layer}
+        return feature_spec(self.backbone, self.pretrained, size, self.layer)
 
 
 class DistillHashParams(MethodParams):
