@@ -48,10 +48,13 @@ def method_of(label: str) -> str:
     return label.removesuffix("-ts").removesuffix("+sdh")
 
 
-def _rows_by_label(rows: list[dict[str, Any]], features: str, seed: int = 0) -> dict[tuple[str, int], dict[str, Any]]:
-    """The rows on ``features`` trained with ``seed``, by (label, bits). The tables compare one seed; rows of
-    other seeds (``--seeds``) go into the results' mean ± sd summary instead of overwriting these."""
-    return {(r["method"], r["bits"]): r for r in rows if r["features"] == features and r.get("seed", 0) == seed}
+def _rows_by_label(rows: list[dict[str, Any]], features: str) -> dict[tuple[str, int], dict[str, Any]]:
+    """The rows on ``features`` of one seed (the lowest there, 0 for a default comparison), by (label, bits). The
+    tables compare one seed; rows of other seeds (``--seeds``) go into the results' mean ± sd summary instead of
+    overwriting these."""
+    on = [r for r in rows if r["features"] == features]
+    seed = min((r.get("seed", 0) for r in on), default=0)
+    return {(r["method"], r["bits"]): r for r in on if r.get("seed", 0) == seed}
 
 
 def _value(rows: dict[tuple[str, int], dict[str, Any]], label: str, bits: int, metric: str) -> float | None:
