@@ -141,7 +141,7 @@ def test_a_body_announced_over_every_limit_is_refused_before_it_is_read(client):
     r = client.post(
         "/search", content=b"x", headers={"content-type": "multipart/form-data; boundary=x", "content-length": str(10**10)}
     )
-    assert r.status_code == 413 and r.json() == {"detail": "request body of 10,000,000,000 bytes is over the limit"}
+    assert r.status_code == 413 and r.json() == {"detail": "request body of 10,000,000,000 bytes is over the limit of 117,964"}
 
 
 def test_a_truncated_image_is_a_400(client, shapes):
@@ -306,3 +306,73 @@ def test_the_page_in_a_real_browser(collection, shapes):
         thread.join(timeout=10)
         col.close()
     assert (artefacts / "service-page.png").stat().st_size > 1000
+
+
+def test_each_route_has_its_own_body_limit_announced_or_chunked(client):
+    """A JSON search is a few kilobytes: a larger one is refused before it is parsed, whether its length is announced
+    or it arrives in chunks with none; a search by image may send one upload, no more."""
+    big = b'{"codes": [' + b"1, " * 40_000 + b'1], "k": 5}'  # 120 KB: over the 64 KB JSON limit, under an upload's
+    r = client.post("/search", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["detail"] == f"request body of {len(big):,} bytes is over the limit of 65,536"
+
+    def chunks():
+        for a in range(0, len(big), 8192):
+            yield big[a : a + 8192]
+
+    r = client.post("/search", content=chunks(), headers={"content-type": "application/json"})
+    assert "content-length" not in r.request.headers
+    assert r.status_code == 413 and r.json() == {"detail": "request body over the limit of 65,536 bytes"}
+    upload = b"\x89PNG" + bytes(120_000)  # over one upload (0.05 MB) with its form
+    r = client.post("/search", files={"file": ("q.png", upload)})
+    assert r.status_code == 413 and "over the limit of 117,964" in r.json()["detail"]
+    # a small JSON search still works
+    assert client.post("/search", json={"id": 1, "k": 2}).status_code == 200
+
+
+def test_json_nested_too_deeply_is_a_422_not_a_500(client):
+    deep = b"[" * 30_000 + b"]" * 30_000
+    r = client.post("/search", content=deep, headers={"content-type": "application/json"})
+    assert (r.status_code, r.json()) == (422, {"detail": "body: JSON nested too deeply"})
+
+
+def test_stats_name_the_run_without_a_server_path(client, shapes_run):
+    stats = client.get("/stats").json()
+    assert stats["run"] == shapes_run.name and "/" not in stats["run"]
+    assert str(shapes_run.parent) not in client.get("/stats").text
+
+
+def _serve(collection, *args, timeout=60):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "hashdistill", "serve", str(collection), *args], capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+def test_serve_refuses_a_bad_port_and_a_busy_one_in_one_line_before_claiming_to_serve(collection):
+    r = _serve(collection, "--port", "70000")
+    assert r.returncode == 2 and "--port" in r.stderr and "65535" in r.stderr and "serving" not in r.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        r = _serve(collection, "--port", str(port))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"hashdistill: error: cannot listen on 127.0.0.1:{port}: ")
+
+
+def test_the_first_search_after_start_is_as_quick_as_the_next(collection):
+    """``serve`` warms the encoder and the index before it says it serves: the first search pays no lazy load."""
+    col = Collection.open(collection)
+    try:
+        col.warm_up()
+        t0 = time.perf_counter()
+        col.search(codes=np.zeros((1, col.bits // 8), np.uint8), k=5)
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        col.search(codes=np.zeros((1, col.bits // 8), np.uint8), k=5)
+        second = time.perf_counter() - t0
+    finally:
+        col.close()
+    assert first < 0.05 and first < 20 * second + 0.01

@@ -434,7 +434,7 @@ def collection_info(
 def serve(
     folder: Annotated[Path, typer.Argument(metavar="COLLECTION", help="a collection folder")],
     host: Annotated[str, typer.Option(metavar="HOST", help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(metavar="PORT", help="port to listen on")] = 8000,
+    port: Annotated[int, typer.Option(metavar="PORT", min=1, max=65535, help="port to listen on (1-65535)")] = 8000,
     token_file: Annotated[
         Optional[Path], typer.Option(metavar="FILE", help="the bearer token for writes (default: COLLECTION/token)")
     ] = None,
@@ -463,11 +463,35 @@ def serve(
         write_token(token_path)
     token = token_path.read_text().strip()
     limits = Limits(max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_k=max_k)
+    sock = _bound_socket(host, port)  # a busy port or a bad address fails here, before anything claims to serve
+    web = create_app(col, token, private, limits, batch_window_ms)
+    col.warm_up()  # the first user does not pay for lazy loads and the index's self-timing
     typer.echo(f"serving {folder} ({len(col)} items) at http://{host}:{port}/  (writes: the bearer token in "
                f"{token_path}; reads: {'the token too' if private else 'open'})", err=True)  # fmt: skip
     # httptools and uvloop (the [serve] extra) where installed: uvicorn's fast HTTP parser and event loop
-    uvicorn.run(create_app(col, token, private, limits, batch_window_ms), host=host, port=port, log_level="warning",
-                http="auto", loop="auto")  # fmt: skip
+    config = uvicorn.Config(web, log_level="warning", http="auto", loop="auto")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _bound_socket(host: str, port: int):
+    """A listening TCP socket on (host, port); a failed bind is one ``CLIError`` naming the address."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise CLIError(f"--host {host}: not an address this machine can listen on ({e.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise CLIError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 @app.command()

@@ -271,6 +271,14 @@ class Collection:
     def __len__(self) -> int:
         return len(self.store)
 
+    def warm_up(self) -> None:
+        """Do once what the first search would: load the encoder, encode one image and search one code (the
+        adaptive index times itself then), so a service is quick from its first request."""
+        side = self.encoder.load_size or 32
+        self.encoder.encode(np.zeros((1, side, side, 3), np.uint8))
+        if len(self):
+            self.search(codes=np.zeros((1, self.bits // 8), np.uint8), k=1)
+
     def stats(self) -> dict[str, Any]:
         size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
         return {

@@ -169,12 +169,16 @@ def precision_at_k(
     db_codes: Any,
     query_labels: Any,
     db_labels: Any,
-    ks: Sequence[int] = (1, 10, 100, 1000),
+    ks: int | Sequence[int] = (1, 10, 100, 1000),
     *,
     memory_mb: float = 512,
     n_jobs: int | None = None,
-) -> np.ndarray:
-    """Mean precision of the top k results for each k in ``ks`` (P@top-M); k beyond the database is clipped."""
+) -> np.ndarray | float:
+    """Mean precision of the top k results for each k in ``ks`` (P@top-M); k beyond the database is clipped.
+    An int ``ks`` gives one float, a sequence an array with one value per k."""
+    if isinstance(ks, int | np.integer):
+        return float(precision_at_k(query_codes, db_codes, query_labels, db_labels, [int(ks)], memory_mb=memory_mb,
+                                    n_jobs=n_jobs)[0])  # fmt: skip
     p = _problem(query_codes, db_codes, query_labels, db_labels)
     kk = np.array(_topks(list(ks), p.n_db))
     depth = int(kk.max())

@@ -13,6 +13,7 @@ import hmac
 import time
 from contextlib import asynccontextmanager
 from importlib.resources import files
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 import numpy as np
@@ -37,6 +38,16 @@ class Limits(BaseModel):
     max_pixels: int = Field(40_000_000, gt=0)
     max_k: int = Field(1000, gt=0)
     max_files: int = Field(64, gt=0)
+    max_json_kb: float = Field(64.0, gt=0)
+    """a JSON body (a search by codes or id: K signs and a few fields)"""
+
+    def body_limits(self) -> dict[str, int]:
+        """The largest body each kind of request may send, in bytes (``BodyLimit``)."""
+        upload = int(self.max_upload_mb * 2**20)
+        return {
+            "json": int(self.max_json_kb * 1024), "search-upload": upload + 2**16,
+            "items": upload * self.max_files + 2**20, "other": 2**16,
+        }  # fmt: skip
 
 
 class Result(BaseModel):
@@ -129,7 +140,7 @@ def create_app(
     def decode(data: bytes, name: str) -> np.ndarray:
         return decode_upload(data, name, limits.max_pixels)
 
-    app.add_middleware(BodyLimit, max_bytes=int(limits.max_upload_mb * 2**20 * limits.max_files) + 2**20)
+    app.add_middleware(BodyLimit, limits=limits.body_limits())
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -151,7 +162,10 @@ def create_app(
 
     @app.get("/stats", dependencies=[Depends(reader)])
     def stats() -> dict[str, Any]:
-        return {**collection.stats(), "max_k": limits.max_k, "private": private, "writable": token is not None}
+        stats = collection.stats()
+        run = stats.get("run")  # a client sees the run's name, never a path on the server
+        return {**stats, "run": FilePath(run).name if run else run, "max_k": limits.max_k, "private": private,
+                "writable": token is not None}  # fmt: skip
 
     @app.get("/random", dependencies=[Depends(reader)])
     def random_item() -> Item:
@@ -193,6 +207,8 @@ def create_app(
             return respond(collection.search(codes=pack(code[None]), k=k, radius=radius)[0], t0)
         try:
             raw = await request.json()
+        except RecursionError:
+            raise HTTPException(422, "body: JSON nested too deeply") from None
         except ValueError as e:
             raise HTTPException(
                 422, f"body: a JSON object with codes or id (and k, radius), or a multipart image ({_first(e)})"
@@ -255,20 +271,61 @@ def create_app(
     return app
 
 
-class BodyLimit:
-    """ASGI middleware: a request whose announced body is larger than any valid one is refused (413) unread."""
+class BodyTooLarge(Exception):
+    pass
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+
+class BodyLimit:
+    """ASGI middleware: each kind of request has its own body limit (``Limits.body_limits``): a JSON search a
+    few kilobytes, a search by image one upload, ``POST /items`` its files. A body announced larger is refused
+    (413) unread; a body without a length (chunked) is counted as it arrives and refused once it passes."""
+
+    def __init__(self, app: Any, limits: dict[str, int]) -> None:
+        self.app, self.limits = app, limits
+
+    def limit(self, scope: dict) -> int:
+        headers = dict(scope["headers"])
+        kind = headers.get(b"content-type", b"").decode("latin-1").lower()
+        if scope["method"] == "POST" and scope["path"] == "/items":
+            return self.limits["items"]
+        if scope["method"] == "POST" and scope["path"] == "/search":
+            return self.limits["search-upload" if kind.startswith("multipart/") else "json"]
+        return self.limits["other"]
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"")
-            if length.isdigit() and int(length) > self.max_bytes:
-                detail = f"request body of {int(length):,} bytes is over the limit"
-                await JSONResponse(status_code=413, content={"detail": detail})(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit(scope)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > limit:
+            await self.refuse(scope, receive, send, f"request body of {int(length):,} bytes is over the limit of {limit:,}")
+            return
+        seen, started = 0, False
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge
+            return message
+
+        async def sending(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, sending)
+        except BodyTooLarge:
+            if not started:
+                await self.refuse(scope, receive, send, f"request body over the limit of {limit:,} bytes")
+
+    @staticmethod
+    async def refuse(scope: dict, receive: Any, send: Any, detail: str) -> None:
+        await JSONResponse(status_code=413, content={"detail": detail}, headers={"Connection": "close"})(scope, receive, send)
 
 
 def decode_upload(data: bytes, name: str, max_pixels: int) -> np.ndarray:
