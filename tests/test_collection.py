@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from conftest import SHAPES, SHAPES_TRAINING
 from PIL import Image
 from typer.testing import CliRunner
@@ -69,7 +70,8 @@ def test_an_unlabelled_folder_trains_an_unsupervised_method_without_evaluation(s
                       "optim.batch_size=20"])  # fmt: skip
     m = train(cfg, tmp_path / "u", progress=False)
     assert m["evaluated"] is False and "map_all" not in m and "purity" not in m
-    assert (tmp_path / "u" / "stage1-h.npy").is_file() and not (tmp_path / "u" / "codes-query.npz").exists()
+    assert "stage1" in torch.load(tmp_path / "u" / "checkpoint.pt", weights_only=True)["method"]["_extra_state"]
+    assert not (tmp_path / "u" / "codes-query.npz").exists()
     with pytest.raises(ValueError, match="data.query and data.database go together"):
         load_config(None, [*base, f"data.query={shapes}/query"])
 

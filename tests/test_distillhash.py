@@ -229,7 +229,8 @@ def test_distillhash_run_reports_purity_and_never_reads_labels(tmp_path, scrambl
     md = (write_report([tmp_path / "a"], tmp_path / "report")["md"]).read_text()  # the report shows the curve too
     assert "![a-purity](a-purity.png)" in md and f"{distilled['similar']:,} similar pairs" in md
     assert report["initial"]["of_pairs"] == 400 * 399 // 2 and report["initial"]["similar_purity"] > 0.3
-    assert (tmp_path / "a" / "stage1-h.npy").is_file()
+    kept = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["method"]["_extra_state"]
+    assert kept["stage1"]["numpy"].shape == (400, 16)  # the stage-1 outputs, for a resume
     with np.load(tmp_path / "a" / "codes-query.npz") as z:
         assert z["codes"].shape == (100, 2)
 
@@ -436,10 +437,12 @@ def test_cross_fit_run_trains_fold_models_that_never_batch_their_held_out_images
     monkeypatch.setattr(DistillHash, "with_neighbours", spy)
     cfg = load_config("configs/distillhash-fmnist.yaml", SMALL + ["method.pairs.posterior_fit=cross_fit"])
     m = train(cfg, tmp_path / "cf", progress=False)
-    with np.load(tmp_path / "cf" / "stage1-crossfit.npz") as z:
-        assert z["codes"].shape == (2, 400, 16) and np.bincount(z["fold"]).tolist() == [200, 200]
-        # two fresh models, not the run's: their codes differ from each other
-        assert not np.allclose(z["codes"][0], z["codes"][1])
+    z = torch.load(tmp_path / "cf" / "checkpoint.pt", weights_only=True)["method"][
+        "_extra_state"
+    ]  # the checkpoint keeps the fold models' codes
+    assert z["stage1"]["numpy"].shape == (2, 400, 16) and np.bincount(z["stage1_fold"]["numpy"].numpy()).tolist() == [200, 200]
+    # two fresh models, not the run's: their codes differ from each other
+    assert not torch.allclose(z["stage1"]["numpy"][0], z["stage1"]["numpy"][1])
     # 2 models x 2 stage-1 epochs x 200 images / (100 // 4 anchors) = 32 batches, each inside its model's images
     assert len(seen) == 32 and all(seen)
     assert m["cross_fit_seconds"] > 0 and m["purity"]["distilled"]["similar"] > 0

@@ -281,6 +281,9 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state.get("scaler", {}))
+            if "method" in state:  # the method's own state (ADSH's V, DSDH's B, DistillHash's stage-1 outputs, ...)
+                self.method.load_state_dict(state["method"])
             start, best, train_seconds = int(state["epoch"]), float(state["best"]), float(state["train_seconds"])
             if d.main:
                 _truncate_log(log_path, start)
@@ -324,7 +327,8 @@ class Trainer:
                     f.write(json.dumps(row) + "\n")
                 state = {
                     "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(), "epoch": epoch + 1, "best": best,
+                    "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                    "method": self.method.state_dict(), "epoch": epoch + 1, "best": best,
                     "train_seconds": train_seconds,
                 }  # fmt: skip
                 _io.atomic_write(ckpt, lambda f, state=state: torch.save(state, f))

@@ -79,6 +79,8 @@ class HashingMethod(nn.Module):
     - ``uses_logits``: ``forward`` receives the pre-activation z (h = tanh(z)) instead of h.
     - ``shared``: the attributes ``prepare`` / ``on_epoch`` compute over the whole training set (CNNH's target
       codes, DistillHash's pairs). Under torchrun the hooks run on rank 0 alone and these are broadcast.
+    - ``saved``: the attributes the checkpoint keeps (``state_dict()``, through ``get_extra_state``), so that a
+      resumed run equals an uninterrupted one; ``None``: the ``shared`` ones. Arrays, tensors, numbers only.
 
     ``forward(h_teacher, h_student, y, proxies)`` returns a dict with ``"loss"`` and any parts to log. Under
     torchrun each rank's ``forward`` sees its own share of the global batch: a loss that pairs items pairs
@@ -92,6 +94,7 @@ class HashingMethod(nn.Module):
     uses_proxies: ClassVar[bool] = False
     uses_logits: ClassVar[bool] = False
     shared: ClassVar[tuple[str, ...]] = ()
+    saved: ClassVar[tuple[str, ...] | None] = None  # the attributes a checkpoint keeps (None: ``shared``)
 
     def __init__(
         self, params: MethodParams | None = None, *, bits: int = 64, n_classes: int = 0, seed: int = 0, **hyper: Any
@@ -127,6 +130,17 @@ class HashingMethod(nn.Module):
         for k, v in state.items():
             setattr(self, k, v)
 
+    # -------------------------------------------------------------- state a checkpoint keeps
+    def get_extra_state(self) -> dict[str, Any]:
+        """What ``state_dict()`` carries beside the method's parameters and buffers, so that a resumed run
+        equals an uninterrupted one: the ``saved`` attributes (by default the ``shared`` ones), as tensors and
+        plain values (a checkpoint is loaded with ``weights_only``)."""
+        return {k: _to_saved(getattr(self, k)) for k in (self.shared if self.saved is None else self.saved)}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, _from_saved(v))
+
     def anchors_per_batch(self, batch_size: int) -> int:
         """How many images of the epoch's order one batch takes (the rest of a batch are its own picks)."""
         return batch_size
@@ -144,3 +158,20 @@ class HashingMethod(nn.Module):
         self, h_teacher: torch.Tensor, h_student: torch.Tensor | None, y: torch.Tensor, proxies: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+
+def _to_saved(value: Any) -> Any:
+    """A value as a checkpoint holds it: tensors, numbers, strings, None; a numpy array as a marked tensor."""
+    if isinstance(value, np.ndarray):
+        return {"numpy": torch.from_numpy(np.ascontiguousarray(value))}
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(f"method state of type {type(value).__name__} cannot be saved: override get_extra_state")
+
+
+def _from_saved(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"numpy"}:
+        return value["numpy"].numpy()
+    return value

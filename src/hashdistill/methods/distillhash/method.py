@@ -92,6 +92,7 @@ class DistillHash(HashingMethod):
     targets = "positions"
     supervised = False
     shared = ("graph", "initial", "source", "report")
+    saved = ("stage1", "stage1_fold")  # the checkpoint keeps the stage-1 outputs; the pairs are rebuilt from them
     distills: ClassVar[bool] = True
     pair_loss_type: ClassVar[type[nn.Module]] = BayesianPairLoss
     params: DistillHashParams
@@ -105,6 +106,8 @@ class DistillHash(HashingMethod):
         self.graph: torch.Tensor | None = None
         self.report: dict[str, Any] = {}
         self.allowed: np.ndarray | None = None  # while a cross-fit model trains: the images its batches may hold
+        self.stage1: np.ndarray | None = None  # the frozen stage-1 outputs h, (n, K) or cross-fitted (F, n, K)
+        self.stage1_fold: np.ndarray | None = None
 
     @classmethod
     def check(cls, params: DistillHashParams, settings: dict[str, Any]) -> None:
@@ -171,15 +174,13 @@ class DistillHash(HashingMethod):
         """At ``stage1_epochs``: freeze the stage-1 outputs (saved, so a resume reuses them) and distil."""
         if not self.distills or epoch < self.params.stage1_epochs or isinstance(self.source, DistilledPairs):
             return {}
-        if self.params.pairs.posterior_fit == "cross_fit":
-            codes, fold, extra = self._cross_fit(ctx)
-        else:
-            path, fold, extra = ctx.run_dir / "stage1-h.npy", None, {}
-            if path.is_file():  # continuous h: the posterior takes sign(h) or h as configured
-                codes = np.load(path, allow_pickle=False)
-            else:
-                codes = ctx.encode().astype(np.float32)
-                _io.atomic_write(path, lambda f: np.save(f, codes))
+        extra: dict[str, Any] = {}
+        if self.stage1 is None:  # not restored from a checkpoint: freeze them now
+            if self.params.pairs.posterior_fit == "cross_fit":
+                self.stage1, self.stage1_fold, extra = self._cross_fit(ctx)
+            else:  # continuous h: the posterior takes sign(h) or h as configured
+                self.stage1 = ctx.encode().astype(np.float32)
+        codes, fold = self.stage1, self.stage1_fold
         self.distill_from(codes, ctx.report_labels, ctx.seed, fold)
         if "curve" in self.report:
             from ...plots import purity_curves
@@ -189,11 +190,7 @@ class DistillHash(HashingMethod):
 
     def _cross_fit(self, ctx: TrainingContext) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """``pairs.folds`` fresh stage-1 models, each trained on the pairs among the images outside its fold for
-        ``stage1_epochs`` (``ctx.train_aside``); saved in ``stage1-crossfit.npz`` so a resume reuses them."""
-        path = ctx.run_dir / "stage1-crossfit.npz"
-        if path.is_file():
-            with np.load(path, allow_pickle=False) as z:
-                return z["codes"], z["fold"], {}
+        ``stage1_epochs`` (``ctx.train_aside``); the checkpoint keeps their outputs (``get_extra_state``)."""
         t0 = time.perf_counter()
 
         def fit(positions: np.ndarray, f: int) -> np.ndarray:
@@ -206,7 +203,6 @@ class DistillHash(HashingMethod):
                 self.allowed = None
 
         codes, fold = cross_fitted(ctx.n, self.params.pairs.folds, fit, ctx.seed)
-        _io.atomic_write(path, lambda f: np.savez(f, codes=codes, fold=fold))
         return codes, fold, {"cross_fit_seconds": round(time.perf_counter() - t0, 1)}
 
     def _reported(self, part: str, ctx: TrainingContext) -> dict[str, Any]:
