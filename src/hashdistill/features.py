@@ -36,6 +36,19 @@ def images_key(data: Any, ids: np.ndarray, files: str | None = None) -> dict[str
     return {"version": FEATURES_VERSION, "data": data, "n": len(ids), "ids": digest(ids), **({"files": files} if files else {})}
 
 
+def weights_key(pretrained: bool | str) -> str:
+    """What names a backbone's weights in a feature key: a weights file by its content (a file replaced at the
+    same path gets new features), the offline package or no weights by name."""
+    path = Path(str(pretrained))
+    if isinstance(pretrained, bool) or not path.is_file():
+        return str(pretrained)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            h.update(block)
+    return f"sha256:{h.hexdigest()[:32]}"
+
+
 def feature_key(parts: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -180,7 +193,7 @@ def frozen_features(
     shallow baselines share these files."""
     spec = {"crop_ratio": 1.0, "layer": None, **spec}
     parts = ("backbone", "pretrained", "input_size", "layer", "crop_ratio")
-    cache = FeatureCache({**key, **{k: str(spec[k]) if k == "pretrained" else spec[k] for k in parts}})
+    cache = FeatureCache({**key, **{k: weights_key(spec[k]) if k == "pretrained" else spec[k] for k in parts}})
 
     def compute(d: Distributed | None) -> Any:
         net, _ = create_backbone(spec["backbone"], spec["pretrained"], layer=spec["layer"], input_size=int(spec["input_size"]))

@@ -36,7 +36,7 @@ from .codes import save_codes
 from .config import Config, dump_config
 from .data.splits import Split, TrainingData, digest, load_training_data, take
 from .distributed import Distributed, shard_order
-from .features import FEATURES_VERSION, FeatureCache, frozen_features, images_key, view_features
+from .features import FEATURES_VERSION, FeatureCache, frozen_features, images_key, view_features, weights_key
 from .methods import HashingMethod, TrainingContext, create_method
 from .metrics import mean_average_precision
 from .model import build_model, encode_images
@@ -157,7 +157,7 @@ class Trainer:
         m, a = self.cfg.model, self.cfg.augment
         return {
             "version": FEATURES_VERSION,
-            "backbone": m.backbone, "pretrained": str(m.pretrained), "input_size": m.input_size,
+            "backbone": m.backbone, "pretrained": weights_key(m.pretrained), "input_size": m.input_size,
             **({"layer": m.layer} if m.layer is not None else {}),
             "crop_ratio": a.crop_ratio, "crop_scale": list(a.crop_scale), "s_teacher": a.s_teacher,
             "views": a.views, "seed": self.cfg.runtime.seed, "data": self.cfg.data.source, "part": part,

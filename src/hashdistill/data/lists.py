@@ -121,6 +121,7 @@ def read_list_file(
         origin = f"{list_file}:{lineno}"
         path = _under_root(root, name, origin, allow_outside_root)
         if check != "none" and not path.is_file():
+            _refuse_non_binary_labels(origin, name)
             hint = " (a line with more label columns than the others?)" if name.endswith((" 0", " 1")) else ""
             raise ListFileError(f"{origin}: image not found: {path}{hint}")
         if check == "open":
@@ -156,6 +157,16 @@ def parse_list(lines: list[str], origin: str, n_classes: int | None = None) -> t
         out.append((lineno, parts[0]))
         rows.append([c == "1" for c in cols])
     return out, (np.array(rows, dtype=np.uint8) if n_classes else None)
+
+
+def _refuse_non_binary_labels(origin: str, name: str) -> None:
+    """A missing image whose name ends in numbers other than 0/1 (``a.png 0 2``): the label columns are wrong."""
+    tokens = name.split()
+    tail = []
+    while len(tail) < len(tokens) - 1 and tokens[-1 - len(tail)].lstrip("-").isdigit():
+        tail.insert(0, tokens[-1 - len(tail)])
+    if tail and any(t not in ("0", "1") for t in tail):
+        raise ListFileError(f"{origin}: label columns must be 0 or 1 (one column per class), got {' '.join(tail)}")
 
 
 def _trailing_bits(text: str) -> int:
