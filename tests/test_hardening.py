@@ -57,12 +57,7 @@ def test_encode_into_a_folder_and_a_huge_k_are_named_as_given(shapes_run, tmp_pa
     code, err = _error(capsys, ["encode", str(shapes_run), "--out", str(tmp_path)])
     assert code == 1 and len(err) == 1 and err[0].startswith(f"hashdistill: error: --out {tmp_path}: a folder")
     index = tmp_path / "db.hdx"
-    assert (
-        CliRunner()
-        .invoke(__import__("hashdistill.cli").cli.app, ["index", "build", str(shapes_run), "--out", str(index)])
-        .exit_code
-        == 0
-    )
+    assert CliRunner().invoke(app, ["index", "build", str(shapes_run), "--out", str(index)]).exit_code == 0
     queries = np.repeat(np.load(shapes_run / "codes-query.npz")["codes"], 50_000, axis=0)
     np.save(tmp_path / "q.npy", queries)
     code, err = _error(capsys, ["search", str(index), "--codes", str(tmp_path / "q.npy"), "-k", "1000000000000"])
