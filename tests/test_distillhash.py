@@ -220,7 +220,9 @@ def test_distillhash_run_reports_purity_and_never_reads_labels(tmp_path, scrambl
     cfg = load_config("configs/distillhash-fmnist.yaml", SMALL)
     m = train(cfg, tmp_path / "a", progress=False)
     report = json.loads((tmp_path / "a" / "purity.json").read_text())
-    assert set(report) == {"initial", "distilled", "curve"} and m["purity"] == report
+    assert set(report) == {"initial", "distilled", "curve"}
+    # the metrics (what train prints) carry the summary; the curve stays in purity.json and its plot
+    assert m["purity"] == {k: report[k] for k in ("initial", "distilled")} and len(json.dumps(m)) < 3000
     curve, distilled = report["curve"], report["distilled"]
     at = curve["margin"].index(0.0)  # the curve at the run's margin is the distilled labelling itself
     assert curve["similar"]["kept"][at] == distilled["similar"] and curve["dissimilar"]["kept"][at] == distilled["dissimilar"]

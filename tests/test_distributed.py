@@ -145,7 +145,8 @@ def test_whole_set_state_computed_on_rank_0_reaches_every_rank(tmp_path):
     purity = json.loads((tmp_path / "dh" / "purity.json").read_text())
     assert set(purity) == {"initial", "distilled", "curve"}
     assert torch.load(tmp_path / "dh" / "checkpoint.pt", weights_only=True)["method"]["_extra_state"]["stage1"] is not None
-    assert json.loads(dh.stdout)["purity"] == purity  # rank 0's report, through the metrics
+    summary = {k: v for k, v in purity.items() if k != "curve"}
+    assert json.loads(dh.stdout)["purity"] == summary  # rank 0's report, through the metrics
     cnnh = hashdistill("train", "configs/demo.yaml", *small, "--set", "method=cnnh", "--set", "schedule.epochs=1",
                        "--set", "name=cnnh", procs=2)  # fmt: skip
     assert cnnh.returncode == 0, cnnh.stderr[-3000:]

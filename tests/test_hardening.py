@@ -62,3 +62,33 @@ def test_encode_into_a_folder_and_a_huge_k_are_named_as_given(shapes_run, tmp_pa
     np.save(tmp_path / "q.npy", queries)
     code, err = _error(capsys, ["search", str(index), "--codes", str(tmp_path / "q.npy"), "-k", "1000000000000"])
     assert code == 1 and len(err) == 1 and err[0].startswith("hashdistill: error: -k 1000000000000 for 900,000 queries")
+
+
+def test_an_empty_class_folder_in_a_training_tree_is_refused_by_name(tmp_path):
+    from PIL import Image
+
+    from hashdistill.data.lists import read_image_folder
+
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "dogs").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "cats" / "a.png")
+    with pytest.raises(ListFileError, match=r"dogs: class folder without images \(add images or remove the folder\)$"):
+        read_image_folder(tmp_path)
+    # a query or database tree labelled like the training tree may lack a class
+    assert read_image_folder(tmp_path, ["cats", "dogs"]).labels.tolist() == [0]
+
+
+def test_a_run_config_missing_a_shape_key_names_the_key(shapes_run, tmp_path):
+    import shutil
+
+    import yaml
+
+    from hashdistill.run import Run, RunError
+
+    run = tmp_path / "run"
+    shutil.copytree(shapes_run, run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    del cfg["model"]["bits"]
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(RunError, match=r"config.yaml: model.bits is missing \(it decides the weights' shapes"):
+        Run.load(run)

@@ -118,8 +118,8 @@ def write_report(
         pictures.append(query_grid(r, out / f"{r.name}-queries.png", seed=seed))
         text = ("Proxy similarity (where the method has proxies), per-bit histograms of h, and example queries (first "
                 "column) with their top-10 results: green relevant, red not.")  # fmt: skip
-        purity = r.metrics.get("purity") or {}
-        if "curve" in purity:  # DistillHash: its distilled pairs' purity against the fraction kept
+        purity = r.purity  # DistillHash: its distilled pairs' purity against the fraction kept
+        if "curve" in purity:
             pictures += plots.purity_curves({r.name: purity["curve"]}, out / f"{r.name}-purity", purity.get("initial"))[:1]
             text += " " + _purity_line(purity)
         sections.append((f"Run {r.name}", text, pictures))

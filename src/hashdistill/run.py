@@ -26,6 +26,8 @@ from .data.splits import Split, TrainingData, load_training_data
 from .distributed import Distributed
 from .model import HashModel, build_model, encode_images
 
+SHAPE_KEYS = (("model", "bits"), ("model", "backbone"), ("model", "head_hidden"), ("model", "mode"), ("model", "layer"))
+
 
 class RunError(ValueError):
     """A folder that is not a readable trained run; the message names the file."""
@@ -62,6 +64,10 @@ class Run:
         missing = [s for s in ("data", "model", "method") if not isinstance(raw, dict) or s not in raw]
         if missing:
             raise RunError(f"{cfg_path}: not a run's config (no {', '.join(missing)}; training writes every section)")
+        for section, key in SHAPE_KEYS:  # a default would build weights of another shape and blame the checkpoint
+            if not isinstance(raw.get(section), dict) or key not in raw[section]:
+                raise RunError(f"{cfg_path}: {section}.{key} is missing (it decides the weights' shapes; training "
+                               "writes every key)")  # fmt: skip
         try:
             config = parse_config(raw, str(cfg_path))
         except ConfigError as e:
@@ -110,7 +116,15 @@ class Run:
     @cached_property
     def metrics(self) -> dict[str, Any]:
         """``metrics.json`` as training wrote it (empty when missing)."""
-        path = self.path / "metrics.json"
+        return self._json("metrics.json")
+
+    @cached_property
+    def purity(self) -> dict[str, Any]:
+        """``purity.json``, DistillHash's pair report with its curve (empty for other methods)."""
+        return self._json("purity.json")
+
+    def _json(self, name: str) -> dict[str, Any]:
+        path = self.path / name
         if not path.is_file():
             return {}
         try:

@@ -209,6 +209,8 @@ def read_image_folder(root: str | os.PathLike, class_names: list[str] | None = N
     paths, labels = [], []
     for i, c in enumerate(classes):
         found = _images_under(root / c) if (root / c).is_dir() else []
+        if not found and class_names is None:  # a training tree: a class without images would train a proxy for nothing
+            raise ListFileError(f"{root / c}: class folder without images (add images or remove the folder)")
         paths += found
         labels += [i] * len(found)
     if not paths:

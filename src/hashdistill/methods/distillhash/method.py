@@ -215,7 +215,8 @@ class DistillHash(HashingMethod):
             f"{r['dissimilar_purity']:.3f})"
         )
         _io.write_json(ctx.run_dir / "purity.json", self.report)
-        return {"purity": self.report}
+        # the metrics (and what train prints) take the summary; the curve stays in purity.json and its plot
+        return {"purity": {k: v for k, v in self.report.items() if k != "curve"}}
 
     def anchors_per_batch(self, batch_size: int) -> int:
         return batch_size // (1 + self.params.pairs.batch_neighbours)
