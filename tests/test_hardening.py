@@ -1,5 +1,7 @@
 """What a break-it pass found: messages that named the wrong culprit, a stale feature cache, an int k."""
 
+import re
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -92,3 +94,63 @@ def test_a_run_config_missing_a_shape_key_names_the_key(shapes_run, tmp_path):
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(RunError, match=r"config.yaml: model.bits is missing \(it decides the weights' shapes"):
         Run.load(run)
+
+
+def test_off_a_terminal_a_stage_prints_its_start_end_and_at_most_a_line_per_30_s():
+    import io
+
+    from hashdistill.progress import LineProgress
+
+    now = [100.0]
+    out = io.StringIO()
+    bar = LineProgress(range(50), desc="teacher view 1/8", unit="images", stream=out, clock=lambda: now[0])
+    for _ in bar:
+        now[0] += 2.0  # 50 items, 2 s each: 100 s in all
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "teacher view 1/8: started, 50 images"
+    assert lines[-1] == "teacher view 1/8: done, 50 images in 100.0 s"
+    ticks = lines[1:-1]  # one every 30 s: at 30, 60 and 90 s
+    assert ticks == ["teacher view 1/8: 15/50 images, 30 s", "teacher view 1/8: 30/50 images, 60 s",
+                     "teacher view 1/8: 45/50 images, 90 s"]  # fmt: skip
+    failed = io.StringIO()  # a stage that fails never claims it is done
+    bar = LineProgress(total=4, desc="encoding", stream=failed, clock=lambda: now[0])
+    bar.update(1)
+    assert failed.getvalue().splitlines() == ["encoding: started, 4 it"]
+
+
+def test_train_into_a_file_says_what_it_is_doing(shapes, tmp_path):
+    """Off a terminal (stderr to a file), feature extraction announces each view's start and end with counts and
+    seconds, each epoch ends with its line, no bar is drawn, and stdout holds only the metrics."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "shapes.yaml"
+    cfg.write_text(f"data: {{protocol: null, train: {shapes}/train, query: {shapes}/query, database: {shapes}/database}}\n")
+    sets = ["model.mode=cached", "model.backbone=mobilenet_v2", "model.pretrained=true", "model.input_size=32",
+            "data.load_size=32", "augment.views=2", "schedule.epochs=2", "model.bits=16", "runtime.num_threads=2"]  # fmt: skip
+    env = {**os.environ, "HASHDISTILL_DATA": str(tmp_path / "home")}  # a fresh feature cache: the features are computed
+    with open(tmp_path / "err.txt", "w") as err:
+        r = subprocess.run([sys.executable, "-m", "hashdistill", "train", str(cfg), "--runs-dir", str(tmp_path / "runs"),
+                            *[a for s in sets for a in ("--set", s)]], stdout=subprocess.PIPE, stderr=err, text=True, env=env)  # fmt: skip
+    log = (tmp_path / "err.txt").read_text()
+    assert r.returncode == 0, log
+    assert json.loads(r.stdout)["bits"] == 16
+    n = sum(1 for _ in (shapes / "train").rglob("*.png"))
+    for view in ("teacher view 1/2", "teacher view 2/2", "student view 1/2", "student view 2/2"):
+        assert f"{view}: started, {n:,} images\n" in log, log
+        assert re.search(rf"{view}: done, {n:,} images in \d+\.\d s\n", log), log
+    assert re.search(r"^epoch 2 lr \S+ seconds ", log, re.M) and "\r" not in log and "it/s" not in log, log
+
+
+def test_the_offline_weights_hint_names_the_config_key(monkeypatch):
+    """Without the offline weight packages, the hint says how to give weights in the config (model.pretrained)."""
+    from hashdistill import backbones
+
+    monkeypatch.setattr(backbones, "_find_in_package", lambda *a: None)
+    monkeypatch.setattr(backbones, "_package_file", lambda *a: None)
+    for name in ("efficientnet_lite0", "mobilenet_v2"):
+        with pytest.raises(ValueError, match=r"or set model\.pretrained=/path/to/") as e:
+            backbones.create_backbone(name, True, input_size=32)
+        assert "pretrained='" not in str(e.value)

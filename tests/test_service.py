@@ -335,10 +335,20 @@ def test_json_nested_too_deeply_is_a_422_not_a_500(client):
     assert (r.status_code, r.json()) == (422, {"detail": "body: JSON nested too deeply"})
 
 
-def test_stats_name_the_run_without_a_server_path(client, shapes_run):
+def test_no_response_shows_a_server_path(client, shapes_run, shapes):
     stats = client.get("/stats").json()
     assert stats["run"] == shapes_run.name and "/" not in stats["run"]
     assert str(shapes_run.parent) not in client.get("/stats").text
+    # the items were added from files on the server's disk: a client sees their file names, not its folders
+    query = (shapes / "database" / "disc" / "disc-003.png").read_bytes()
+    hits = client.post("/search?k=60", files={"file": ("q.png", query, "image/png")}).json()["results"]
+    mine = next(h for h in hits if h["source"] == "disc-003.png")  # (other discs may share its code)
+    assert mine["distance"] == 0 and all("/" not in h["source"] for h in hits)
+    assert {h["source"] for h in hits} == {p.name for p in (shapes / "database").rglob("*.png")}
+    texts = [client.get(f"/items/{mine['id']}").text, client.get("/random").text]
+    texts.append(client.post("/search", json={"id": mine["id"], "k": 60}).text)
+    assert not any(str(shapes) in t or str(shapes.parent) in t for t in texts)
+    assert client.get(f"/items/{mine['id']}").json()["source"] == "disc-003.png"
 
 
 def _serve(collection, *args, timeout=60):

@@ -535,7 +535,7 @@ def train_cmd(
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help=SET_HELP)] = None,
     resume: Annotated[bool, typer.Option(help="continue from the run's last checkpoint")] = False,
     runs_dir: Annotated[Path, typer.Option(metavar="DIR", help="where run folders go")] = Path("runs"),
-    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bars (or, off a terminal, progress lines)")] = False,
 ) -> None:
     """Train a deep hashing run into <runs-dir>/<name>/ (config, checkpoint, log, codes, metrics). A run that
     fails before its first checkpoint leaves no folder; an interrupted one continues with --resume."""

@@ -314,7 +314,7 @@ class Collection:
                 out[idx] = self.encoder.encode(np.stack([images[i] for i in idx]))
             return out
         parts, done = [], 0
-        bar = progress_bar(total=len(images), desc="encoding", unit="img")
+        bar = progress_bar(total=len(images), desc="encoding", unit="images")
         for x in images.batches(256):
             if thumbs:
                 for image, source in zip(x, sources[done : done + len(x)]):

@@ -70,10 +70,13 @@ def compute_features(
     out = []
     n = len(images)
     mine = set(dist.my_batches(n, batch)) if dist is not None else None
-    for i, a in enumerate(progress_bar(range(0, n, batch), enabled=progress, desc=desc)):
+    bar = progress_bar(enabled=progress, total=n, desc=desc, unit="images")
+    for i, a in enumerate(range(0, n, batch)):
         x = transform(take(images, np.arange(a, min(a + batch, n))).to(device))
         if mine is None or i in mine:
             out.append(backbone(x).float().cpu().numpy().astype(np.float16))
+        bar.update(len(x))
+    bar.close()
     return np.concatenate(out) if out else np.zeros((0, 0), np.float16)
 
 

@@ -99,9 +99,11 @@ def encode_images(
     Under torchrun (``dist``) each rank encodes its batches and every rank gets all the codes, bit for bit those
     of one process (the same batches)."""
     n = len(images)
-    mine = dist.my_batches(n, batch) if dist is not None else range(-(-n // batch))
-    parts = [
-        encode_batch(model, clean, take(images, np.arange(i * batch, min((i + 1) * batch, n))), batch)
-        for i in progress_bar(mine, enabled=progress, desc="encoding")
-    ]
+    mine = list(dist.my_batches(n, batch) if dist is not None else range(-(-n // batch)))
+    ranges = [np.arange(i * batch, min((i + 1) * batch, n)) for i in mine]
+    bar, parts = progress_bar(enabled=progress, total=sum(map(len, ranges)), desc="encoding", unit="images"), []
+    for rows in ranges:
+        parts.append(encode_batch(model, clean, take(images, rows), batch))
+        bar.update(len(rows))
+    bar.close()
     return np.concatenate(dist.gather_batches(parts) if dist is not None else parts)

@@ -1,18 +1,84 @@
-"""Progress bars for long work, on a terminal only: piped or captured output never holds a bar, and an
-error line never shares a line with one (``close_progress_bars``)."""
+"""Progress for long work. On a terminal: tqdm bars on stderr that clear themselves, and an error line never
+shares a line with one (``close_progress_bars``). Off a terminal (output to a file, a pipe, a job log): plain
+lines instead of bars, one when a stage starts (what, how many), one at most every 30 s while it runs, and one
+when it ends (how many, seconds). ``docs/input.md`` ("What long work prints") describes both."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
-from typing import Any
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TextIO
 
 from tqdm import tqdm
 
+EVERY_S = 30.0  # the most one progress line a stage prints per this many seconds, off a terminal
 
-def progress_bar(iterable: Iterable | None = None, *, enabled: bool = True, **kw: Any) -> tqdm:
-    """A tqdm bar on stderr, shown only when ``enabled`` and stderr is a terminal; it clears itself when done."""
-    return tqdm(iterable, disable=not (enabled and sys.stderr.isatty()), leave=False, **kw)
+
+class LineProgress:
+    """tqdm's small interface (iterate, ``update``, ``set_postfix``, ``close``) as lines on a stream.
+    ``announce=False`` skips the start and end lines (a stage whose caller prints its own summary, e.g. an
+    epoch) and keeps the periodic ones. Nothing is printed for a stage that fails: its end line is written
+    when the iterable is exhausted or ``close()`` is called, once."""
+
+    def __init__(
+        self,
+        iterable: Iterable | None = None,
+        *,
+        total: int | None = None,
+        desc: str = "working",
+        unit: str = "it",
+        announce: bool = True,
+        every: float = EVERY_S,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)  # type: ignore[arg-type]
+        self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
+        self.announce, self.every, self.clock = announce, every, clock
+        self.stream = stream if stream is not None else sys.stderr
+        self.n, self.postfix, self.closed = 0, "", False
+        self.start = self.last = clock()
+        if announce:
+            self._print(f"{desc}: started" + (f", {total:,} {unit}" if total is not None else ""))
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self.iterable or ():
+            yield item
+            self.update(1)
+        self.close()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = self.clock()
+        if now - self.last >= self.every:
+            self.last = now
+            of = f"/{self.total:,}" if self.total is not None else ""
+            self._print(f"{self.desc}: {self.n:,}{of} {self.unit}, {now - self.start:.0f} s{self.postfix}")
+
+    def set_postfix(self, **kw: Any) -> None:
+        self.postfix = "".join(f", {k} {v}" for k, v in kw.items())
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.announce:
+            self._print(f"{self.desc}: done, {self.n:,} {self.unit} in {self.clock() - self.start:.1f} s")
+
+
+def progress_bar(
+    iterable: Iterable | None = None, *, enabled: bool = True, announce: bool = True, **kw: Any
+) -> tqdm | LineProgress:
+    """A tqdm bar on stderr when it is a terminal, lines (``LineProgress``) when it is not; nothing at all
+    when not ``enabled``. ``announce``: whether the lines include the stage's start and end."""
+    if enabled and not sys.stderr.isatty():
+        return LineProgress(iterable, announce=announce, **{k: kw[k] for k in ("total", "desc", "unit") if k in kw})
+    return tqdm(iterable, disable=not enabled, leave=False, **kw)
 
 
 def close_progress_bars() -> None:

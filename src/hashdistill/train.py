@@ -302,7 +302,9 @@ class Trainer:
             sums: dict[str, float] = {}
             seen = 0
             batches = self.method.batches(mine, c.optim.batch_size, rng)
-            bar = progress_bar(batches, enabled=self._bars, total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}")
+            bar = progress_bar(
+                batches, enabled=self._bars, announce=False, total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}"
+            )  # its end is the epoch's log line
             for step, (idx, weight) in enumerate(zip(bar, weights)):
                 self.method.on_step(epoch * self.steps_per_epoch + step)
                 parts = self.step(idx, rng, weight)

@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..codes import pack
-from ..collection import Collection, CollectionError
+from ..collection import STORED, Collection, CollectionError
 from ..data.images import ImageError, at_size, decode_image
 from .batcher import MicroBatcher
 
@@ -48,6 +48,14 @@ class Limits(BaseModel):
             "json": int(self.max_json_kb * 1024), "search-upload": upload + 2**16,
             "items": upload * self.max_files + 2**20, "other": 2**16,
         }  # fmt: skip
+
+
+def shown_source(source: str) -> str:
+    """An item's source as a client sees it: a file added from the server's disk by its file name only (never
+    the server's folders); a stored image (``collection:images/…``) or a protocol item as it is."""
+    if source.startswith(STORED) or not ("/" in source or "\\" in source):
+        return source
+    return FilePath(source.replace("\\", "/")).name
 
 
 class Result(BaseModel):
@@ -127,7 +135,7 @@ def create_app(
 
     def respond(hits: list, t0: float) -> JSONResponse:
         """``SearchResponse`` as JSON, built directly (the hot path skips re-validating what it just made)."""
-        results = [{"id": h.id, "distance": h.distance, "source": h.source, "label": h.label} for h in hits]
+        results = [{"id": h.id, "distance": h.distance, "source": shown_source(h.source), "label": h.label} for h in hits]
         return JSONResponse({"results": results, "took_ms": round((time.perf_counter() - t0) * 1000, 3)})
 
     async def read_upload(upload: UploadFile) -> bytes:
@@ -174,7 +182,7 @@ def create_app(
         if item_id is None:
             raise HTTPException(404, "the collection is empty")
         hit = collection.get([item_id])[0]
-        return Item(id=hit.id, source=hit.source, label=hit.label)
+        return Item(id=hit.id, source=shown_source(hit.source), label=hit.label)
 
     @app.post(
         "/search", response_model=SearchResponse, dependencies=[Depends(reader)],
@@ -250,7 +258,7 @@ def create_app(
         hit = collection.get([item_id])[0]
         if hit is None:
             raise HTTPException(404, f"no item {item_id}")
-        return Item(id=hit.id, source=hit.source, label=hit.label)
+        return Item(id=hit.id, source=shown_source(hit.source), label=hit.label)
 
     @app.get("/items/{item_id}/image", dependencies=[Depends(reader)], responses={200: {"content": {"image/png": {}}}})
     def item_image(item_id: Annotated[int, Path(ge=0, le=2**63 - 1)]) -> Response:
