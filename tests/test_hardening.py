@@ -96,7 +96,7 @@ def test_a_run_config_missing_a_shape_key_names_the_key(shapes_run, tmp_path):
         Run.load(run)
 
 
-def test_off_a_terminal_a_stage_prints_its_start_end_and_at_most_a_line_per_30_s():
+def test_off_a_terminal_a_long_stage_prints_its_start_end_and_at_most_a_line_per_30_s():
     import io
 
     from hashdistill.progress import LineProgress
@@ -105,43 +105,51 @@ def test_off_a_terminal_a_stage_prints_its_start_end_and_at_most_a_line_per_30_s
     out = io.StringIO()
     bar = LineProgress(range(50), desc="teacher view 1/8", unit="images", stream=out, clock=lambda: now[0])
     for _ in bar:
-        now[0] += 2.0  # 50 items, 2 s each: 100 s in all
+        now[0] += 2.0  # 50 items, 2 s each: 100 s in all, projected from the first item
     lines = out.getvalue().splitlines()
-    assert lines[0] == "teacher view 1/8: started, 50 images"
+    assert lines[0] == "teacher view 1/8: started 2 s ago, 50 images"
     assert lines[-1] == "teacher view 1/8: done, 50 images in 100.0 s"
     ticks = lines[1:-1]  # one every 30 s: at 30, 60 and 90 s
     assert ticks == ["teacher view 1/8: 15/50 images, 30 s", "teacher view 1/8: 30/50 images, 60 s",
                      "teacher view 1/8: 45/50 images, 90 s"]  # fmt: skip
-    failed = io.StringIO()  # a stage that fails never claims it is done
+    short = io.StringIO()  # a short stage (one query's encoding, 0.3 s) says nothing
+    for _ in LineProgress(range(3), desc="encoding", stream=short, clock=lambda: now[0]):
+        now[0] += 0.1
+    assert short.getvalue() == ""
+    failed = io.StringIO()  # a stage that fails on its first step prints nothing; later, never claims it is done
     bar = LineProgress(total=4, desc="encoding", stream=failed, clock=lambda: now[0])
+    assert failed.getvalue() == ""
+    now[0] += 20.0
     bar.update(1)
-    assert failed.getvalue().splitlines() == ["encoding: started, 4 it"]
+    assert failed.getvalue().splitlines() == ["encoding: started 20 s ago, 4 it"]
 
 
-def test_train_into_a_file_says_what_it_is_doing(shapes, tmp_path):
-    """Off a terminal (stderr to a file), feature extraction announces each view's start and end with counts and
-    seconds, each epoch ends with its line, no bar is drawn, and stdout holds only the metrics."""
+def test_train_into_a_file_says_what_it_is_doing(shapes, tmp_path, monkeypatch, capsys):
+    """Off a terminal (stderr captured), feature extraction announces each view's start and end with counts and
+    seconds, each epoch ends with its line, no bar is drawn, and stdout holds only the metrics. (Every stage
+    counts as long here: on this small tree each takes well under the 10 s that makes a stage long.)"""
     import json
-    import os
-    import subprocess
-    import sys
 
+    from hashdistill import progress
+
+    monkeypatch.setattr(progress, "LONG_S", 0.0)
+    monkeypatch.setenv("HASHDISTILL_DATA", str(tmp_path / "home"))  # a fresh feature cache: features are computed
     cfg = tmp_path / "shapes.yaml"
     cfg.write_text(f"data: {{protocol: null, train: {shapes}/train, query: {shapes}/query, database: {shapes}/database}}\n")
     sets = ["model.mode=cached", "model.backbone=mobilenet_v2", "model.pretrained=true", "model.input_size=32",
             "data.load_size=32", "augment.views=2", "schedule.epochs=2", "model.bits=16", "runtime.num_threads=2"]  # fmt: skip
-    env = {**os.environ, "HASHDISTILL_DATA": str(tmp_path / "home")}  # a fresh feature cache: the features are computed
-    with open(tmp_path / "err.txt", "w") as err:
-        r = subprocess.run([sys.executable, "-m", "hashdistill", "train", str(cfg), "--runs-dir", str(tmp_path / "runs"),
-                            *[a for s in sets for a in ("--set", s)]], stdout=subprocess.PIPE, stderr=err, text=True, env=env)  # fmt: skip
-    log = (tmp_path / "err.txt").read_text()
-    assert r.returncode == 0, log
-    assert json.loads(r.stdout)["bits"] == 16
+    assert main(["train", str(cfg), "--runs-dir", str(tmp_path / "runs"), *[a for s in sets for a in ("--set", s)]]) == 0
+    out, log = capsys.readouterr()
+    assert json.loads(out)["bits"] == 16
     n = sum(1 for _ in (shapes / "train").rglob("*.png"))
     for view in ("teacher view 1/2", "teacher view 2/2", "student view 1/2", "student view 2/2"):
         assert f"{view}: started, {n:,} images\n" in log, log
         assert re.search(rf"{view}: done, {n:,} images in \d+\.\d s\n", log), log
     assert re.search(r"^epoch 2 lr \S+ seconds ", log, re.M) and "\r" not in log and "it/s" not in log, log
+    monkeypatch.setattr(progress, "LONG_S", 10.0)  # as shipped: this small run's stages are short, and quiet
+    monkeypatch.setenv("HASHDISTILL_DATA", str(tmp_path / "home2"))  # (computed again, not read from the cache)
+    assert main(["train", str(cfg), "--runs-dir", str(tmp_path / "again"), *[a for s in sets for a in ("--set", s)]]) == 0
+    assert "view" not in capsys.readouterr().err
 
 
 def test_the_offline_weights_hint_names_the_config_key(monkeypatch):
