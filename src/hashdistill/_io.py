@@ -16,6 +16,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from .errors import ModelError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -67,7 +69,7 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-class TensorFileError(ValueError):
+class TensorFileError(ModelError):
     """A torch file that is missing, empty, damaged, or holds more than tensors and plain values."""
 
 

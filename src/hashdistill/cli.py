@@ -14,9 +14,10 @@ import typer
 
 from . import _io
 from .codes import load_codes, save_codes
-from .data import PROTOCOLS, DataNotFoundError, load_protocol, prepare_protocol
+from .data import PROTOCOLS, load_protocol, prepare_protocol
 from .data.images import DEFAULT_MAX_PIXELS
 from .data.sources import extract_mnist_wheel
+from .errors import HashdistillError
 from .index import METHODS as INDEX_METHODS
 from .index import HammingIndex
 from .progress import close_progress_bars
@@ -66,8 +67,8 @@ def _main_options(
     pass
 
 
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exit status 1."""
+class CLIError(HashdistillError):
+    """A bad option or argument combination: printed as one line, exit status 1."""
 
 
 def _protocol_name(name: str) -> str:
@@ -261,7 +262,7 @@ def index_build(
     index = HammingIndex(_code_bits(codes), method)
     try:
         index.add(codes, ids)
-    except ValueError as e:
+    except HashdistillError as e:
         raise CLIError(f"{source}: {e}") from None
     index.save(out)
     typer.echo(f"{out}: {index.ntotal} codes of {index.bits} bits, method {method}")
@@ -295,12 +296,12 @@ def search(
         return
     if image is not None:
         raise CLIError(f"{target}: --image searches a collection folder (an index file holds codes only)")
-    index = HammingIndex.load(target)  # a bad file raises IndexFileError (a ValueError): one line
+    index = HammingIndex.load(target)  # a bad file raises IndexFileError: one line
     queries, qids = _load_codes(codes)
     k = _results_budget(k, index.ntotal, len(queries))
     try:
         dist, ids = index.search(queries, k) if k else (np.zeros((len(queries), 0), int), np.zeros((len(queries), 0), int))
-    except ValueError as e:  # codes of another length
+    except HashdistillError as e:  # codes of another length
         raise CLIError(f"{codes}: {e}") from None
     names = qids if qids is not None else np.arange(len(dist))
     if as_json:
@@ -338,7 +339,7 @@ def _search_collection(
         else:
             try:
                 results = col.search(codes=q, k=k, radius=radius)
-            except ValueError as e:
+            except HashdistillError as e:
                 raise CLIError(f"{codes}: {e}") from None
             names = [str(int(i)) for i in (qids if qids is not None else np.arange(len(q)))]
     if as_json:
@@ -724,7 +725,7 @@ def main(argv: list[str] | None = None) -> int:
         return _error(_one_line(e.format_message()), e.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         return _error("interrupted", 130)
-    except (CLIError, ValueError, DataNotFoundError, OSError, ImportError) as e:
+    except (HashdistillError, OSError, ImportError) as e:  # what the user can fix (errors.py); ImportError: an extra
         return _error(_one_line(str(e)) or type(e).__name__, 1)
     except Exception as e:  # a bug: still one line, with the way to see the traceback
         if os.environ.get("HASHDISTILL_DEBUG"):

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ._io import save_npz
+from .errors import CodesError
 
 __all__ = [
     "binarize",
@@ -49,7 +50,7 @@ def binarize(h: Any) -> np.ndarray:
 
 def _check_bits(bits: int) -> None:
     if bits <= 0 or bits % 8:
-        raise ValueError(f"code length must be a positive multiple of 8 bits to pack, got {bits}")
+        raise CodesError(f"code length must be a positive multiple of 8 bits to pack, got {bits}")
 
 
 def pack(codes: Any) -> np.ndarray:
@@ -58,7 +59,7 @@ def pack(codes: Any) -> np.ndarray:
     if b.ndim == 1:
         b = b[None, :]
     if b.ndim != 2:
-        raise ValueError(f"codes must be 2-D (N, K), got shape {b.shape}")
+        raise CodesError(f"codes must be 2-D (N, K), got shape {b.shape}")
     _check_bits(b.shape[1])
     return np.packbits(b > 0, axis=1)
 
@@ -67,13 +68,13 @@ def unpack(packed: Any, bits: int | None = None) -> np.ndarray:
     """Inverse of :func:`pack`: ``uint8`` (N, K/8) -> ±1 ``int8`` (N, K)."""
     p = _to_numpy(packed)
     if p.dtype != np.uint8:
-        raise ValueError(f"packed codes must be uint8, got {p.dtype}")
+        raise CodesError(f"packed codes must be uint8, got {p.dtype}")
     if p.ndim == 1:
         p = p[None, :]
     bits = p.shape[1] * 8 if bits is None else bits
     _check_bits(bits)
     if bits != p.shape[1] * 8:
-        raise ValueError(f"packed width {p.shape[1]} bytes does not hold {bits} bits")
+        raise CodesError(f"packed width {p.shape[1]} bytes does not hold {bits} bits")
     return np.unpackbits(p, axis=1).astype(np.int8) * 2 - 1
 
 
@@ -104,7 +105,7 @@ def hamming(a: Any, b: Any) -> np.ndarray:
     """
     pa, pb = as_packed(a), as_packed(b)
     if pa.shape[1] != pb.shape[1]:
-        raise ValueError(f"code lengths differ: {pa.shape[1] * 8} vs {pb.shape[1] * 8} bits")
+        raise CodesError(f"code lengths differ: {pa.shape[1] * 8} vs {pb.shape[1] * 8} bits")
     wa, wb = _words(pa), _words(pb)
     out = np.zeros((wa.shape[0], wb.shape[0]), np.int32)
     for w in range(wa.shape[1]):
@@ -168,7 +169,7 @@ def save_codes(path: str | os.PathLike, codes: Any, ids: Any, labels: Any = None
     return save_npz(path, **arrays)
 
 
-class CodesFileError(ValueError):
+class CodesFileError(CodesError):
     """A codes file that cannot be used; the message names the file and what is wrong."""
 
 

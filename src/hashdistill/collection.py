@@ -42,6 +42,7 @@ from .codes import as_packed, pack
 from .config import dump_config
 from .data.images import DEFAULT_MAX_PIXELS, at_size, decode_image
 from .data.lists import ImageList, read_images
+from .errors import CollectionError
 from .index import HammingIndex
 from .progress import progress_bar
 from .run import Run
@@ -51,10 +52,6 @@ STORED = "collection:"
 THUMB_SIDE = 160
 SCHEMA = """CREATE TABLE IF NOT EXISTS items (
     id INTEGER PRIMARY KEY AUTOINCREMENT, code BLOB NOT NULL, source TEXT NOT NULL, label TEXT, added REAL NOT NULL)"""
-
-
-class CollectionError(ValueError):
-    """A folder that is not a usable collection, or a bad request to one; the message names the culprit."""
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,8 @@ from pydantic import (
 )  # fmt: skip
 
 from .data.images import DEFAULT_MAX_PIXELS
+from .errors import ConfigError
 from .methods import MethodError, MethodParams, method_class, method_params, same_params
-
-
-class ConfigError(ValueError):
-    """A bad configuration; the message is one line naming the key path."""
 
 
 class Section(BaseModel):

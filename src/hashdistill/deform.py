@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import ConfigError
+
 DEFORMATIONS = ("none", "cutout", "dropout", "zoom_in", "zoom_out", "rotation", "shear", "noise")
 
 
@@ -48,7 +50,7 @@ def _signed(rng: np.random.Generator, n: int, low: float, high: float) -> np.nda
 def deform(images: np.ndarray | torch.Tensor, name: str, seed: int = 0) -> torch.Tensor:
     """The batch with deformation ``name`` (one of ``DEFORMATIONS``) applied, float in [0, 1]."""
     if name not in DEFORMATIONS:
-        raise ValueError(f"unknown deformation {name!r}; known: {', '.join(DEFORMATIONS)}")
+        raise ConfigError(f"unknown deformation {name!r}; known: {', '.join(DEFORMATIONS)}")
     x = _as_float(images)
     n, _, h, w = x.shape
     rng = np.random.default_rng([seed, DEFORMATIONS.index(name)])
@@ -86,7 +88,7 @@ def parse_deformations(text: str) -> list[str]:
     unknown = [t for t in names if t not in DEFORMATIONS]
     if unknown or not names:
         bad = ", ".join(unknown) if unknown else repr(text)
-        raise ValueError(f"unknown deformation(s) {bad}; known: all, {', '.join(DEFORMATIONS)}")
+        raise ConfigError(f"unknown deformation(s) {bad}; known: all, {', '.join(DEFORMATIONS)}")
     return names
 
 

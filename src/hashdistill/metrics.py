@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .codes import _to_numpy, _words, as_packed
+from .errors import CodesError
 from .labels import shares_label
 
 __all__ = [
@@ -61,21 +62,21 @@ def _labels(y: Any, name: str) -> np.ndarray:
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim not in (1, 2):
-        raise ValueError(f"{name} must be a class vector (N,) or a multi-hot matrix (N, C), got {y.shape}")
+        raise CodesError(f"{name} must be a class vector (N,) or a multi-hot matrix (N, C), got {y.shape}")
     return y
 
 
 def _problem(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: Any) -> _Problem:
     q, d = as_packed(query_codes), as_packed(db_codes)
     if q.shape[1] != d.shape[1]:
-        raise ValueError(f"query codes have {q.shape[1] * 8} bits but database codes {d.shape[1] * 8}")
+        raise CodesError(f"query codes have {q.shape[1] * 8} bits but database codes {d.shape[1] * 8}")
     ql, dl = _labels(query_labels, "query_labels"), _labels(db_labels, "db_labels")
     if len(ql) != len(q):
-        raise ValueError(f"{len(q)} query codes but {len(ql)} query labels")
+        raise CodesError(f"{len(q)} query codes but {len(ql)} query labels")
     if len(dl) != len(d):
-        raise ValueError(f"{len(d)} database codes but {len(dl)} database labels")
+        raise CodesError(f"{len(d)} database codes but {len(dl)} database labels")
     if ql.ndim != dl.ndim or (ql.ndim == 2 and ql.shape[1] != dl.shape[1]):
-        raise ValueError(f"query labels {ql.shape} and database labels {dl.shape} are not of one kind")
+        raise CodesError(f"query labels {ql.shape} and database labels {dl.shape} are not of one kind")
     multilabel = ql.ndim == 2
     if multilabel:
         ql, dl = (ql != 0).astype(np.float32), (dl != 0).astype(np.float32)
@@ -142,7 +143,7 @@ def _topks(topk: int | None | Sequence[int | None], n_db: int) -> list[int]:
     out = []
     for k in ks:
         if k is not None and k <= 0:
-            raise ValueError(f"topk must be positive or None, got {k}")
+            raise CodesError(f"topk must be positive or None, got {k}")
         out.append(n_db if k is None else min(int(k), n_db))
     return out
 
@@ -240,7 +241,7 @@ def precision_at_radius(
 ) -> float:
     """Mean precision of the items within Hamming radius ``radius`` (P@H<=r); a query with none scores 0."""
     if radius < 0:
-        raise ValueError(f"radius must be >= 0, got {radius}")
+        raise CodesError(f"radius must be >= 0, got {radius}")
     precision, _ = precision_recall_curve(query_codes, db_codes, query_labels, db_labels, memory_mb=memory_mb, n_jobs=n_jobs)
     return float(precision[min(radius, len(precision) - 1)])
 

@@ -12,6 +12,7 @@ from torch import nn
 from .backbones import create_backbone
 from .data.splits import take
 from .distributed import Distributed
+from .errors import ModelError
 from .progress import progress_bar
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ class HashModel(nn.Module):
         super().__init__()
         if backbone is None:
             if not feature_dim:
-                raise ValueError("a head-only HashModel needs feature_dim")
+                raise ModelError("a head-only HashModel needs feature_dim")
             self.backbone, dim = None, feature_dim
         else:
             self.backbone, dim = create_backbone(backbone, pretrained, layer=layer, input_size=input_size)

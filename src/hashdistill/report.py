@@ -15,6 +15,7 @@ from PIL import Image, ImageOps
 
 from . import _io, plots
 from .codes import hamming
+from .errors import HashdistillError
 from .labels import shares_label
 from .methods import method_class
 from .metrics import precision_at_k, precision_recall_curve
@@ -78,7 +79,7 @@ def write_report(
     loaded = [as_run(r) for r in runs]
     names = [r.name for r in loaded]
     if len(set(names)) != len(names):
-        raise ValueError(f"runs must have distinct folder names, got {', '.join(names)}")
+        raise HashdistillError(f"runs must have distinct folder names, got {', '.join(names)}")
     sections: list[tuple[str, str, list[Path]]] = []  # (heading, markdown text, pictures)
 
     metrics = []

@@ -24,12 +24,13 @@ from .config import Config, ConfigError, parse_config
 from .data.lists import read_images
 from .data.splits import Split, TrainingData, load_training_data
 from .distributed import Distributed
+from .errors import ModelError
 from .model import HashModel, build_model, encode_images
 
 SHAPE_KEYS = (("model", "bits"), ("model", "backbone"), ("model", "head_hidden"), ("model", "mode"), ("model", "layer"))
 
 
-class RunError(ValueError):
+class RunError(ModelError):
     """A folder that is not a readable trained run; the message names the file."""
 
 

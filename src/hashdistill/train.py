@@ -36,6 +36,7 @@ from .codes import save_codes
 from .config import Config, dump_config
 from .data.splits import Split, TrainingData, digest, load_training_data, take
 from .distributed import Distributed, shard_order
+from .errors import ConfigError
 from .features import FEATURES_VERSION, FeatureCache, frozen_features, images_key, view_features, weights_key
 from .methods import HashingMethod, TrainingContext, create_method
 from .metrics import mean_average_precision
@@ -106,7 +107,7 @@ class Trainer:
         self.method: HashingMethod = create_method(cfg.method, cfg.model.bits, self.data.n_classes, seed).to(self.device)
         if self.data.train.labels is None and (self.method.supervised or cfg.data.val_fraction):
             needs = f"method {cfg.method.name} reads labels" if self.method.supervised else "data.val_fraction needs labels"
-            raise ValueError(
+            raise ConfigError(
                 f"{needs}, but data.train ({cfg.data.train}) is an unlabelled folder: use an unsupervised method "
                 "(method=distillhash), or a class-per-folder tree or list file"
             )

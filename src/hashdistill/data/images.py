@@ -18,11 +18,13 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import DataError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's Image.MAX_IMAGE_PIXELS: a 9,459 x 9,459 image
 
 
-class ImageError(ValueError):
+class ImageError(DataError):
     """An image that cannot be read; ``reason`` is one of ``missing``, ``empty``, ``not-an-image``,
     ``truncated``, ``too-large``, ``unreadable``. The message names the image (and its list line)."""
 

@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DataError
 from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, at_size, decode_image
 
 
-class ListFileError(ValueError):
+class ListFileError(DataError):
     """A problem in a list file or an image it names; the message starts with ``file:line:``."""
 
 
@@ -75,7 +76,7 @@ class ImageList:
             images = list(pool.map(self._read, idx))
         shapes = {im.shape for im in images}
         if len(shapes) > 1:
-            raise ValueError(f"images of different sizes ({', '.join(map(str, sorted(shapes)))}): read them with batches()")
+            raise DataError(f"images of different sizes ({', '.join(map(str, sorted(shapes)))}): read them with batches()")
         return np.stack(images)
 
     def batches(self, batch: int = 256) -> Iterator[np.ndarray]:
@@ -104,7 +105,7 @@ def read_list_file(
     ``check``: ``"none"``, ``"exists"`` (every image file exists) or ``"open"`` (every image decodes).
     """
     if check not in ("none", "exists", "open"):
-        raise ValueError(f"check must be none, exists or open, got {check!r}")
+        raise DataError(f"check must be none, exists or open, got {check!r}")
     list_file = Path(list_file)
     root = Path(root) if root is not None else list_file.parent
     try:

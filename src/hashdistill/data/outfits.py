@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import DataError
+
 TOPS = np.array([0, 2, 4, 6, 3])  # T-shirt/top, Pullover, Coat, Shirt, Dress
 DRESS, TROUSER, BAG = 3, 1, 8
 FOOTWEAR = np.array([5, 7, 9])  # Sandal, Sneaker, Ankle boot
@@ -51,7 +53,7 @@ def make_outfits(
     by_class = [np.flatnonzero(labels == c) for c in range(N_CLASSES)]
     counts = np.array([len(b) for b in by_class])
     if (counts[np.unique(slot_class)] == 0).any():
-        raise ValueError("the source images lack a class that outfits need")
+        raise DataError("the source images lack a class that outfits need")
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
     flat = np.concatenate(by_class)
     within = np.minimum((pick * counts[slot_class]).astype(np.int64), counts[slot_class] - 1)

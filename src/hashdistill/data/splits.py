@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..errors import DataError
 from ..metrics import score
 from .lists import ImageList, read_images
 from .protocols import load_protocol
@@ -72,10 +73,10 @@ class TrainingData:
 
     def split(self, name: str) -> Split:
         if name not in SPLITS:
-            raise ValueError(f"unknown split {name!r}; known: {', '.join(SPLITS)}")
+            raise DataError(f"unknown split {name!r}; known: {', '.join(SPLITS)}")
         split = getattr(self, name)
         if split is None:
-            raise ValueError(f"this run has no {name} split (its config gives no data.{name})")
+            raise DataError(f"this run has no {name} split (its config gives no data.{name})")
         return split
 
     def score(self, query_codes: Any, db_codes: Any) -> dict[str, float]:

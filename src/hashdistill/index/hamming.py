@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..codes import _to_numpy, as_packed
+from ..errors import CodesError
 from . import kernels, storage
 from .mih import MIHTables, choose_substrings, mih_topk, substrings
 
@@ -47,11 +48,11 @@ class HammingIndex:
         fallback_ratio: float = 1 / 50,
     ) -> None:
         if not isinstance(bits, (int, np.integer)) or bits <= 0 or bits % 8:
-            raise ValueError(f"bits must be a positive multiple of 8, got {bits!r}")
+            raise CodesError(f"bits must be a positive multiple of 8, got {bits!r}")
         if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+            raise CodesError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if m is not None and (m <= 0 or bits % m or (bits // m) not in (8, 16)):
-            raise ValueError(f"m must split {bits} bits into substrings of 8 or 16 bits, got m={m}")
+            raise CodesError(f"m must split {bits} bits into substrings of 8 or 16 bits, got m={m}")
         self.bits = int(bits)
         self.method = method
         self.m = m
@@ -88,11 +89,11 @@ class HammingIndex:
         if c.ndim == 1:
             c = c[None, :]
         if c.ndim != 2:
-            raise ValueError(f"{what} must be 2-D, got shape {c.shape}")
+            raise CodesError(f"{what} must be 2-D, got shape {c.shape}")
         width = c.shape[1] * (8 if c.dtype == np.uint8 else 1)
         if width != self.bits:
             kind = "packed uint8 bytes" if c.dtype == np.uint8 else "bits"
-            raise ValueError(f"{what} have {c.shape[1]} {kind}, the index holds {self.bits}-bit codes")
+            raise CodesError(f"{what} have {c.shape[1]} {kind}, the index holds {self.bits}-bit codes")
         return as_packed(c)
 
     def _to_words(self, packed: np.ndarray) -> np.ndarray:
@@ -115,9 +116,9 @@ class HammingIndex:
         else:
             new_ids = np.asarray(_to_numpy(ids), dtype=np.int64).reshape(-1)
             if len(new_ids) != n_new:
-                raise ValueError(f"{n_new} codes but {len(new_ids)} ids")
+                raise CodesError(f"{n_new} codes but {len(new_ids)} ids")
             if len(np.unique(new_ids)) != n_new or np.isin(new_ids, self._ids[: self._n]).any():
-                raise ValueError("ids must be unique (and not already in the index)")
+                raise CodesError("ids must be unique (and not already in the index)")
         need = self._n + n_new
         if need > self._planes.shape[1]:
             grown = np.zeros((self._words, max(need, 2 * self._planes.shape[1], 1024)), np.uint64)
@@ -174,7 +175,7 @@ class HammingIndex:
         Ranked by distance, ties by insertion order; -1 fills rows where the index holds fewer than k.
         """
         if not isinstance(k, (int, np.integer)) or k <= 0:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+            raise CodesError(f"k must be a positive integer, got {k!r}")
         qp = self._pack(queries, "queries")
         nq = len(qp)
         if self._n == 0 or nq == 0:
@@ -244,7 +245,7 @@ class HammingIndex:
         Within a query, results are ranked by distance, ties by insertion order.
         """
         if not isinstance(radius, (int, np.integer)) or radius < 0:
-            raise ValueError(f"radius must be a non-negative integer, got {radius!r}")
+            raise CodesError(f"radius must be a non-negative integer, got {radius!r}")
         qp = self._pack(queries, "queries")
         if self._n == 0 or len(qp) == 0:
             return np.zeros(len(qp) + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..codes import _to_numpy, as_packed
+from ..errors import CodesError
 from . import storage
 
 ID_FIELD, CODE_FIELD = "id", "code"
@@ -44,7 +45,7 @@ class MilvusIndex:
         except ImportError:  # pragma: no cover - depends on the extra
             raise ImportError('MilvusIndex needs pymilvus: pip install "hashdistill[milvus]"') from None
         if bits <= 0 or bits % 8:
-            raise ValueError(f"bits must be a positive multiple of 8, got {bits}")
+            raise CodesError(f"bits must be a positive multiple of 8, got {bits}")
         self.uri, self.collection, self.bits, self.batch_size = uri, collection, bits, batch_size
         self.client = MilvusClient(uri=uri, token=token)
         if drop_existing and self.client.has_collection(collection):
@@ -53,7 +54,7 @@ class MilvusIndex:
             dim = next(f for f in self.client.describe_collection(collection)["fields"] if f["name"] == CODE_FIELD)
             have = int(dim["params"]["dim"])
             if have != bits:
-                raise ValueError(f"collection {collection!r} holds {have}-bit codes, not {bits}")
+                raise CodesError(f"collection {collection!r} holds {have}-bit codes, not {bits}")
         else:
             schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
             schema.add_field(ID_FIELD, DataType.INT64, is_primary=True)
@@ -69,7 +70,7 @@ class MilvusIndex:
     def _pack(self, codes: Any) -> np.ndarray:
         packed = as_packed(codes)
         if packed.shape[1] * 8 != self.bits:
-            raise ValueError(f"codes have {packed.shape[1] * 8} bits, the collection holds {self.bits}-bit codes")
+            raise CodesError(f"codes have {packed.shape[1] * 8} bits, the collection holds {self.bits}-bit codes")
         return packed
 
     @property
@@ -88,7 +89,7 @@ class MilvusIndex:
             ids = np.arange(start, start + len(packed))
         ids = np.asarray(_to_numpy(ids), dtype=np.int64).reshape(-1)
         if len(ids) != len(packed):
-            raise ValueError(f"{len(packed)} codes but {len(ids)} ids")
+            raise CodesError(f"{len(packed)} codes but {len(ids)} ids")
         for a in range(0, len(packed), self.batch_size):
             rows = [
                 {ID_FIELD: int(i), CODE_FIELD: c.tobytes()}
@@ -120,7 +121,7 @@ class MilvusIndex:
     def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(distances int32 (nq, k), ids int64 (nq, k)); -1 where fewer than k codes exist."""
         if not 0 < k <= MAX_LIMIT:
-            raise ValueError(f"k must be in 1..{MAX_LIMIT} for Milvus, got {k}")
+            raise CodesError(f"k must be in 1..{MAX_LIMIT} for Milvus, got {k}")
         hits = self._search(queries, k, {})
         d = np.full((len(hits), k), -1, np.int32)
         ids = np.full((len(hits), k), -1, np.int64)

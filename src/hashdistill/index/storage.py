@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_write
+from ..errors import CodesError
 
 MAGIC = b"HDISTIDX"
 VERSION = 1
@@ -26,7 +27,7 @@ MAX_BITS = 4096
 _PREFIX = struct.Struct("<8sII")
 
 
-class IndexFileError(ValueError):
+class IndexFileError(CodesError):
     """An index file that cannot be loaded; the message names the file and the problem."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import MethodError
 from .adsh import ADSH
 from .base import HashingMethod, MethodParams, TrainingContext
 from .bihalf import BiHalf
@@ -61,14 +62,6 @@ METHODS: dict[str, type[HashingMethod]] = {
     "bihalf": BiHalf,
     "greedyhash-unsupervised": GreedyHashUnsupervised,
 }
-
-
-class MethodError(ValueError):
-    """Bad method settings: ``key`` is the path inside the method's section, ``message`` what is wrong."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"method.{key}: {message}" if key else f"method: {message}")
-        self.key, self.message = key, message
 
 
 def method_class(name: str) -> type[HashingMethod]:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import HashdistillError
 from .base import HashingMethod, TrainingContext
 from .dhd import SelfDistillationLoss
 
@@ -25,7 +26,9 @@ class SelfDistilled(HashingMethod):
 
     def __init__(self, method: HashingMethod, weight: float = 0.1) -> None:
         if method.views != 1:
-            raise ValueError(f"{type(method).__name__} already trains on two views; self-distillation cannot be added twice")
+            raise HashdistillError(
+                f"{type(method).__name__} already trains on two views; self-distillation cannot be added twice"
+            )
         super().__init__(method.params, bits=method.bits, n_classes=method.n_classes, seed=method.seed)
         self.method, self.weight = method, weight
         self.sdh = SelfDistillationLoss()

@@ -20,6 +20,7 @@ import numpy as np
 from scipy import linalg
 
 from ..codes import binarize
+from ..errors import HasherError
 from ..labels import shares_label
 
 __all__ = ["ITQ", "KSH", "LSH", "PCAH", "PCARR", "SDH", "SH", "SHALLOW_METHODS", "NotFittedError", "create_hasher"]
@@ -47,7 +48,7 @@ class BaseHasher:
         valid = self.get_params()
         for k, v in params.items():
             if k not in valid:
-                raise ValueError(f"{type(self).__name__} has no parameter {k!r}; parameters: {', '.join(valid)}")
+                raise HasherError(f"{type(self).__name__} has no parameter {k!r}; parameters: {', '.join(valid)}")
             setattr(self, k, v)
         return self
 
@@ -58,13 +59,13 @@ class BaseHasher:
     def fit(self, X: Any, y: Any = None) -> BaseHasher:
         X = self._check_X(X, fitting=True)
         if not isinstance(self.n_bits, (int, np.integer)) or self.n_bits <= 0:
-            raise ValueError(f"n_bits must be a positive integer, got {self.n_bits!r}")
+            raise HasherError(f"n_bits must be a positive integer, got {self.n_bits!r}")
         if self.supervised:
             if y is None:
-                raise ValueError(f"{type(self).__name__} is supervised: fit(X, y) needs labels")
+                raise HasherError(f"{type(self).__name__} is supervised: fit(X, y) needs labels")
             y = np.asarray(y)
             if len(y) != len(X):
-                raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+                raise HasherError(f"X has {len(X)} rows but y has {len(y)}")
         self.n_features_in_ = X.shape[1]
         self._fit(X, y, np.random.default_rng(self.random_state))
         return self
@@ -85,21 +86,21 @@ class BaseHasher:
     def _check_X(self, X: Any, fitting: bool = False) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2:
-            raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+            raise HasherError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
         if not np.isfinite(X).all():
-            raise ValueError("X contains NaN or infinity")
+            raise HasherError("X contains NaN or infinity")
         if not fitting:
             if not hasattr(self, "n_features_in_"):
                 raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(X) first")
             if X.shape[1] != self.n_features_in_:
-                raise ValueError(f"X has {X.shape[1]} features but {type(self).__name__} was fitted on {self.n_features_in_}")
+                raise HasherError(f"X has {X.shape[1]} features but {type(self).__name__} was fitted on {self.n_features_in_}")
         elif len(X) < 2:
-            raise ValueError(f"need at least 2 samples to fit, got {len(X)}")
+            raise HasherError(f"need at least 2 samples to fit, got {len(X)}")
         return X
 
     def _check_bits_le(self, limit: int, what: str) -> None:
         if self.n_bits > limit:
-            raise ValueError(f"{type(self).__name__} cannot make {self.n_bits} bits from {limit} {what}")
+            raise HasherError(f"{type(self).__name__} cannot make {self.n_bits} bits from {limit} {what}")
 
 
 def _pca(Xc: np.ndarray, k: int) -> np.ndarray:
@@ -213,7 +214,7 @@ class SH(BaseHasher):
         omega = modes * (np.pi / span)
         order = np.argsort((omega**2).sum(axis=1), kind="stable")
         if len(order) < self.n_bits + 1:
-            raise ValueError(f"SH cannot make {self.n_bits} bits from {X.shape[1]} features")
+            raise HasherError(f"SH cannot make {self.n_bits} bits from {X.shape[1]} features")
         self.omegas_ = omega[order[1 : self.n_bits + 1]]
 
     def transform(self, X):
@@ -318,7 +319,7 @@ class KSH(BaseHasher):
         y = np.asarray(y)
         sample = np.sort(rng.choice(len(X), min(self.n_labeled, len(X)), replace=False))
         if self.n_anchors > len(sample):
-            raise ValueError(f"KSH needs n_anchors ({self.n_anchors}) <= labelled samples ({len(sample)})")
+            raise HasherError(f"KSH needs n_anchors ({self.n_anchors}) <= labelled samples ({len(sample)})")
         self.kernel_ = _KernelFeatures(X, self.n_anchors, rng)
         K = self.kernel_(X[sample])
         self.kernel_mean_ = K.mean(axis=0)
@@ -383,5 +384,5 @@ def create_hasher(name: str, **params: Any) -> BaseHasher:
     """A shallow hasher by name (``lsh``, ``pcah``, ``pcarr``, ``sh``, ``itq``, ``sdh``, ``ksh``)."""
     key = name.lower()
     if key not in SHALLOW_METHODS:
-        raise ValueError(f"unknown shallow method {name!r}; known: {', '.join(SHALLOW_METHODS)}")
+        raise HasherError(f"unknown shallow method {name!r}; known: {', '.join(SHALLOW_METHODS)}")
     return SHALLOW_METHODS[key](**params)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ... import _io
+from ...errors import ConfigError
 from ..base import HashingMethod, TrainingContext
 from .pairs import DistilledPairs, InitialPairs, calibrate, cross_fitted, knn_graph, normalise, purity, purity_curve
 from .params import DistillHashParams
@@ -113,11 +114,11 @@ class DistillHash(HashingMethod):
     def check(cls, params: DistillHashParams, settings: dict[str, Any]) -> None:
         epochs, batch = settings["epochs"], settings["batch_size"]
         if cls.distills and not params.stage1_epochs < epochs:
-            raise ValueError(
+            raise ConfigError(
                 f"method.stage1_epochs must be between 1 and schedule.epochs - 1 ({epochs - 1}), got {params.stage1_epochs}"
             )
         if params.pairs.batch_neighbours >= batch:
-            raise ValueError(
+            raise ConfigError(
                 f"method.pairs.batch_neighbours must be below optim.batch_size ({batch}), got {params.pairs.batch_neighbours}"
             )
 

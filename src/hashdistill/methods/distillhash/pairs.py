@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...errors import ConfigError
 from ...labels import shares_label
 
 RULES = ("knn", "threshold", "two-threshold", "ssdh")
@@ -37,7 +38,7 @@ def knn_graph(f: torch.Tensor, k: int, memory_mb: float = 256) -> torch.Tensor:
     """(n, k) indices of each row's k most cosine-similar other rows, nearest first (self excluded)."""
     n = len(f)
     if not 0 < k < n:
-        raise ValueError(f"k must be in [1, {n - 1}] for {n} images, got {k}")
+        raise ConfigError(f"k must be in [1, {n - 1}] for {n} images, got {k}")
     out = torch.empty(n, k, dtype=torch.long)
     step = _rows_per_block(n, 4, memory_mb)
     for a in range(0, n, step):
@@ -104,7 +105,7 @@ class InitialPairs:
         graph: torch.Tensor | None = None, memory_mb: float = 256, seed: int = 0, spread: tuple[float, float] = (2.0, 2.0),
     ) -> None:  # fmt: skip
         if rule not in RULES:
-            raise ValueError(f"unknown pair rule {rule!r}; known: {', '.join(RULES)}")
+            raise ConfigError(f"unknown pair rule {rule!r}; known: {', '.join(RULES)}")
         self.f, self.rule, self.k = normalise(features), rule, k
         self.thresholds: tuple[float, float] | None = None
         if rule == "knn":
@@ -117,7 +118,7 @@ class InitialPairs:
                 return
             q = list(quantiles) if rule == "two-threshold" else [quantiles[0]] * 2
             if len(q) != 2 or not 0 < q[0] <= q[1] < 1:
-                raise ValueError(f"quantiles must be 0 < low <= high < 1, got {list(quantiles)}")
+                raise ConfigError(f"quantiles must be 0 < low <= high < 1, got {list(quantiles)}")
             lo, hi = torch.quantile(d, torch.tensor(q, dtype=d.dtype)).tolist()
             self.thresholds = (lo, hi)
 
@@ -212,12 +213,12 @@ class DistilledPairs:
             b = torch.where(b >= 0, 1.0, -1.0).double()
         self.b = b[None] if b.ndim == 2 else b  # (F, n, K)
         if (fold is None) != (len(self.b) == 1):
-            raise ValueError("give fold with cross-fitted codes (F, n, K), and only then")
+            raise ConfigError("give fold with cross-fitted codes (F, n, K), and only then")
         self.fold = torch.zeros(self.b.shape[1], dtype=torch.long) if fold is None else torch.as_tensor(np.asarray(fold))
         if rule not in ("relabel", "agree") or (rule == "agree") != (initial is not None):
-            raise ValueError(f"rule {rule!r}: relabel, or agree with the initial pairs")
+            raise ConfigError(f"rule {rule!r}: relabel, or agree with the initial pairs")
         if noise not in ("local", "global"):
-            raise ValueError(f"noise rates must be local or global, got {noise!r}")
+            raise ConfigError(f"noise rates must be local or global, got {noise!r}")
         self.nbr_minus, self.nbr_plus, self.initial, self.rule = nbr_minus, nbr_plus, initial, rule
         self.scale, self.offset, self.margin = float(scale), float(offset), float(margin)
         self.noise, self.anchor_quantile, self.seed = noise, anchor_quantile, seed
@@ -301,7 +302,7 @@ class DistilledPairs:
 def fold_assignment(n: int, folds: int, seed: int = 0) -> np.ndarray:
     """(n,) fold of each training image: a seeded random split into ``folds`` near-equal folds."""
     if not 2 <= folds <= n:
-        raise ValueError(f"folds must be in [2, {n}] for {n} images, got {folds}")
+        raise ConfigError(f"folds must be in [2, {n}] for {n} images, got {folds}")
     fold = np.empty(n, dtype=np.int64)
     fold[np.random.default_rng([seed, 13]).permutation(n)] = np.arange(n) % folds
     return fold
@@ -327,7 +328,7 @@ def fit_logistic(
     Newton's method on the two parameters (a concave problem), halving steps that do not improve."""
     wp, wn = np.asarray(positives, np.float64), np.asarray(negatives, np.float64)
     if wp.sum() == 0 or wn.sum() == 0:
-        raise ValueError("calibration needs both similar and dissimilar pairs")
+        raise ConfigError("calibration needs both similar and dissimilar pairs")
     if balance:
         wp, wn = wp / wp.sum(), wn / wn.sum()
     else:
