@@ -23,7 +23,8 @@ import torch
 from hashdistill import _io
 from hashdistill.augment import view_transforms
 from hashdistill.config import load_config
-from hashdistill.export import CleanViewModel, OnnxEncoder, export_onnx
+from hashdistill.encoders import OnnxEncoder
+from hashdistill.export import CleanViewModel, export_onnx
 from hashdistill.model import build_model
 from hashdistill.run import Run
 from hashdistill.tables import provenance, results_table

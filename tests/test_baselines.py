@@ -379,7 +379,7 @@ def test_sdh_switch_adds_self_distillation_to_any_method():
 
 
 def test_method_config_errors():
-    with pytest.raises(ConfigError, match=r"^method.name: unknown method 'dhs'; known: dhd, "):
+    with pytest.raises(ConfigError, match=r"^method.name: unknown method 'dhs'; known: adsh, bihalf, .*dhd, "):
         load_config(None, ["method=dhs"])
     with pytest.raises(ConfigError, match=r"^unknown key method.gama; known: .*gamma, lambda_q, distance, weighting$"):
         load_config(None, ["method=dch", "method.gama=10"])

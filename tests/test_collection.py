@@ -89,10 +89,12 @@ def test_collection_items_ids_and_inputs(shapes_run, shapes, tmp_path):
         assert col.remove([2, 99]) == 1 and col.get([2])[0] is None
         assert not (tmp_path / "c" / stored[1].split(":", 1)[1]).exists()  # its stored image went with it
         assert col.add(arrays[:1]).tolist() == [4]  # ids are never reused
+        assert col.remove([4]) == 1 and col.add(arrays[:1]).tolist() == [5]  # not even the largest one
+        assert col.remove([5]) == 1 and col.add(arrays[:1]).tolist() == [6]
         # codes in, exactly one hit at distance 0 per stored code; radius bounds the distance
         codes = col.encode(arrays[[0, 2]])
         hits = col.search(codes=codes, k=1)
-        assert [h[0].distance for h in hits] == [0, 0] and {hits[0][0].id, hits[1][0].id} <= {1, 3, 4}
+        assert [h[0].distance for h in hits] == [0, 0] and {hits[0][0].id, hits[1][0].id} <= {1, 3, 6}
         assert all(h.distance <= 2 for hs in col.search(codes=codes, k=10, radius=2) for h in hs)
         for bad, message in [
             (np.zeros((2, 5), np.uint8), r"codes must be \(n, 16\) signs or \(n, 2\) packed bytes"),
@@ -106,6 +108,7 @@ def test_collection_items_ids_and_inputs(shapes_run, shapes, tmp_path):
         Collection.create(tmp_path / "c", shapes_run)
     reopened = Collection.open(tmp_path / "c")
     assert len(reopened) == 3 and [h.id for h in reopened.search(codes=codes, k=1)[0]] == [hits[0][0].id]
+    assert reopened.remove([6]) == 1 and reopened.add(arrays[:1]).tolist() == [7]  # nor after a reopen
     # a stored image that no row names (a crash between the file and the commit) is removed at open
     (tmp_path / "c" / "images" / "orphan.png").write_bytes(b"x")
     reopened.close()

@@ -5,8 +5,15 @@ import math
 import pytest
 import torch
 
-from hashdistill.methods import DHD, DHDProxyOnly, DHDProxyQuantized, MethodError, create_method
-from hashdistill.methods.dhd import BCEQuantizationLoss, HashProxyLoss, SelfDistillationLoss
+from hashdistill.methods import MethodError, create_method
+from hashdistill.methods.dhd import (
+    DHD,
+    BCEQuantizationLoss,
+    DHDProxyOnly,
+    DHDProxyQuantized,
+    HashProxyLoss,
+    SelfDistillationLoss,
+)
 
 H = torch.tensor([[0.6, -0.8], [0.0, 1.0]])
 P = torch.tensor([[1.0, 0.0], [0.0, -2.0], [3.0, 4.0]])
@@ -61,6 +68,12 @@ def test_bce_quantization_loss_by_hand():
     # codes at +-1 cost almost nothing; codes at 0 cost the most
     assert BCEQuantizationLoss(0.5)(torch.tensor([[1.0, -1.0]])).item() < 1e-3
     assert BCEQuantizationLoss(0.5)(torch.tensor([[0.0, 0.0]])).item() > 1.0
+    # at h = 0 both conventions give the same loss (g+ = g-); the gradient tells them apart: with sign(0) = +1
+    # it pushes h towards +1, d/dh = (h - 1) / sigma^2 - (h + 1) / sigma^2 * g / (1 - g) = -1 / (sigma^2 (1 - g))
+    zero = torch.zeros(1, 1, requires_grad=True)
+    BCEQuantizationLoss(sigma)(zero).backward()
+    g = math.exp(-1 / (2 * sigma**2))
+    assert zero.grad.item() == pytest.approx(-1 / (sigma**2 * (1 - g)), rel=1e-5) and zero.grad.item() < 0
 
 
 def test_dhd_total_and_ablations():

@@ -155,9 +155,10 @@ def test_train_into_a_file_says_what_it_is_doing(shapes, tmp_path, monkeypatch, 
 def test_the_offline_weights_hint_names_the_config_key(monkeypatch):
     """Without the offline weight packages, the hint says how to give weights in the config (model.pretrained)."""
     from hashdistill import backbones
+    from hashdistill.backbones import weights
 
-    monkeypatch.setattr(backbones, "_find_in_package", lambda *a: None)
-    monkeypatch.setattr(backbones, "_package_file", lambda *a: None)
+    monkeypatch.setattr(weights, "find_in_package", lambda *a: None)
+    monkeypatch.setattr(weights, "package_file", lambda *a: None)
     for name in ("efficientnet_lite0", "mobilenet_v2"):
         with pytest.raises(ValueError, match=r"or set model\.pretrained=/path/to/") as e:
             backbones.create_backbone(name, True, input_size=32)

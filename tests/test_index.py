@@ -3,6 +3,7 @@ import pytest
 
 from hashdistill.codes import hamming, pack
 from hashdistill.index import HammingIndex, IndexFileError
+from hashdistill.index import hamming as index_module
 from hashdistill.metrics import mean_average_precision
 
 
@@ -23,9 +24,12 @@ def _clustered(rng, n, bits, n_centers=20, flip=0.1):
     return np.where(rng.random((n, bits)) < flip, -c, c).astype(np.int8)
 
 
-@pytest.mark.parametrize("method", ["flat", "mih", "auto"])
+@pytest.mark.parametrize(("method", "scan"), [("flat", "kernels"), ("mih", "kernels"), ("auto", "kernels"), ("flat", "numpy")])
 @pytest.mark.parametrize("bits", [8, 24, 64, 128, 256])
-def test_search_is_exact_with_ties(method, bits):
+def test_search_is_exact_with_ties(method, bits, scan, monkeypatch):
+    """Exact, ties by insertion order, whichever runs: the numba kernels, or numpy for small work (flat only)."""
+    if scan == "kernels":
+        monkeypatch.setattr(index_module, "NUMPY_WORK_BELOW", 0)
     rng = np.random.default_rng(bits)
     for db, q in [
         (_tied_codes(rng, 3000, bits, 40), _tied_codes(rng, 50, bits, 40)),
@@ -165,6 +169,7 @@ def test_constructor_errors():
 
 
 def test_auto_times_both_methods_per_k_and_keeps_the_choice_until_the_size_moves(monkeypatch):
+    monkeypatch.setattr(index_module, "AUTO_FLAT_BELOW", 0)  # (time even a small index)
     rng = np.random.default_rng(3)
     index = HammingIndex(64, "auto")
     index.add(_clustered(rng, 4000, 64, n_centers=5, flip=0.02))
@@ -188,3 +193,24 @@ def test_auto_times_both_methods_per_k_and_keeps_the_choice_until_the_size_moves
     timed.clear()
     index.search(_clustered(rng, 130, 64), 5)
     assert {m for m, n, _ in timed if n == 128} == {"flat", "mih"} and timed[-1] == (index.choice, 130, 5)
+
+
+def test_auto_scans_a_small_index_in_numpy_without_timing_or_numba(monkeypatch):
+    """Under AUTO_FLAT_BELOW codes ``auto`` scans without timing, and a small search runs in numpy: a one-off
+    search of a small collection imports no numba (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(4)
+    db, q = _clustered(rng, 3000, 64), _clustered(rng, 2, 64)
+    index = HammingIndex(64, "auto")
+    index.add(db)
+    timed = []
+    real = HammingIndex._search
+    monkeypatch.setattr(HammingIndex, "_search", lambda self, qp, k, m: timed.append((m, len(qp))) or real(self, qp, k, m))
+    d, ids = index.search(q, 10)
+    want_d, want_i = _brute(q, db, 10)
+    assert timed == [("flat", 2)] and index.choice == "flat" and (d == want_d).all() and (ids == want_i).all()
+    code = ("import sys, numpy as np; from hashdistill.index import HammingIndex; i = HammingIndex(64, 'auto'); "
+            "i.add(np.ones((5000, 8), np.uint8)); i.search(np.ones((1, 8), np.uint8), 3); print('numba' in sys.modules)")  # fmt: skip
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

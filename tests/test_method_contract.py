@@ -1,4 +1,4 @@
-"""The contract between the trainer and every method: a method defined here, registered with one line,
+"""The contract between the trainer and every method: a method defined here, registered with one decorator,
 trains from a config with no edit to the trainer or the config; hooks and declarations reach the trainer."""
 
 import json
@@ -52,9 +52,10 @@ class PairRegression(HashingMethod):
 
 
 @pytest.fixture
-def registered(monkeypatch):
-    monkeypatch.setitem(METHODS, "pair-regression", PairRegression)  # the one registry line
-    return PairRegression
+def registered():
+    METHODS.register("pair-regression")(PairRegression)  # what @METHODS.register("pair-regression") above it does
+    yield PairRegression
+    METHODS.remove("pair-regression")  # (only for the tests that ask for it)
 
 
 def test_a_method_defined_in_a_test_trains_from_a_config(tmp_path, registered):

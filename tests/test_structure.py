@@ -37,3 +37,130 @@ def test_a_value_error_from_inside_is_a_bug_not_the_users_fault(monkeypatch, cap
     monkeypatch.setattr(cli, "load_protocol", refused)
     assert main(["data", "info", "fmnist-1k"]) == 1
     assert capsys.readouterr().err == "hashdistill: error: fmnist-1k: damaged protocol file\n"
+
+
+# The layers, lowest first (docs/architecture.md, "Layers"): a module may import from its own layer and the ones
+# below, never from one above, at the top of the file or inside a function. A layer is a group of peers; a
+# package's __init__ sits above its modules ("backbones.*": every module of the package).
+LAYERS = [
+    ["errors", "_version"],
+    ["_io", "progress", "labels", "hub", "tables", "plots", "_torchvision", "distributed", "registry"],
+    ["codes"],
+    ["metrics"],
+    ["index.storage", "index.kernels"],
+    ["index.mih"],
+    ["index.hamming", "index.milvus"],
+    ["index"],
+    ["data.images", "data.outfits", "data.sources"],
+    ["data.lists", "data.protocols"],
+    ["data"],
+    ["config"],
+    ["data.splits"],
+    ["backbones"],
+    ["backbones.*"],
+    ["augment", "deform"],
+    ["features"],
+    ["model"],
+    ["methods.base", "methods.targets"],
+    ["methods.*"],
+    ["methods"],
+    ["train"],
+    ["run", "encoders"],
+    ["export", "evaluate", "robustness"],
+    ["shallow.hashers"],
+    ["shallow.runner"],
+    ["shallow"],
+    ["collection"],
+    ["serve.batcher"],
+    ["serve.app"],
+    ["serve"],
+    ["report"],
+    ["cli"],
+    ["__main__", ""],
+]
+
+
+def _layer_of(module: str) -> int:
+    for i, layer in enumerate(LAYERS):  # an exact name first, then a package's wildcard
+        if module in layer:
+            return i
+    for i, layer in enumerate(LAYERS):
+        if any(p.endswith(".*") and module.startswith(p[:-1]) for p in layer):
+            return i
+    raise AssertionError(f"hashdistill.{module} is in no layer: add it to LAYERS and docs/architecture.md")
+
+
+def _imports(path, module: str) -> list[tuple[str, int]]:
+    """The hashdistill modules ``module`` imports (relative or absolute, anywhere in the file), with line numbers."""
+    import ast
+
+    tree, found = ast.parse(path.read_text()), []
+    parts = [p for p in module.split(".") if p]
+    package = parts if path.name == "__init__.py" else parts[:-1]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            elif node.module and node.module.split(".")[0] == "hashdistill":
+                target = node.module.removeprefix("hashdistill").lstrip(".")
+            else:
+                continue
+            names = [a.name for a in node.names]
+            subs = [f"{target}.{n}".lstrip(".") for n in names]  # `from . import x` names a module x
+            found += [(s, node.lineno) for s in subs if _is_module(s)] or [(target, node.lineno)]
+        elif isinstance(node, ast.Import):
+            found += [(a.name.removeprefix("hashdistill").lstrip("."), node.lineno) for a in node.names
+                      if a.name.split(".")[0] == "hashdistill"]  # fmt: skip
+    return found
+
+
+def _is_module(name: str) -> bool:
+    from pathlib import Path
+
+    root = Path("src/hashdistill") / name.replace(".", "/")
+    return root.with_suffix(".py").is_file() or (root / "__init__.py").is_file()
+
+
+def test_no_module_imports_from_a_layer_above_its_own():
+    from pathlib import Path
+
+    root = Path("src/hashdistill")
+    upward = []
+    for path in sorted(root.rglob("*.py")):
+        module = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix("__init__").rstrip(".")
+        mine = _layer_of(module)
+        for target, line in _imports(path, module):
+            if _layer_of(target) > mine:
+                upward.append(
+                    f"{path}:{line}: {module or 'hashdistill'} (layer {mine}) imports {target} (layer {_layer_of(target)})"
+                )
+    assert not upward, "\n".join(upward)
+
+
+def _fresh(code: str) -> str:
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_reading_a_config_module_and_naming_registries_loads_no_torch():
+    """``import hashdistill.config`` (and the registries, the errors, the CLI module) loads no torch; the
+    registries resolve lazily, on the first lookup."""
+    code = ("import sys, hashdistill.config, hashdistill.registry, hashdistill.errors, hashdistill.cli, hashdistill.collection; "
+            "print(sorted(m for m in ('torch', 'kornia', 'scipy', 'numba', 'timm') if m in sys.modules))")  # fmt: skip
+    assert _fresh(code) == "[]"
+
+
+def test_a_collection_encoding_with_onnx_searches_by_image_without_torch(shapes_run, shapes, tmp_path):
+    from hashdistill.collection import Collection
+
+    with Collection.create(tmp_path / "c.hdc", shapes_run) as col:
+        assert col.meta["engine"] == "onnx"
+        col.add(shapes / "database")
+    query = shapes / "query" / "disc" / "disc-000.png"
+    code = (f"import sys; from hashdistill.cli import main; code = main(['search', {str(tmp_path / 'c.hdc')!r}, '--image', "
+            f"{str(query)!r}, '-k', '3', '--json']); print(code, sorted(m for m in ('torch', 'numba', 'scipy') if m in sys.modules))")  # fmt: skip
+    out = _fresh(code).splitlines()
+    assert out[-1] == "0 []", out

@@ -7,6 +7,7 @@ The code and metric helpers below are importable without loading torch.
 
 from typing import Any
 
+from ._version import __version__
 from .codes import binarize, hamming, pack, unpack
 from .metrics import (
     evaluate_retrieval,
@@ -16,8 +17,8 @@ from .metrics import (
     precision_recall_curve,
 )
 
-__version__ = "0.1.0"
 __all__ = [
+    "__version__",
     "Collection",
     "Run",
     "binarize",

@@ -16,6 +16,7 @@ import kornia.augmentation as K
 import torch
 from torch import nn
 
+from .backbones import normalisation
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -110,9 +111,7 @@ def view_groups(size: int, s_teacher: float, **kw) -> tuple[ViewTransform, ViewT
 def view_transforms(cfg: Config, s_teacher: float | None = None) -> tuple[ViewTransform, ViewTransform, ViewTransform]:
     """A run's (teacher, student, clean) transforms: its input size, crop, teacher strength (or
     ``s_teacher``) and its backbone's normalisation."""
-    from .backbones import IMAGENET_MEAN, IMAGENET_STD, is_imagenet
-
     a = cfg.augment
-    norm = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD} if is_imagenet(cfg.model.backbone) else {}
+    norm = normalisation(cfg.model.backbone)
     s = a.s_teacher if s_teacher is None else s_teacher
     return view_groups(cfg.model.input_size, s, crop_ratio=a.crop_ratio, crop_scale=tuple(a.crop_scale), **norm)

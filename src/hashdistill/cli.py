@@ -18,8 +18,7 @@ from .data import PROTOCOLS, load_protocol, prepare_protocol
 from .data.images import DEFAULT_MAX_PIXELS
 from .data.sources import extract_mnist_wheel
 from .errors import HashdistillError
-from .index import METHODS as INDEX_METHODS
-from .index import HammingIndex
+from .index import INDEX_METHODS, HammingIndex
 from .progress import close_progress_bars
 from .shallow import SHALLOW_METHODS, run_shallow
 from .tables import git_commit, results_table
@@ -52,7 +51,7 @@ MAX_RESULTS = 50_000_000  # results (query x k) one search command may ask for: 
 
 def _version(value: bool) -> None:
     if value:
-        from . import __version__
+        from ._version import __version__
 
         typer.echo(f"hashdistill {__version__}")
         raise typer.Exit()

@@ -31,23 +31,24 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from . import _io
 from .codes import as_packed, pack
-from .config import dump_config
 from .data.images import DEFAULT_MAX_PIXELS, at_size, decode_image
 from .data.lists import ImageList, read_images
+from .encoders import OnnxEncoder, TorchEncoder
 from .errors import CollectionError
-from .index import HammingIndex
 from .progress import progress_bar
-from .run import Run
+from .registry import INDEX_BACKENDS
 
 FORMAT = 1
+if TYPE_CHECKING:  # (a collection that encodes with ONNX Runtime never loads a run, nor torch)
+    from .run import Run
+
 STORED = "collection:"
 THUMB_SIDE = 160
 SCHEMA = """CREATE TABLE IF NOT EXISTS items (
@@ -183,8 +184,17 @@ class Collection:
             raise CollectionError(f"{path}: already exists (a collection goes into a new or empty folder)")
         if engine not in ("auto", "onnx", "torch"):
             raise CollectionError(f"engine must be auto, onnx or torch, got {engine!r}")
-        if backend not in ("flat", "milvus") or (backend == "milvus") != bool(uri):
-            raise CollectionError("backend is flat, or milvus with a uri (a Milvus Lite .db file or a server)")
+        if backend not in INDEX_BACKENDS:
+            raise CollectionError(f"backend must be one of {', '.join(INDEX_BACKENDS.names())}, got {backend!r}")
+        if INDEX_BACKENDS.info(backend).get("uri") != bool(uri):
+            with_uri = [b for b in INDEX_BACKENDS.names() if INDEX_BACKENDS.info(b).get("uri")]
+            raise CollectionError(f"backend {backend}: {'needs' if not uri else 'takes no'} a uri (backends with a uri: "
+                                  f"{', '.join(with_uri)}, e.g. a Milvus Lite .db file or a server)")  # fmt: skip
+        import torch
+
+        from .config import dump_config
+        from .run import Run
+
         run = run if isinstance(run, Run) else Run.load(run)
         tmp = path.parent / f".{path.name}.creating-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -192,7 +202,7 @@ class Collection:
             (tmp / "model").mkdir(parents=True)
             (tmp / "images").mkdir()
             (tmp / "thumbs").mkdir()
-            _io.write_text(tmp / "model" / "config.yaml", dump_config(run.config))
+            _io.write_text(tmp / "model" / "config.yaml", dump_config(run.config))  # (config: read by a run only)
             state = {"model": run.model.state_dict()}
             _io.atomic_write(tmp / "model" / "checkpoint.pt", lambda f: torch.save(state, f))
             chosen = "torch"
@@ -232,11 +242,9 @@ class Collection:
         if meta["format"] != FORMAT:
             raise CollectionError(f"{meta_path}: collection format {meta['format']}, this hashdistill reads {FORMAT}")
         if meta["engine"] == "onnx":
-            from .export import OnnxEncoder
-
             encoder = OnnxEncoder(path / "model" / "model.onnx", meta["load_size"])
         else:
-            from .export import TorchEncoder
+            from .run import Run
 
             encoder = TorchEncoder(Run.load(path / "model"))
         store = ItemStore(path / "items.sqlite")
@@ -335,6 +343,8 @@ class Collection:
 
     def add_split(self, split: str = "database", run: Run | None = None) -> np.ndarray:
         """Add a protocol split of the run the collection was made from (its saved codes where they match)."""
+        from .run import Run
+
         if run is None:  # the run it was made from (its saved codes), else the model copy (encodes the split)
             source = Path(self.meta.get("run") or "")
             run = Run.load(source) if (source / "checkpoint.pt").is_file() else Run.load(self.path / "model")
@@ -532,20 +542,9 @@ def _label_names(labels: np.ndarray | None, names: list[str], n: int) -> list[st
 
 
 def _index(meta: dict[str, Any], ids: np.ndarray, codes: np.ndarray) -> Any:
-    """The derived index over the item table's codes."""
-    if meta["backend"] == "milvus":
-        from .index import MilvusIndex
-
-        index = MilvusIndex(meta["uri"], meta["milvus_collection"], int(meta["bits"]))
-        if len(index) != len(ids):  # out of step (a crash between the commit and Milvus): replay the table
-            index = MilvusIndex(meta["uri"], meta["milvus_collection"], int(meta["bits"]), drop_existing=True)
-            if len(ids):
-                index.add(codes, ids)
-        return index
-    index = HammingIndex(int(meta["bits"]), "auto")
-    if len(ids):
-        index.add(codes, ids)
-    return index
+    """The derived index over the item table's codes, from the backend the collection was made with
+    (``registry.INDEX_BACKENDS``: flat, milvus, or any registered one)."""
+    return INDEX_BACKENDS.get(meta["backend"])(int(meta["bits"]), meta, ids, codes)
 
 
 def _onnx_available(required: bool) -> bool:

@@ -28,8 +28,8 @@ from pydantic import (
 )  # fmt: skip
 
 from .data.images import DEFAULT_MAX_PIXELS
-from .errors import ConfigError
-from .methods import MethodError, MethodParams, method_class, method_params, same_params
+from .errors import ConfigError, MethodError
+from .registry import BACKBONES, METHODS
 
 
 class Section(BaseModel):
@@ -99,6 +99,50 @@ class DataConfig(Section):
         return {k: getattr(self, k) for k in ("train", "query", "database", "root", "load_size")}
 
 
+class MethodParams(Section):
+    """Settings every method takes; a method's own ``Params`` (in its module, methods/) subclasses this with its
+    hyper-parameters, and the ``method`` section is validated with the class its ``name`` registered.
+
+    ``self_distill`` wraps the method in ``SelfDistilled`` (DHD's Eq. 2 added to its loss, weight
+    ``self_distill_weight``; Table 3's "+SdH"); without it a one-view method trains on ``train_view``
+    (``teacher``: T_T, or ``student``: T_S, Table 3's "-SdH").
+    """
+
+    name: str = ""
+    """the method, a name registered in hashdistill.registry.METHODS (docs/algorithms/): dhd, distillhash, dch, csq, adsh, ..."""
+    self_distill: bool = False
+    """add DHD's self-distillation term (Eq. 2) to the method's loss (Table 3's +SdH)"""
+    self_distill_weight: float = Field(0.1, ge=0)
+    """the weight of the self-distillation term"""
+    train_view: Literal["teacher", "student"] = "teacher"
+    """the view a one-view method trains on: teacher (T_T) or student (T_S)"""
+
+
+def method_params(settings: dict[str, Any] | str) -> MethodParams:
+    """Validate a config's ``method`` section (a mapping with ``name``, or just the name) into the method's
+    ``Params``; raises ``pydantic.ValidationError`` for a bad value, ``MethodError`` for a bad combination."""
+    if isinstance(settings, str):
+        settings = {"name": settings}
+    if not isinstance(settings, dict):
+        raise MethodError("", f"expected a mapping with a name, or a method name, got {settings!r}")
+    if "name" not in settings:
+        raise MethodError("name", f"missing; known: {', '.join(METHODS.names())}")
+    cls = METHODS.get(settings["name"])
+    params = cls.Params.model_validate(settings)
+    if params.self_distill and cls.views != 1:
+        raise MethodError("self_distill", f"{params.name} already trains on two views (its own L_SdH); use a one-view variant")
+    if params.train_view != "teacher" and (params.self_distill or cls.views != 1):
+        raise MethodError(
+            "train_view", "picks the one view of a method trained without self-distillation; with it the loss sees T_T"
+        )
+    return params
+
+
+def same_params(a: str, b: str) -> bool:
+    """Whether two method names share one parameter class (DHD and its ablations, say)."""
+    return METHODS.get(a).Params is METHODS.get(b).Params
+
+
 class ModelConfig(Section):
     """backbone -> hash head (Linear, no bias -> LayerNorm -> tanh; a hidden ReLU layer of ``head_hidden``
     units first when > 0) -> ``bits``. ``mode: cached`` freezes a pretrained backbone and trains the head
@@ -107,7 +151,7 @@ class ModelConfig(Section):
     bits: PositiveInt = 64
     """code length K, a multiple of 8"""
     backbone: str = "small-cnn"
-    """the feature extractor (backbones.py: small-cnn, mobilenet_v2, efficientnet_lite0-2, alexnet, resnet50, vit, deit, swin)"""
+    """the feature extractor (backbones/: small-cnn, mobilenet_v2, efficientnet_lite0-2, alexnet, resnet50, vit, deit, swin)"""
     pretrained: bool | str = False
     """true (offline package / hub) or a weights file"""
     layer: int | None = None
@@ -129,10 +173,8 @@ class ModelConfig(Section):
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, v: str) -> str:
-        from .backbones import BACKBONES
-
         if v not in BACKBONES:
-            raise ValueError(f"unknown backbone {v!r}; known: {', '.join(BACKBONES)}")
+            raise ValueError(f"unknown backbone {v!r}; known: {', '.join(BACKBONES.names())}")
         return v
 
 
@@ -229,7 +271,7 @@ class Config(Section):
             raise ValueError("model.mode: cached freezes the backbone: use a pretrained one (small-cnn trains end to end)")
         if self.schedule.select == "best" and not self.data.val_fraction:
             raise ValueError("schedule.select: best needs data.val_fraction > 0 (selection never looks at the queries)")
-        method_class(self.method.name).check(self.method, {"epochs": self.schedule.epochs, "batch_size": self.optim.batch_size})
+        METHODS.get(self.method.name).check(self.method, {"epochs": self.schedule.epochs, "batch_size": self.optim.batch_size})
         return self
 
     @property
@@ -297,7 +339,7 @@ def parse_config(raw: Any, origin: str = "config") -> Config:
     except MethodError as e:
         raise ConfigError(str(e)) from None
     except ValidationError as e:
-        raise ConfigError(_one_line(e, "method", method_class(section["name"]).Params)) from None
+        raise ConfigError(_one_line(e, "method", METHODS.get(section["name"]).Params)) from None
     try:
         return Config.model_validate({**raw, "method": method})
     except ValidationError as e:
@@ -378,9 +420,7 @@ def _copy(x: Any) -> Any:
 
 
 def _method_names() -> tuple[str, ...]:
-    from .methods import METHODS
-
-    return tuple(METHODS)
+    return tuple(METHODS.names())
 
 
 def _switch_method(old: dict[str, Any], name: str) -> dict[str, Any]:
@@ -389,7 +429,7 @@ def _switch_method(old: dict[str, Any], name: str) -> dict[str, Any]:
     names = _method_names()
     if old["name"] not in names or name not in names or same_params(old["name"], name):
         return {**old, "name": name}
-    known = method_class(old["name"]).Params.model_fields
+    known = METHODS.get(old["name"]).Params.model_fields
     return {**{k: v for k, v in old.items() if k not in known}, "name": name}
 
 
@@ -405,7 +445,7 @@ def _schema_section(model: type[BaseModel] | None, name: str, raw: dict[str, Any
     (an unknown name passes through, for the validation to name it with the known keys)."""
     if model is Config and name == "method":
         method = {"name": "dhd", **raw.get("method", {})}
-        return method_class(method["name"]).Params if method["name"] in _method_names() else MethodParams
+        return METHODS.get(method["name"]).Params if method["name"] in _method_names() else MethodParams
     if model is None or name not in model.model_fields:
         return BaseModel
     return _section(model, name)

@@ -1,20 +1,18 @@
-"""Encoding engines: a run's model in torch, or exported to ONNX with its clean view baked in.
+"""Export to ONNX: a run's model with its clean view baked in (run by ``encoders.OnnxEncoder``).
 
 ``export_onnx(model, clean, path)`` writes one graph from uint8 images (B, 3, H, W), any batch and size, to the
 continuous codes h: the same resize, centre crop and normalisation as the run's clean view
 (``augment.ViewTransform`` with s = 0), then the backbone and hash head. ``verify_onnx`` encodes the run's
 query images with both engines and counts the bits whose signs differ.
 
-Both engines share one interface (``Encoder``): ``encode(images)`` for a uint8 array (N, H, W) grey or
-(N, H, W, C), or an ``ImageList``, batch by batch; ``load_size`` the side image files
-are read at (``None``: their own size), as the run's data was read.
+The engines that encode with either (``OnnxEncoder``, ``TorchEncoder``) are in ``encoders.py``.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,15 +21,7 @@ from torch import nn
 
 from . import _io
 from .augment import ViewTransform
-from .data.splits import take
-from .errors import ModelError
-
-
-class Encoder(Protocol):
-    load_size: int | None
-    bits: int
-
-    def encode(self, images: Any, batch: int = 256) -> np.ndarray: ...
+from .encoders import OnnxEncoder
 
 
 class CleanViewModel(nn.Module):
@@ -50,48 +40,6 @@ class CleanViewModel(nn.Module):
             a = (self.pre - self.size) // 2
             x = x[:, :, a : a + self.size, a : a + self.size]
         return self.model((x - self.mean) / self.std)
-
-
-def _rgb_batches(images: Any, batch: int) -> Any:
-    """uint8 (B, 3, H, W) numpy batches of ``images`` (grey repeated to three channels, as the clean view does)."""
-    for a in range(0, len(images), batch):
-        x = take(images, np.arange(a, min(a + batch, len(images))))
-        if x.ndim == 3:
-            x = x[:, None]
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        yield np.ascontiguousarray(x.numpy())
-
-
-class TorchEncoder:
-    """A ``Run``'s model in torch eager mode."""
-
-    def __init__(self, run: Any) -> None:
-        self.run, self.bits, self.load_size = run, run.bits, run.load_size
-
-    def encode(self, images: Any, batch: int = 256) -> np.ndarray:
-        return self.run.encode(images, batch)
-
-
-class OnnxEncoder:
-    """An exported model in ONNX Runtime (CPU), ``threads`` intra-op threads (default: torch's)."""
-
-    def __init__(self, path: str | os.PathLike, load_size: int | None, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types for a bad file
-            raise ModelError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
-        self.load_size = load_size
-        self.bits = int(self.session.get_outputs()[0].shape[1])
-
-    def encode(self, images: Any, batch: int = 256) -> np.ndarray:
-        parts = [self.session.run(None, {"images": x})[0] for x in _rgb_batches(images, batch)]
-        return np.concatenate(parts) if parts else np.zeros((0, self.bits), np.float32)
 
 
 def export_onnx(model: nn.Module, clean: ViewTransform, path: str | os.PathLike) -> Path:

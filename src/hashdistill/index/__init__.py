@@ -1,9 +1,9 @@
 """Exact Hamming search: ``HammingIndex`` (embedded: flat scan, multi-index hashing) and ``MilvusIndex`` (scale-out)."""
 
-from .hamming import METHODS, HammingIndex
+from .hamming import INDEX_METHODS, HammingIndex
 from .storage import IndexFileError
 
-__all__ = ["HammingIndex", "IndexFileError", "METHODS", "MilvusIndex"]
+__all__ = ["HammingIndex", "IndexFileError", "INDEX_METHODS", "MilvusIndex"]
 
 
 def __getattr__(name: str):

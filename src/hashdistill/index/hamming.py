@@ -11,18 +11,25 @@ import os
 import time
 from math import comb
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..codes import _to_numpy, as_packed
 from ..errors import CodesError
-from . import kernels, storage
-from .mih import MIHTables, choose_substrings, mih_topk, substrings
+from ..registry import INDEX_BACKENDS
+from . import storage
+from .storage import INDEX_METHODS
 
-METHODS = ("flat", "mih", "auto")
+if TYPE_CHECKING:
+    from .mih import MIHTables
+
 CALIBRATION_QUERIES = 128  # queries ``auto`` times both methods on
 MIH_MARGIN = 0.95  # ``auto`` runs MIH only where it took under this fraction of the scan's time
+AUTO_FLAT_BELOW = 1 << 18  # ``auto`` scans an index under this many codes without timing (at 69k codes the
+# scan answered 3.5x MIH's queries per second: benchmarks/results/search.md)
+NUMPY_WORK_BELOW = 1 << 22  # a scan of fewer (queries x codes) runs in numpy: a one-off search of a small
+# collection never pays for importing numba and loading its kernels (about 0.4 s)
 
 
 class HammingIndex:
@@ -49,8 +56,8 @@ class HammingIndex:
     ) -> None:
         if not isinstance(bits, (int, np.integer)) or bits <= 0 or bits % 8:
             raise CodesError(f"bits must be a positive multiple of 8, got {bits!r}")
-        if method not in METHODS:
-            raise CodesError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        if method not in INDEX_METHODS:
+            raise CodesError(f"unknown method {method!r}; choose one of {', '.join(INDEX_METHODS)}")
         if m is not None and (m <= 0 or bits % m or (bits // m) not in (8, 16)):
             raise CodesError(f"m must split {bits} bits into substrings of 8 or 16 bits, got m={m}")
         self.bits = int(bits)
@@ -150,6 +157,8 @@ class HammingIndex:
 
     # ------------------------------------------------------------------ search
     def _scratch(self, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
+        from . import kernels
+
         threads = self.n_threads or os.cpu_count() or 1
         n_chunks = max(1, min(n_queries, 4 * threads))
         lanes_per_word = 8 if self.bits < 256 else 4
@@ -162,6 +171,8 @@ class HammingIndex:
         return _NumbaThreads(numba, self.n_threads)
 
     def _tables(self) -> MIHTables:
+        from .mih import MIHTables, choose_substrings
+
         if self._mih is None:
             m, sub = (self.m, self.bits // self.m) if self.m else choose_substrings(self.bits, self._n)
             packed = self.codes()
@@ -190,6 +201,12 @@ class HammingIndex:
 
     def _search(self, qp: np.ndarray, kk: int, method: str) -> tuple[np.ndarray, np.ndarray]:
         qw = self._to_words(qp)
+        if method == "flat" and len(qp) * self._n < NUMPY_WORK_BELOW:
+            d, p = self._numpy_topk(qw, kk)
+            return d, self._ids[p]
+        from . import kernels
+        from .mih import mih_topk, substrings
+
         scratch, lanes = self._scratch(len(qp))
         with self._threads():
             if method == "mih":
@@ -205,6 +222,14 @@ class HammingIndex:
                 d, p = kernels.flat_topk(qw, self._planes, self._n, kk, self.bits, scratch, lanes)
         return d, np.where(p >= 0, self._ids[np.maximum(p, 0)], -1)
 
+    def _numpy_topk(self, qw: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+        """The flat scan in numpy, for small work: (distances, positions), ranked by (distance, position)."""
+        d = np.zeros((len(qw), self._n), np.int32)
+        for j in range(self._words):
+            d += np.bitwise_count(qw[:, j : j + 1] ^ self._planes[j, None, : self._n])
+        p = np.argsort(d, axis=1, kind="stable")[:, :kk]
+        return np.take_along_axis(d, p, axis=1), p
+
     @property
     def choice(self) -> str | None:
         """What ``auto`` ran last (for reports)."""
@@ -213,6 +238,9 @@ class HammingIndex:
     def _auto(self, qp: np.ndarray, k: int) -> str:
         """``auto``'s method for this k: the faster of flat and MIH on a timed probe (MIH only when clearly
         faster), re-timed when the size moves by a quarter."""
+        if self._n < AUTO_FLAT_BELOW:
+            self._last_choice = "flat"
+            return "flat"
         if not 0.75 * self._chosen_at <= self._n <= 1.25 * self._chosen_at:
             self.choices, self._chosen_at = {}, self._n
         bucket = 1 << (k - 1).bit_length()
@@ -249,6 +277,8 @@ class HammingIndex:
         qp = self._pack(queries, "queries")
         if self._n == 0 or len(qp) == 0:
             return np.zeros(len(qp) + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)
+        from . import kernels
+
         scratch, lanes = self._scratch(len(qp))
         with self._threads():
             lims, d, p = kernels.flat_range(
@@ -288,3 +318,13 @@ class _NumbaThreads:
     def __exit__(self, *exc: object) -> None:
         if self.old is not None:
             self.numba.set_num_threads(self.old)
+
+
+@INDEX_BACKENDS.register("flat", uri=False)
+def flat_backend(bits: int, options: dict[str, Any], ids: np.ndarray, codes: np.ndarray) -> HammingIndex:
+    """A collection's index in memory (``auto``: flat scan or multi-index hashing, whichever is faster here),
+    built from the item table's ``ids`` and packed ``codes``."""
+    index = HammingIndex(bits, "auto")
+    if len(ids):
+        index.add(codes, ids)
+    return index

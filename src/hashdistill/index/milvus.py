@@ -20,6 +20,7 @@ import numpy as np
 
 from ..codes import _to_numpy, as_packed
 from ..errors import CodesError
+from ..registry import INDEX_BACKENDS
 from . import storage
 
 ID_FIELD, CODE_FIELD = "id", "code"
@@ -181,3 +182,16 @@ def _as_bytes(v: Any) -> bytes:
     if isinstance(v, list) and v and isinstance(v[0], (bytes, bytearray)):
         return bytes(v[0])
     return bytes(v)
+
+
+@INDEX_BACKENDS.register("milvus", uri=True)
+def milvus_backend(bits: int, options: dict[str, Any], ids: np.ndarray, codes: np.ndarray) -> MilvusIndex:
+    """A collection's index in Milvus (``options``: ``uri``, a Milvus Lite file or a server, and
+    ``milvus_collection``); one out of step with the item table (a crash between the commit and Milvus) is
+    dropped and replayed from it."""
+    index = MilvusIndex(options["uri"], options["milvus_collection"], bits)
+    if len(index) != len(ids):
+        index = MilvusIndex(options["uri"], options["milvus_collection"], bits, drop_existing=True)
+        if len(ids):
+            index.add(codes, ids)
+    return index

@@ -24,6 +24,7 @@ MAGIC = b"HDISTIDX"
 VERSION = 1
 MAX_HEADER = 1 << 20  # bytes: a header is a few dozen
 MAX_BITS = 4096
+INDEX_METHODS = ("flat", "mih", "auto")  # how a HammingIndex searches (not the registry of hashing methods)
 _PREFIX = struct.Struct("<8sII")
 
 
@@ -88,8 +89,6 @@ def read_index(path: str | os.PathLike) -> tuple[dict[str, Any], np.ndarray, np.
 
 def _check_header(path: Path, raw: bytes) -> dict[str, Any]:
     """The header's fields, each of the right type and range, or one ``IndexFileError`` line naming the field."""
-    from .hamming import METHODS
-
     try:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -99,7 +98,7 @@ def _check_header(path: Path, raw: bytes) -> dict[str, Any]:
     checks = {
         "n": lambda v: _int(v) and v >= 0,
         "bits": lambda v: _int(v) and 0 < v <= MAX_BITS and v % 8 == 0,
-        "method": lambda v: v in METHODS,
+        "method": lambda v: v in INDEX_METHODS,
         "m": lambda v: v is None or (_int(v) and v > 0),
         "next_id": lambda v: _int(v) and v >= 0,
     }

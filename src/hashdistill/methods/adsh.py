@@ -10,6 +10,7 @@ import torch
 from pydantic import Field
 
 from ..labels import shares_label
+from ..registry import METHODS
 from .base import HashingMethod, MethodParams, TrainingContext
 from .targets import random_signs
 
@@ -45,6 +46,7 @@ def v_step(v: torch.Tensor, u: torch.Tensor, st_u: torch.Tensor, bits: int, gamm
     return v
 
 
+@METHODS.register("adsh")
 class ADSH(HashingMethod):
     """L = sum_{i in batch} [ sum_j (u_i . V_j - K S_ij)^2 + gamma ||V_i - u_i||^2 ] / (n |batch|)
 

@@ -4,8 +4,9 @@ A method is a ``HashingMethod``: a loss module that *declares* what it consumes 
 gets a few no-op hooks it may override. The trainer reads the declarations and calls the hooks; it never
 asks a method what it is. Its hyper-parameters are a pydantic model, ``Params``, next to the loss.
 
-Adding a method is one module with a ``HashingMethod`` subclass and one line in ``METHODS``
-(``hashdistill/methods/__init__.py``); nothing in the trainer or the config changes.
+Adding a method is one module with a ``HashingMethod`` subclass under ``@METHODS.register("name")``
+(``registry.py``); nothing in the trainer, the config or ``methods/__init__.py`` changes. The settings every
+method takes, ``MethodParams``, are the config's (``config.py``).
 """
 
 from __future__ import annotations
@@ -18,28 +19,9 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-
-class MethodParams(BaseModel):
-    """Settings every method takes; a method's own ``Params`` subclasses this with its hyper-parameters.
-
-    ``self_distill`` wraps the method in ``SelfDistilled`` (DHD's Eq. 2 added to its loss, weight
-    ``self_distill_weight``; Table 3's "+SdH"); without it a one-view method trains on ``train_view``
-    (``teacher``: T_T, or ``student``: T_S, Table 3's "-SdH").
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-    name: str = ""
-    """the method, a name in hashdistill.methods.METHODS (docs/algorithms/): dhd, distillhash, dch, csq, adsh, ..."""
-    self_distill: bool = False
-    """add DHD's self-distillation term (Eq. 2) to the method's loss (Table 3's +SdH)"""
-    self_distill_weight: float = Field(0.1, ge=0)
-    """the weight of the self-distillation term"""
-    train_view: Literal["teacher", "student"] = "teacher"
-    """the view a one-view method trains on: teacher (T_T) or student (T_S)"""
+from ..config import MethodParams
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
+from ..registry import METHODS
 from .feature_similarity import FeatureSimilarityMethod, FeatureSimilarityParams
 
 
@@ -39,6 +40,7 @@ class BiHalfParams(FeatureSimilarityParams):
     """the weight of the pull of u towards its bi-half codes in the backward pass"""
 
 
+@METHODS.register("bihalf")
 class BiHalf(FeatureSimilarityMethod):
     """L = mean_pairs (cos(b_i, b_j) - cos(x_i, x_j))^2, b = BiHalf(z) over the batch
 

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, PositiveFloat
 
+from ..registry import METHODS
 from .base import HashingMethod, MethodParams
 from .greedyhash import sign_straight_through
 
@@ -37,6 +38,7 @@ def bernoulli_kl(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-8) -> torch.T
     return kl.sum(1).mean()
 
 
+@METHODS.register("cibhash")
 class CIBHash(HashingMethod):
     """L = NT-Xent(b_T, b_S) + beta (KL(p_T || sg p_S) + KL(p_S || sg p_T)) / 2
 

@@ -11,6 +11,7 @@ from pydantic import Field
 from scipy.linalg.blas import sger
 
 from ..labels import shares_label
+from ..registry import METHODS
 from .base import HashingMethod, MethodParams, TrainingContext
 
 
@@ -70,6 +71,7 @@ class CNNHParams(MethodParams):
     """stage 2's regression of the codes: l1 or mse"""
 
 
+@METHODS.register("cnnh")
 class CNNH(HashingMethod):
     """Stage 2 loss: mean |h_i - H_i| (or (h_i - H_i)^2 with ``loss: mse``) to the item's stage-1 code H_i.
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from scipy.linalg import hadamard
 
+from ..registry import METHODS
 from .base import HashingMethod, MethodParams, TrainingContext
 from .dhn import pair_nll
 from .targets import label_codes, random_signs, similarity
@@ -91,6 +92,7 @@ class CSQParams(MethodParams):
     """the authors' extra pairwise term's weight (0: off)"""
 
 
+@METHODS.register("csq")
 class CSQ(HashingMethod):
     """L = BCE((h + 1)/2, (c + 1)/2) + lambda_q mean (|h| - 1)^2 [+ pairwise_weight L_pair]
 

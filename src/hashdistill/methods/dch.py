@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from ..registry import METHODS
 from .base import HashingMethod, MethodParams
 from .targets import balance_weights, similarity
 
@@ -40,6 +41,7 @@ class DCHParams(MethodParams):
     """balanced (both kinds of pair) or similar (only similar pairs up-weighted)"""
 
 
+@METHODS.register("dch")
 class DCH(HashingMethod):
     """L = sum_ij w_ij [s_ij log(d_ij / gamma) + log(1 + gamma / d_ij)] / |pairs| + lambda_q mean log(1 + d(|h|, 1) / gamma)
 

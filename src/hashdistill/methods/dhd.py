@@ -13,12 +13,13 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from ..registry import METHODS
 from .base import HashingMethod, MethodParams
 from .targets import soft_targets
 
 
 class HashProxyLoss(nn.Module):
-    """L_HP (Eq. 3-4): cross-entropy between the targets and softmax(cos(h_T, proxies) / tau)."""
+    """L_HP (Eq. 3-4): cross-entropy between the targets and softmax(cos(h_T, proxies) / tau) (tau: Eq. 4)."""
 
     def __init__(self, temperature: float = 0.2) -> None:
         super().__init__()
@@ -60,17 +61,18 @@ class DHDParams(MethodParams):
     proxies, as the paper's text says (the official code does not)."""
 
     temperature: float = Field(0.2, gt=0)
-    """tau of the proxy softmax (Eq. 3)"""
+    """tau of the proxy softmax (Eq. 4)"""
     lambda1: float = Field(0.1, ge=0)
-    """the self-distillation term's weight (Eq. 5)"""
+    """the self-distillation term's weight (Eq. 8)"""
     lambda2: float = Field(0.1, ge=0)
-    """the BCE quantization term's weight (Eq. 5)"""
+    """the BCE quantization term's weight (Eq. 8)"""
     sigma: float = Field(0.5, gt=0)
-    """sigma of the BCE quantization (Eq. 4)"""
+    """sigma of the Gaussian likelihoods of the BCE quantization (Eq. 5)"""
     quantize_proxies: bool = False
     """also quantize the proxies with L_bce-Q (the paper's text; not the official code)"""
 
 
+@METHODS.register("dhd")
 class DHD(HashingMethod):
     """L = L_HP + lambda1 L_SdH + lambda2 L_bce-Q (Eq. 8). ``DHDProxyOnly`` and ``DHDProxyQuantized`` are
     Table 3's ablations (one view: no L_SdH; the first without L_bce-Q either). Every term is a mean over
@@ -107,12 +109,14 @@ class DHD(HashingMethod):
         return parts
 
 
+@METHODS.register("dhd-hp-bceq")
 class DHDProxyQuantized(DHD):
     """``dhd-hp-bceq``: L_HP + lambda2 L_bce-Q on one view (Table 3; + ``self_distill`` gives ``dhd``)."""
 
     views = 1
 
 
+@METHODS.register("dhd-hp")
 class DHDProxyOnly(DHD):
     """``dhd-hp``: L_HP alone on one view (Table 3's first row)."""
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from ..registry import METHODS
 from .base import HashingMethod, MethodParams
 from .targets import similarity
 
@@ -26,6 +27,7 @@ class DHNParams(MethodParams):
     """the log cosh quantization term's weight"""
 
 
+@METHODS.register("dhn")
 class DHN(HashingMethod):
     """L = mean_ij [log(1 + exp(a <h_i, h_j>)) - s_ij a <h_i, h_j>] + lambda_q mean log cosh(|h| - 1)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
+from ..registry import METHODS
 from .base import HashingMethod, MethodParams
 from .targets import similarity
 
@@ -16,6 +17,7 @@ class DNNHParams(MethodParams):
     """the triplet ranking loss's margin"""
 
 
+@METHODS.register("dnnh")
 class DNNH(HashingMethod):
     """L = mean over triplets (q, q+, q-) of max(0, margin - (||u_q - u_q-||^2 - ||u_q - u_q+||^2))
 

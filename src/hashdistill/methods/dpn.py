@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
+from ..registry import METHODS
 from .base import HashingMethod, MethodParams
 from .targets import label_codes, random_signs
 
@@ -16,6 +17,7 @@ class DPNParams(MethodParams):
     """the margin m: bits with v*t >= m get no gradient"""
 
 
+@METHODS.register("dpn")
 class DPN(HashingMethod):
     """L = mean_{i,k} max(m - v_ik t_ik, 0) (DPN's bit-wise polarization loss)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
+from ..registry import METHODS
 from .base import HashingMethod, MethodParams
 from .dhn import pair_nll
 from .targets import similarity
@@ -19,6 +20,7 @@ class DPSHParams(MethodParams):
     """the quantization term's weight"""
 
 
+@METHODS.register("dpsh")
 class DPSH(HashingMethod):
     """L = mean_ij [log(1 + exp(Theta_ij)) - s_ij Theta_ij] + eta mean ||u_i - sign(u_i)||^2 / K
 

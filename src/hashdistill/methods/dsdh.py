@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from pydantic import Field, PositiveInt
 
+from ..registry import METHODS
 from .base import HashingMethod, MethodParams, TrainingContext
 from .dhn import pair_nll
 from .targets import label_indicator, random_signs, similarity
@@ -44,6 +45,7 @@ def b_w_step(b: torch.Tensor, u: torch.Tensor, y: torch.Tensor, p: DSDHParams) -
     return b, w
 
 
+@METHODS.register("dsdh")
 class DSDH(HashingMethod):
     """L = mean_ij [log(1 + exp(Theta_ij)) - s_ij Theta_ij] + eta sum_i ||B_i - u_i||^2 / (n_b n), Theta_ij = u_i . u_j / 2
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field, PositiveFloat
 
+from ..registry import METHODS
 from .base import HashingMethod, MethodParams
 from .targets import similarity
 
@@ -20,6 +21,7 @@ class DSHParams(MethodParams):
     """the weight of the regulariser || |u| - 1 ||_1"""
 
 
+@METHODS.register("dsh")
 class DSH(HashingMethod):
     """L = mean_ij [s_ij D_ij / 2 + (1 - s_ij) max(m - D_ij, 0) / 2] + alpha mean_i || |u_i| - 1 ||_1 / K
 

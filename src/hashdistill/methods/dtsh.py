@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from ..registry import METHODS
 from .base import HashingMethod, MethodParams
 from .targets import similarity
 
@@ -21,6 +22,7 @@ class DTSHParams(MethodParams):
     """the quantization term's weight"""
 
 
+@METHODS.register("dtsh")
 class DTSH(HashingMethod):
     """L = mean_i mean_{j in P(i), k in N(i)} -log sigmoid(Theta_ij - Theta_ik - alpha) + lambda mean ||u - sign(u)||^2 / K
 

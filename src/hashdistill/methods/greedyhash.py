@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from ..registry import METHODS
 from .base import HashingMethod, MethodParams
 
 
@@ -39,6 +40,7 @@ class GreedyHashParams(MethodParams):
     """the weight of the cubic penalty mean | |h| - 1 |^3"""
 
 
+@METHODS.register("greedyhash")
 class GreedyHash(HashingMethod):
     """L = CE(b W^T, y) + alpha mean | |h| - 1 |^3, b = sign(h) with a straight-through gradient
 

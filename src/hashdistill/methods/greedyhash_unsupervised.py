@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
+from ..registry import METHODS
 from .feature_similarity import FeatureSimilarityMethod, FeatureSimilarityParams
 from .greedyhash import cubic_penalty, sign_straight_through
 
@@ -16,6 +17,7 @@ class GreedyHashUnsupervisedParams(FeatureSimilarityParams):
     """the weight of the cubic penalty mean | |h| - 1 |^3"""
 
 
+@METHODS.register("greedyhash-unsupervised")
 class GreedyHashUnsupervised(FeatureSimilarityMethod):
     """L = mean_pairs (cos(b_i, b_j) - cos(x_i, x_j))^2 + alpha mean | |h| - 1 |^3, b = sign(h) straight through
 

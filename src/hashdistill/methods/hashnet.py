@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
+from ..registry import METHODS
 from .base import HashingMethod, MethodParams
 from .dhn import pair_nll
 from .targets import balance_weights, similarity
@@ -24,6 +25,7 @@ class HashNetParams(MethodParams):
     """continuation steps between increases of beta"""
 
 
+@METHODS.register("hashnet")
 class HashNet(HashingMethod):
     """L = sum_ij w_ij [log(1 + exp(a <h_i, h_j>)) - s_ij a <h_i, h_j>] / sum_ij w_ij, h = tanh(beta z)
 

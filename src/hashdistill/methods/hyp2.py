@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from ..registry import METHODS
 from .base import HashingMethod, MethodParams
 from .targets import label_indicator
 
@@ -45,6 +46,7 @@ class HyP2Params(MethodParams):
     """zeta, the cosine a code may keep to an irrelevant proxy or item (null: ``proxy_threshold``)"""
 
 
+@METHODS.register("hyp2")
 class HyP2(HashingMethod):
     """L = mean_{y_ic = 1} (1 - cos(u_i, p_c)) + mean_{y_ic = 0} [cos(u_i, p_c) - zeta]_+
            + beta mean_{i, j multi-label, y_i . y_j = 0} [cos(u_i, u_j) - zeta]_+

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, PositiveFloat
 
+from ..registry import METHODS
 from .base import HashingMethod, MethodParams
 from .csq import hash_centres
 from .targets import label_indicator, random_signs, soft_targets
@@ -30,6 +31,7 @@ class OrthoHashParams(MethodParams):
     """multi-hot labels: softmax cross-entropy to the normalised label vector, or per-class BCE"""
 
 
+@METHODS.register("orthohash")
 class OrthoHash(HashingMethod):
     """L = CE(s (cos(v, C) - m Y), Y) + q (1 - cos(v, sign v))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from ..registry import METHODS
 from .distillhash.method import DistillHashNoisy, SquaredPairLoss
 from .distillhash.params import DistillHashParams, PairParams
 
@@ -33,6 +34,7 @@ class SSDHParams(DistillHashParams):
     """how pairs are labelled and batched"""
 
 
+@METHODS.register("ssdh")
 class SSDH(DistillHashNoisy):
     """L = mean over the batch's labelled pairs of ((1/K) h_i . h_j - s_ij)^2 (the paper's Eq. 4), s from the
     ``ssdh`` pair rule; no label is read in training. Under torchrun, the pairs of the local batch."""

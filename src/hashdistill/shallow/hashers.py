@@ -17,13 +17,19 @@ import inspect
 from typing import Any
 
 import numpy as np
-from scipy import linalg
 
 from ..codes import binarize
 from ..errors import HasherError
 from ..labels import shares_label
 
 __all__ = ["ITQ", "KSH", "LSH", "PCAH", "PCARR", "SDH", "SH", "SHALLOW_METHODS", "NotFittedError", "create_hasher"]
+
+
+def _scipy_linalg() -> Any:
+    """scipy.linalg, imported when a hasher is fitted (the CLI names the hashers without loading scipy)."""
+    from scipy import linalg
+
+    return linalg
 
 
 class NotFittedError(RuntimeError):
@@ -106,7 +112,7 @@ class BaseHasher:
 def _pca(Xc: np.ndarray, k: int) -> np.ndarray:
     """Top-k principal directions (d, k) of centred data, largest variance first, sign-fixed."""
     cov = Xc.T @ Xc / max(len(Xc) - 1, 1)
-    vals, vecs = linalg.eigh(cov, subset_by_index=[cov.shape[0] - k, cov.shape[0] - 1])
+    vals, vecs = _scipy_linalg().eigh(cov, subset_by_index=[cov.shape[0] - k, cov.shape[0] - 1])
     vecs = vecs[:, ::-1]
     # deterministic sign: largest-magnitude entry of each direction positive
     signs = np.sign(vecs[np.abs(vecs).argmax(axis=0), np.arange(k)])
@@ -243,7 +249,7 @@ class _KernelFeatures:
 
 def _ridge(A: np.ndarray, B: np.ndarray, lam: float) -> np.ndarray:
     """argmin_W ||AW - B||^2 + lam ||W||^2 = (A'A + lam I)^-1 A'B."""
-    return linalg.solve(A.T @ A + lam * np.eye(A.shape[1]), A.T @ B, assume_a="pos")
+    return _scipy_linalg().solve(A.T @ A + lam * np.eye(A.shape[1]), A.T @ B, assume_a="pos")
 
 
 class SDH(BaseHasher):
@@ -330,7 +336,7 @@ class KSH(BaseHasher):
         A = np.zeros((K.shape[1], self.n_bits))
         for b in range(self.n_bits):
             M = K.T @ R @ K
-            _, vecs = linalg.eigh((M + M.T) / 2, KK, subset_by_index=[len(KK) - 1, len(KK) - 1])
+            _, vecs = _scipy_linalg().eigh((M + M.T) / 2, KK, subset_by_index=[len(KK) - 1, len(KK) - 1])
             a0 = vecs[:, 0] * np.sqrt(n / (vecs[:, 0] @ KK @ vecs[:, 0]))
             a1 = self._descend(K, R, a0)
             h0, h1 = np.where(K @ a0 >= 0, 1.0, -1.0), np.where(K @ a1 >= 0, 1.0, -1.0)

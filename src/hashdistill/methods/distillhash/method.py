@@ -27,6 +27,7 @@ from torch import nn
 
 from ... import _io
 from ...errors import ConfigError
+from ...registry import METHODS
 from ..base import HashingMethod, TrainingContext
 from .pairs import DistilledPairs, InitialPairs, calibrate, cross_fitted, knn_graph, normalise, purity, purity_curve
 from .params import DistillHashParams
@@ -83,6 +84,7 @@ class QuantizationLoss(nn.Module):
         return ((h - b) ** 2).mean()
 
 
+@METHODS.register("distillhash")
 class DistillHash(HashingMethod):
     """Pair loss on the batch's pairs + ``quantization`` x quantization loss; labels from the pair source
     (the initial pairs, then the distilled ones). ``DistillHashNoisy`` and ``DistillHashSquared`` are the
@@ -252,12 +254,14 @@ class DistillHash(HashingMethod):
         return {"loss": pair + self.params.quantization * q, "pair": pair, "quant": q}
 
 
+@METHODS.register("distillhash-noisy")
 class DistillHashNoisy(DistillHash):
     """``distillhash-noisy``: the initial (noisy) pairs for every epoch, no distillation (SSDH-like)."""
 
     distills = False
 
 
+@METHODS.register("distillhash-squared")
 class DistillHashSquared(DistillHash):
     """``distillhash-squared``: the released code's squared pair loss instead of the Bayesian likelihood."""
 
