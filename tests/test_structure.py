@@ -1,4 +1,7 @@
-"""The structure a newcomer relies on: one error type at the CLI boundary."""
+"""The structure a newcomer relies on: one error type at the CLI boundary, layers that point down, a lean search
+path, and extensions (a backbone, an index backend) that are one decorator each."""
+
+import pytest
 
 from hashdistill import errors
 from hashdistill.cli import main
@@ -164,3 +167,51 @@ def test_a_collection_encoding_with_onnx_searches_by_image_without_torch(shapes_
             f"{str(query)!r}, '-k', '3', '--json']); print(code, sorted(m for m in ('torch', 'numba', 'scipy') if m in sys.modules))")  # fmt: skip
     out = _fresh(code).splitlines()
     assert out[-1] == "0 []", out
+
+
+def test_a_backbone_and_an_index_backend_defined_in_a_test_are_used_by_name(shapes_run, shapes, tmp_path):
+    """One decorator each, no other edit: the config validates the backbone's name, ``create_backbone`` builds it
+    with the settings its entry carries, the view transforms take its normalisation; a collection keeps its
+    index in the backend named at creation and reopens with it."""
+    import numpy as np
+    import torch
+
+    from hashdistill.augment import view_transforms
+    from hashdistill.backbones import create_backbone
+    from hashdistill.collection import Collection
+    from hashdistill.config import load_config
+    from hashdistill.index import HammingIndex
+    from hashdistill.registry import BACKBONES, INDEX_BACKENDS
+
+    @BACKBONES.register("mean-pool-test", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), blocks=None)
+    def mean_pool(pretrained, input_size=None, layer=None):
+        return torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten()), 48
+
+    opened = []
+
+    @INDEX_BACKENDS.register("counting-test", uri=False)
+    def counting(bits, options, ids, codes):
+        opened.append(len(ids))
+        index = HammingIndex(bits, "flat")
+        if len(ids):
+            index.add(codes, ids)
+        return index
+
+    try:
+        cfg = load_config(None, ["model.backbone=mean-pool-test", "model.input_size=32"])
+        net, dim = create_backbone("mean-pool-test", input_size=32)
+        assert dim == 48 and net(torch.zeros(2, 3, 32, 32)).shape == (2, 48)
+        clean = view_transforms(cfg)[2]
+        assert torch.allclose(clean.mean.flatten(), torch.tensor([0.5] * 3))
+        with pytest.raises(errors.ModelError, match="layer= is supported for mobilenet_v2 only, not 'mean-pool-test'"):
+            create_backbone("mean-pool-test", layer=3)
+        with Collection.create(tmp_path / "c.hdc", shapes_run, backend="counting-test") as col:
+            col.add(shapes / "database" / "disc")
+            assert col.stats()["backend"] == "counting-test" and len(col.search(codes=np.zeros((1, 2), np.uint8), k=3)[0]) == 3
+        Collection.open(tmp_path / "c.hdc").close()
+        assert opened == [0, 20]  # created empty, reopened from its 20 items
+        with pytest.raises(errors.CollectionError, match="backend must be one of .*counting-test.*flat, milvus, got 'nope'"):
+            Collection.create(tmp_path / "d.hdc", shapes_run, backend="nope")
+    finally:
+        BACKBONES.remove("mean-pool-test")
+        INDEX_BACKENDS.remove("counting-test")
