@@ -64,7 +64,7 @@ def test_from_a_folder_to_a_search_by_image_file(shapes, shapes_run, tmp_path):
 def test_an_unlabelled_folder_trains_an_unsupervised_method_without_evaluation(shapes, tmp_path):
     base = ["data.protocol=null", f"data.train={shapes}/train/disc", *FAST, "schedule.epochs=3"]
     with pytest.raises(ValueError, match=r"method dhd reads labels, but data.train \(.*disc\) is an unlabelled folder"):
-        Trainer(load_config(None, base), tmp_path / "x", progress=False)
+        Trainer(load_config(None, base), tmp_path / "x", progress=False).setup()
     cfg = load_config("configs/own-images-unlabelled.yaml", [*base, "augment.views=2", "method.stage1_epochs=2",
                       "method.pairs.input_size=32", "method.pairs.k=5", "method.pairs.noise_neighbours=4",
                       "optim.batch_size=20"])  # fmt: skip

@@ -107,7 +107,7 @@ def test_views_reach_the_loss_as_configured(tmp_path, registered, monkeypatch, v
     T_T and L_SdH the student view."""
     cfg = load_config(None, CACHED + ["method=pair-regression", f"method.train_view={view}",
                                       f"method.self_distill={str(self_distill).lower()}", "schedule.epochs=1"])  # fmt: skip
-    t = Trainer(cfg, tmp_path / "v", progress=False)
+    t = Trainer(cfg, tmp_path / "v", progress=False).setup()
     dim = t.model.feature_dim
     t.source = ConstantViews(dim)
     seen = []

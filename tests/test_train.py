@@ -66,6 +66,8 @@ def test_resume_after_a_kill_mid_epoch_finishes_identically(tmp_path):
 def test_validation_split_never_uses_queries(tmp_path):
     cfg = load_config(None, SMALL + ["name=v", "schedule.epochs=1", "data.val_fraction=0.2", "schedule.select=best"])
     t = Trainer(cfg, tmp_path / "v", progress=False)
+    assert not (tmp_path / "v").exists() and not hasattr(t, "data")  # building a Trainer does no I/O
+    t.setup()
     assert len(t.val_split) == 120 and len(t.fit_split) == 480
     assert not np.intersect1d(t.val_split.ids, t.data.query.ids).size
     t.fit()

@@ -37,6 +37,27 @@ def images_key(data: Any, ids: np.ndarray, files: str | None = None) -> dict[str
     return {"version": FEATURES_VERSION, "data": data, "n": len(ids), "ids": digest(ids), **({"files": files} if files else {})}
 
 
+def train_views_key(cfg: Any, part: str, split: Any) -> dict[str, Any]:
+    """The key of a run's cached training views (``views.cached_views``): everything they depend on, from
+    the config (backbone, weights by content, input size, layer, crop, s_T, V, seed, data) and the split."""
+    m, a = cfg.model, cfg.augment
+    return {
+        "version": FEATURES_VERSION,
+        "backbone": m.backbone, "pretrained": weights_key(m.pretrained), "input_size": m.input_size,
+        **({"layer": m.layer} if m.layer is not None else {}),
+        "crop_ratio": a.crop_ratio, "crop_scale": list(a.crop_scale), "s_teacher": a.s_teacher,
+        "views": a.views, "seed": cfg.runtime.seed, "data": cfg.data.source, "part": part,
+        "n": len(split), "ids": digest(split.ids), **({"files": split.files} if split.files else {}),
+    }  # fmt: skip
+
+
+def clean_spec(cfg: Any) -> dict[str, Any]:
+    """The ``frozen_features`` spec of a cached-mode run's clean views (its backbone, weights, size, block, crop)."""
+    m = cfg.model
+    return {"backbone": m.backbone, "pretrained": m.pretrained, "input_size": m.input_size, "layer": m.layer,
+            "crop_ratio": cfg.augment.crop_ratio}  # fmt: skip
+
+
 def weights_key(pretrained: bool | str) -> str:
     """What names a backbone's weights in a feature key: a weights file by its content (a file replaced at the
     same path gets new features), the offline package or no weights by name."""
