@@ -222,7 +222,10 @@ def _demo_collection(run_dir: Path, p, query: int) -> None:
 
     folder, image = run_dir.with_suffix(".hdc"), run_dir.with_name(f"{run_dir.name}-query.png")
     if not (folder / "collection.json").is_file():
+        from .serve.token import write_token
+
         with Collection.create(folder, run_dir) as col:
+            write_token(folder / "token")
             col.add_split("database")
     _io.atomic_write(image, lambda f: Image.fromarray(p.images[query]).save(f, format="PNG"))
     with Collection.open(folder) as col:
@@ -372,9 +375,11 @@ def collection_create(
     """Create a collection from a trained run, optionally filled from a split or your images."""
     from .collection import Collection
     from .run import Run
+    from .serve.token import write_token
 
     r = Run.load(run)
     with _io.removed_on_failure(folder), Collection.create(folder, r, engine=engine, backend=backend, uri=uri) as col:
+        write_token(folder / "token")  # the service's bearer token, made with the collection
         col.max_pixels = max_pixels
         if from_split:
             col.add_split(from_split, r)
@@ -453,15 +458,14 @@ def serve(
         from .serve import Limits, create_app
     except ImportError as e:
         raise CLIError(f'serve needs FastAPI and uvicorn: pip install "hashdistill[serve]" ({e.name} is missing)') from None
-    from .collection import Collection, write_token
+    from .collection import Collection
+    from .serve.token import read_token
 
     col = Collection.open(folder)
     token_path = token_file or folder / "token"
     if token_file is not None and not token_file.is_file():
         raise CLIError(f"{token_file}: no such token file")
-    if not token_path.is_file():  # a collection made before tokens: give it one
-        write_token(token_path)
-    token = token_path.read_text().strip()
+    token = read_token(token_path)  # (made now for a collection that has none yet)
     limits = Limits(max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_k=max_k)
     sock = _bound_socket(host, port)  # a busy port or a bad address fails here, before anything claims to serve
     web = create_app(col, token, private, limits, batch_window_ms)

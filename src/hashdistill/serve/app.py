@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..codes import pack
 from ..collection import STORED, Collection, CollectionError
-from ..data.images import ImageError, at_size, decode_image
+from ..data.images import ImageError, decode_image
 from .batcher import MicroBatcher
 
 ItemId = Annotated[int, Field(ge=0, le=2**63 - 1)]  # SQLite's integer range
@@ -97,7 +97,7 @@ def create_app(
     """The app serving ``collection``. ``token``: the bearer token writes need (reads too when ``private``);
     without one, writes are refused. ``window_ms``: the micro-batching window (0: off)."""
     limits = limits or Limits()
-    batcher = MicroBatcher(collection.encoder.encode, window_ms)
+    batcher = MicroBatcher(collection.encode_arrays, window_ms)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -178,10 +178,9 @@ def create_app(
     @app.get("/random", dependencies=[Depends(reader)])
     def random_item() -> Item:
         """A random item (the page's "random item from the collection")."""
-        item_id = collection.store.random_id()
-        if item_id is None:
+        hit = collection.random_item()
+        if hit is None:
             raise HTTPException(404, "the collection is empty")
-        hit = collection.get([item_id])[0]
         return Item(id=hit.id, source=shown_source(hit.source), label=hit.label)
 
     @app.post(
@@ -206,13 +205,13 @@ def create_app(
             if not hasattr(upload, "read"):
                 raise HTTPException(422, "file: an image upload is required (multipart field 'file')")
             image = decode(await read_upload(upload), upload.filename or "file")
-            image = at_size(image, collection.encoder.load_size)
+            image = collection.prepare_image(image)
             batcher.arrived()
             try:
                 code = await run_in_threadpool(batcher.encode, image)
             finally:
                 batcher.left()
-            return respond(collection.search(codes=pack(code[None]), k=k, radius=radius)[0], t0)
+            return respond(collection.search_codes(pack(code[None]), k, radius)[0], t0)
         try:
             raw = await request.json()
         except RecursionError:
@@ -242,7 +241,7 @@ def create_app(
                 raise HTTPException(422, "codes: every sign must be -1 or 1")
             codes = pack(signs[None].astype(np.int8))
         # a search by code is a fraction of a millisecond: no thread hop
-        return respond(collection.search(codes=codes, k=body.k, radius=body.radius)[0], t0)
+        return respond(collection.search_codes(codes, body.k, body.radius)[0], t0)
 
     @app.post("/items", response_model=Added, dependencies=[Depends(writer)], status_code=201)
     async def add_items(files: Annotated[list[UploadFile], File(description="one or more images")]) -> Added:

@@ -1,0 +1,329 @@
+"""Collections: one folder that holds everything a search by image needs (docs/architecture.md, "Collections").
+
+```
+DIR/collection.json   format, code length, encoding engine, index backend, where the model came from
+DIR/model/            the run's model: config.yaml + checkpoint.pt (tensors only); model.onnx when exported
+DIR/items.sqlite      the item table, the source of truth: id, code, source, label, time added (SQLite, WAL)
+DIR/images/           images stored inside the collection (arrays and uploads), named by their content hash
+DIR/token             the bearer token the HTTP service asks for writes (mode 0600; serve/token.py)
+DIR/thumbs/           a small thumbnail of each image that lives outside (files), so nothing outside is read to show it
+```
+
+The Hamming index (in memory, or Milvus with ``backend="milvus"``) is derived from the item table when the
+collection opens and kept in step on every write. An ``add`` returns only after its transaction commits,
+so an acknowledged item survives a crash; stored images are written before the row that names them, and
+files no row names are removed at open.
+
+One facade over four parts, each its own module: the item table (``store.py``), the images the folder holds
+(``files.py``), what counts as images (``inputs.py``) and the encoder (``engine.py``); the index comes from the
+backend registered under the collection's ``backend`` (``registry.INDEX_BACKENDS``). The CLI, the Python API
+and the service all call the facade (``search_image``, ``search_codes``, ``random_item``, ...).
+
+A source is an image file's absolute path, ``collection:images/<hash>.png`` for an image stored inside,
+or ``<protocol>:<split>:<index>`` for a protocol's image (its index in the protocol's pool).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import _io
+from ..codes import as_packed, pack
+from ..data.images import DEFAULT_MAX_PIXELS, at_size
+from ..data.lists import ImageList
+from ..errors import CollectionError
+from ..progress import progress_bar
+from ..registry import INDEX_BACKENDS
+from .engine import ENGINES, open_encoder, write_model
+from .files import THUMB_SIDE, ImageFiles, inside, read_source
+from .inputs import gather, label_names
+from .store import STORED, Hit, ItemStore
+
+if TYPE_CHECKING:  # (a collection that encodes with ONNX Runtime never loads a run, nor torch)
+    from ..run import Run
+
+FORMAT = 1
+
+__all__ = ["STORED", "THUMB_SIDE", "Collection", "CollectionError", "Hit", "ItemStore", "inside", "read_source"]
+
+
+class Collection:
+    """A searchable collection of images (see the module docstring).
+
+    >>> col = Collection.create("photos.hdc", Run.load("runs/my-run"))
+    >>> ids = col.add("my_photos/")                       # a folder, a list file, image files or arrays
+    >>> [[hit.source for hit in hits] for hits in col.search("query.jpg", k=5)]
+    """
+
+    def __init__(self, path: Path, meta: dict[str, Any], encoder: Any, store: ItemStore, index: Any) -> None:
+        self.path, self.meta, self.encoder, self.store, self.index = path, meta, encoder, store, index
+        self.files = ImageFiles(path)
+        self.bits = int(meta["bits"])
+        self.max_pixels = DEFAULT_MAX_PIXELS  # images over it are refused from their header (data/images.py)
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ create / open
+    @classmethod
+    def create(
+        cls, path: str | os.PathLike, run: Run | str | os.PathLike, *, engine: str = "auto", backend: str = "flat",
+        uri: str | None = None,
+    ) -> Collection:  # fmt: skip
+        """A new, empty collection at ``path`` (which must not exist, or be an empty folder) encoding with ``run``'s
+        model: ``engine`` ``onnx`` (exported and checked against torch), ``torch``, or ``auto`` (ONNX where
+        onnxruntime is installed); ``backend`` ``flat`` (in memory) or ``milvus`` (``uri``: a Milvus Lite file or
+        a server)."""
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise CollectionError(f"{path}: already exists (a collection goes into a new or empty folder)")
+        if engine not in ENGINES:
+            raise CollectionError(f"engine must be auto, onnx or torch, got {engine!r}")
+        if backend not in INDEX_BACKENDS:
+            raise CollectionError(f"backend must be one of {', '.join(INDEX_BACKENDS.names())}, got {backend!r}")
+        if INDEX_BACKENDS.info(backend).get("uri") != bool(uri):
+            with_uri = [b for b in INDEX_BACKENDS.names() if INDEX_BACKENDS.info(b).get("uri")]
+            raise CollectionError(f"backend {backend}: {'needs' if not uri else 'takes no'} a uri (backends with a uri: "
+                                  f"{', '.join(with_uri)}, e.g. a Milvus Lite .db file or a server)")  # fmt: skip
+        from ..run import Run
+
+        run = run if isinstance(run, Run) else Run.load(run)
+        tmp = path.parent / f".{path.name}.creating-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            chosen = write_model(run, tmp / "model", engine)
+            (tmp / "images").mkdir()
+            (tmp / "thumbs").mkdir()
+            meta = {
+                "format": FORMAT, "bits": run.bits, "engine": chosen, "load_size": run.load_size, "run": str(run.path.resolve()),
+                "backend": backend, "uri": uri, "milvus_collection": f"hd_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]}",
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }  # fmt: skip
+            ItemStore(tmp / "items.sqlite").close()
+            _io.write_json(tmp / "collection.json", meta)
+            if path.exists():
+                path.rmdir()
+            os.replace(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return cls.open(path)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> Collection:
+        """Open a collection folder; the index is rebuilt from the item table."""
+        path = Path(path)
+        meta_path = path / "collection.json"
+        if not meta_path.is_file():
+            raise CollectionError(f"{path}: not a collection (no collection.json)")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CollectionError(f"{meta_path}: not valid JSON ({e})") from None
+        missing = [
+            k for k in ("format", "bits", "engine", "load_size", "backend") if not isinstance(meta, dict) or k not in meta
+        ]
+        if missing:
+            raise CollectionError(f"{meta_path}: missing {', '.join(missing)}")
+        if meta["format"] != FORMAT:
+            raise CollectionError(f"{meta_path}: collection format {meta['format']}, this hashdistill reads {FORMAT}")
+        encoder = open_encoder(path / "model", meta["engine"], meta["load_size"])
+        store = ItemStore(path / "items.sqlite")
+        ids, codes = store.codes(int(meta["bits"]) // 8)
+        index = INDEX_BACKENDS.get(meta["backend"])(int(meta["bits"]), meta, ids, codes)
+        col = cls(path, meta, encoder, store, index)
+        col.files.remove_orphans(store.sources(), store.sources(stored=False))
+        return col
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ contents
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def warm_up(self) -> None:
+        """Do once what the first search would: load the encoder, encode one image and search one code (the
+        adaptive index times itself then), so a service is quick from its first request."""
+        side = self.encoder.load_size or 32
+        self.encoder.encode(np.zeros((1, side, side, 3), np.uint8))
+        if len(self):
+            self.search(codes=np.zeros((1, self.bits // 8), np.uint8), k=1)
+
+    def stats(self) -> dict[str, Any]:
+        size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+        return {
+            "items": len(self), "bits": self.bits, "engine": self.meta["engine"], "backend": self.meta["backend"],
+            "index": getattr(self.index, "method", "milvus"), "run": self.meta.get("run"), "created": self.meta.get("created"),
+            "labels": self.store.label_counts(), "size_mb": round(size / 2**20, 2),
+        }  # fmt: skip
+
+    def encode(self, images: Any) -> np.ndarray:
+        """Packed codes (n, bits/8) of images (anything ``add`` takes)."""
+        batch, sources, _ = gather(images, self.encoder.load_size, self.max_pixels)
+        return pack(self._encode(batch, sources, thumbs=False))
+
+    def add(self, images: Any, labels: list[str | None] | None = None, *, allow_outside_root: bool = False) -> np.ndarray:
+        """Encode and add images: a folder (class-per-folder or unlabelled), a list file (its paths inside its
+        folder unless ``allow_outside_root``), an image file or a list of them, or a uint8 array (N, H, W[, C])
+        (stored inside the collection); returns their ids."""
+        batch, sources, found = gather(images, self.encoder.load_size, self.max_pixels, self.files.store, allow_outside_root)
+        labels = found if labels is None else list(labels)
+        if len(labels) != len(sources):
+            raise CollectionError(f"{len(sources)} images but {len(labels)} labels")
+        return self.add_codes(pack(self._encode(batch, sources, thumbs=True)), sources, labels)
+
+    def _encode(self, images: Any, sources: list[str], thumbs: bool) -> np.ndarray:
+        """Continuous codes of images; files are read once, batch by batch, and (``thumbs``) each file's
+        thumbnail is written from the array the encoder sees, before the rows are committed."""
+        if not isinstance(images, ImageList):  # a list of arrays: encoded in groups of one size, in order
+            out = np.empty((len(images), self.bits), np.float32)
+            by_shape: dict[tuple, list[int]] = {}
+            for i, a in enumerate(images):
+                by_shape.setdefault(a.shape, []).append(i)
+            for idx in by_shape.values():
+                out[idx] = self.encoder.encode(np.stack([images[i] for i in idx]))
+            return out
+        parts, done = [], 0
+        bar = progress_bar(total=len(images), desc="encoding", unit="images")
+        for x in images.batches(256):
+            if thumbs:
+                for image, source in zip(x, sources[done : done + len(x)]):
+                    self.files.write_thumb(source, image)
+            parts.append(self.encoder.encode(x))
+            done += len(x)
+            bar.update(len(x))
+        bar.close()
+        return np.concatenate(parts)
+
+    def add_codes(self, codes: Any, sources: list[str], labels: list[str | None] | None = None) -> np.ndarray:
+        """Add items whose codes are known (e.g. a run's saved database codes); returns their ids."""
+        packed = self._as_codes(codes)
+        labels = [None] * len(sources) if labels is None else labels
+        if not len(packed) == len(sources) == len(labels):
+            raise CollectionError(f"{len(packed)} codes, {len(sources)} sources and {len(labels)} labels")
+        with self._lock:
+            ids = self.store.add(packed, sources, labels)  # committed: acknowledged
+            self.index.add(packed, ids)
+        return ids
+
+    def add_split(self, split: str = "database", run: Run | None = None) -> np.ndarray:
+        """Add a protocol split of the run the collection was made from (its saved codes where they match)."""
+        from ..run import Run
+
+        if run is None:  # the run it was made from (its saved codes), else the model copy (encodes the split)
+            source = Path(self.meta.get("run") or "")
+            run = Run.load(source) if (source / "checkpoint.pt").is_file() else Run.load(self.path / "model")
+        data = run.data
+        s = data.split(split)
+        protocol = run.config.data.protocol
+        if protocol is None:
+            raise CollectionError("add_split takes a protocol split; add your own images with add(FOLDER)")
+        sources = [f"{protocol}:{split}:{int(i)}" for i in s.ids]
+        return self.add_codes(run.codes(split), sources, label_names(s.labels, data.class_names, len(s)))
+
+    def remove(self, ids: Any) -> int:
+        """Remove items by id; returns how many were removed (stored images of removed items are deleted)."""
+        ids = [i for i in (int(v) for v in np.asarray(ids, dtype=object).reshape(-1)) if -(2**63) <= i < 2**63]
+        if not ids:
+            return 0
+        with self._lock:
+            gone = self.store.remove(ids)
+            self.index.remove(np.array(ids, np.int64))
+            for s in set(gone):  # a file another item still names stays
+                if not self.store.has_source(s):
+                    self.files.forget(s)
+        return len(gone)
+
+    def codes_of(self, ids: Any) -> np.ndarray:
+        """The packed codes of items already in the collection."""
+        return self.store.codes_of([int(i) for i in np.asarray(ids).reshape(-1)], self.bits // 8)
+
+    def get(self, ids: Any) -> list[Hit | None]:
+        """Each id's item (distance 0), or None where the collection has no such id."""
+        ids = [int(i) for i in np.asarray(ids).reshape(-1)]
+        rows = self.store.rows(ids)
+        return [Hit(i, 0, *rows[i][:2]) if i in rows else None for i in ids]
+
+    def image(self, item_id: int) -> np.ndarray:
+        """An item's image as uint8 (H, W) or (H, W, 3), read from its source."""
+        hit = self.get([item_id])[0]
+        if hit is None:
+            raise CollectionError(f"no item {item_id}")
+        return self.files.image(hit.source)
+
+    def thumbnail(self, item_id: int) -> bytes:
+        """A PNG or JPEG of at most ``THUMB_SIDE`` pixels a side, read only from inside the collection (or a
+        protocol's pool): an image stored inside, the thumbnail written when a file was added, a protocol image."""
+        hit = self.get([item_id])[0]
+        if hit is None:
+            raise CollectionError(f"no item {item_id}")
+        return self.files.thumbnail(hit.source, item_id)
+
+    def random_item(self) -> Hit | None:
+        """A random item (None when the collection is empty)."""
+        item_id = self.store.random_id()
+        return None if item_id is None else self.get([item_id])[0]
+
+    # ------------------------------------------------------------------ search
+    def search(self, queries: Any = None, k: int = 10, radius: int | None = None, *, codes: Any = None) -> list[list[Hit]]:
+        """The nearest items of each query (images as ``add`` takes them, or ``codes``): at most ``k`` per query,
+        ranked by Hamming distance, and with ``radius`` only those within it."""
+        if not isinstance(k, int | np.integer) or k <= 0:
+            raise CollectionError(f"k must be a positive integer, got {k!r}")
+        if radius is not None and (not isinstance(radius, int | np.integer) or radius < 0):
+            raise CollectionError(f"radius must be a non-negative integer, got {radius!r}")
+        if (queries is None) == (codes is None):
+            raise CollectionError("search takes query images or codes")
+        return self.search_codes(codes, k, radius) if codes is not None else self.search_image(queries, k, radius)
+
+    def search_image(self, images: Any, k: int = 10, radius: int | None = None) -> list[list[Hit]]:
+        """``search`` by images (anything ``add`` takes: files, a folder, arrays)."""
+        return self.search_codes(self.encode(images), k, radius)
+
+    def prepare_image(self, image: np.ndarray) -> np.ndarray:
+        """One decoded image (uint8 (H, W[, C])) as the encoder reads it (at the run's load size)."""
+        return at_size(image, self.encoder.load_size)
+
+    def encode_arrays(self, images: np.ndarray) -> np.ndarray:
+        """Continuous codes h of a batch of prepared images of one size (the service's micro-batches)."""
+        return self.encoder.encode(images)
+
+    def search_codes(self, codes: Any, k: int = 10, radius: int | None = None) -> list[list[Hit]]:
+        """``search`` by codes: packed ``uint8`` (n, bits/8) or ±1 signs (n, bits)."""
+        if not isinstance(k, int | np.integer) or k <= 0:
+            raise CollectionError(f"k must be a positive integer, got {k!r}")
+        if radius is not None and (not isinstance(radius, int | np.integer) or radius < 0):
+            raise CollectionError(f"radius must be a non-negative integer, got {radius!r}")
+        q = self._as_codes(codes)
+        with self._lock:
+            if radius is None:
+                dist, ids = self.index.search(q, int(min(k, max(1, len(self.index)))))
+                per_query = [[(int(i), int(d)) for i, d in zip(row_i, row_d) if i >= 0] for row_i, row_d in zip(ids, dist)]
+            else:
+                lims, dist, ids = self.index.range_search(q, int(radius))
+                per_query = [list(zip(ids[a:b].tolist(), dist[a:b].tolist()))[:k] for a, b in zip(lims[:-1], lims[1:])]
+        rows = self.store.rows(sorted({i for hits in per_query for i, _ in hits}))
+        return [[Hit(i, d, rows[i][0], rows[i][1]) for i, d in hits if i in rows] for hits in per_query]
+
+    # ------------------------------------------------------------------ inputs
+    def _as_codes(self, codes: Any) -> np.ndarray:
+        c = np.asarray(codes)
+        if c.ndim == 1:
+            c = c[None]
+        width = c.shape[1] * 8 if c.dtype == np.uint8 else c.shape[1]
+        if c.ndim != 2 or width != self.bits:
+            raise CollectionError(f"codes must be (n, {self.bits}) signs or (n, {self.bits // 8}) packed bytes, got {c.shape}")
+        return as_packed(c)

@@ -1,0 +1,117 @@
+"""A collection's item table, the source of truth: id (never reused), packed code, source, label, time added, in
+SQLite (WAL, synchronous FULL), each write one transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CollectionError
+
+STORED = "collection:"  # the source of an image stored inside the collection: collection:images/<hash>.png
+SCHEMA = """CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, code BLOB NOT NULL, source TEXT NOT NULL, label TEXT, added REAL NOT NULL)"""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    id: int
+    distance: int
+    source: str
+    label: str | None
+
+
+class ItemStore:
+    """The item table in SQLite (WAL, synchronous FULL): each write is one transaction."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise CollectionError(f"{path}: not a readable item table ({e})") from None
+
+    def add(self, codes: np.ndarray, sources: list[str], labels: list[str | None]) -> np.ndarray:
+        """Insert rows in one transaction; ids continue after the largest ever given (never reused)."""
+        now = time.time()
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            row = cur.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()
+            start = (row[0] if row else 0) + 1
+            ids = np.arange(start, start + len(codes), dtype=np.int64)
+            cur.executemany(
+                "INSERT INTO items (id, code, source, label, added) VALUES (?, ?, ?, ?, ?)",
+                [(int(i), c.tobytes(), s, lab, now) for i, c, s, lab in zip(ids, codes, sources, labels)],
+            )
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return ids
+
+    def remove(self, ids: np.ndarray) -> list[str]:
+        """Delete rows in one transaction; returns the sources of the rows deleted."""
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            marks = ",".join("?" * len(ids))
+            found = cur.execute(f"SELECT source FROM items WHERE id IN ({marks})", [int(i) for i in ids]).fetchall()
+            cur.execute(f"DELETE FROM items WHERE id IN ({marks})", [int(i) for i in ids])
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return [r[0] for r in found]
+
+    def rows(self, ids: list[int]) -> dict[int, tuple[str, str | None, float]]:
+        """id -> (source, label, added) for the ids present (an id outside SQLite's integers is absent)."""
+        ids = [i for i in ids if -(2**63) <= i < 2**63]
+        out = {}
+        for a in range(0, len(ids), 900):  # SQLite's bound-parameter limit
+            chunk = [int(i) for i in ids[a : a + 900]]
+            marks = ",".join("?" * len(chunk))
+            for i, s, lab, t in self.db.execute(f"SELECT id, source, label, added FROM items WHERE id IN ({marks})", chunk):
+                out[i] = (s, lab, t)
+        return out
+
+    def codes(self, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, packed codes) of every row, by id."""
+        rows = self.db.execute("SELECT id, code FROM items ORDER BY id").fetchall()
+        ids = np.array([r[0] for r in rows], np.int64)
+        codes = np.frombuffer(b"".join(r[1] for r in rows), np.uint8).reshape(len(rows), width)
+        return ids, codes
+
+    def sources(self, stored: bool = True) -> set[str]:
+        """The sources of the images stored inside (``stored``), or of every other item."""
+        op = "LIKE" if stored else "NOT LIKE"
+        return {r[0] for r in self.db.execute(f"SELECT DISTINCT source FROM items WHERE source {op} ?", (STORED + "%",))}
+
+    def codes_of(self, ids: list[int], width: int) -> np.ndarray:
+        """Packed codes of the given ids, in their order (each must exist)."""
+        found = dict(self.db.execute(f"SELECT id, code FROM items WHERE id IN ({','.join('?' * len(ids))})", ids).fetchall())
+        return np.frombuffer(b"".join(found[i] for i in ids), np.uint8).reshape(len(ids), width)
+
+    def random_id(self) -> int | None:
+        row = self.db.execute("SELECT id FROM items ORDER BY RANDOM() LIMIT 1").fetchone()
+        return None if row is None else int(row[0])
+
+    def has_source(self, source: str) -> bool:
+        return self.db.execute("SELECT 1 FROM items WHERE source = ? LIMIT 1", (source,)).fetchone() is not None
+
+    def label_counts(self) -> dict[str, int]:
+        return {str(lab): n for lab, n in self.db.execute("SELECT label, COUNT(*) FROM items GROUP BY label")}
+
+    def __len__(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+
+    def close(self) -> None:
+        self.db.close()
