@@ -281,16 +281,14 @@ class Collection:
     def search(self, queries: Any = None, k: int = 10, radius: int | None = None, *, codes: Any = None) -> list[list[Hit]]:
         """The nearest items of each query (images as ``add`` takes them, or ``codes``): at most ``k`` per query,
         ranked by Hamming distance, and with ``radius`` only those within it."""
-        if not isinstance(k, int | np.integer) or k <= 0:
-            raise CollectionError(f"k must be a positive integer, got {k!r}")
-        if radius is not None and (not isinstance(radius, int | np.integer) or radius < 0):
-            raise CollectionError(f"radius must be a non-negative integer, got {radius!r}")
+        _check_k_radius(k, radius)
         if (queries is None) == (codes is None):
             raise CollectionError("search takes query images or codes")
         return self.search_codes(codes, k, radius) if codes is not None else self.search_image(queries, k, radius)
 
     def search_image(self, images: Any, k: int = 10, radius: int | None = None) -> list[list[Hit]]:
         """``search`` by images (anything ``add`` takes: files, a folder, arrays)."""
+        _check_k_radius(k, radius)  # before the encoding
         return self.search_codes(self.encode(images), k, radius)
 
     def prepare_image(self, image: np.ndarray) -> np.ndarray:
@@ -303,10 +301,7 @@ class Collection:
 
     def search_codes(self, codes: Any, k: int = 10, radius: int | None = None) -> list[list[Hit]]:
         """``search`` by codes: packed ``uint8`` (n, bits/8) or ±1 signs (n, bits)."""
-        if not isinstance(k, int | np.integer) or k <= 0:
-            raise CollectionError(f"k must be a positive integer, got {k!r}")
-        if radius is not None and (not isinstance(radius, int | np.integer) or radius < 0):
-            raise CollectionError(f"radius must be a non-negative integer, got {radius!r}")
+        _check_k_radius(k, radius)
         q = self._as_codes(codes)
         with self._lock:
             if radius is None:
@@ -327,3 +322,10 @@ class Collection:
         if c.ndim != 2 or width != self.bits:
             raise CollectionError(f"codes must be (n, {self.bits}) signs or (n, {self.bits // 8}) packed bytes, got {c.shape}")
         return as_packed(c)
+
+
+def _check_k_radius(k: Any, radius: Any) -> None:
+    if not isinstance(k, int | np.integer) or k <= 0:
+        raise CollectionError(f"k must be a positive integer, got {k!r}")
+    if radius is not None and (not isinstance(radius, int | np.integer) or radius < 0):
+        raise CollectionError(f"radius must be a non-negative integer, got {radius!r}")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..codes import _to_numpy, as_packed
+from ..codes import _to_numpy, as_packed, hamming
 from ..errors import CodesError
 from ..registry import INDEX_BACKENDS
 from . import storage
@@ -200,10 +200,11 @@ class HammingIndex:
         return d, ids
 
     def _search(self, qp: np.ndarray, kk: int, method: str) -> tuple[np.ndarray, np.ndarray]:
-        qw = self._to_words(qp)
         if method == "flat" and len(qp) * self._n < NUMPY_WORK_BELOW:
-            d, p = self._numpy_topk(qw, kk)
-            return d, self._ids[p]
+            d = hamming(qp, self.codes())  # (small work: the codes' own numpy distances)
+            p = np.argsort(d, axis=1, kind="stable")[:, :kk]  # ranked by (distance, position)
+            return np.take_along_axis(d, p, axis=1), self._ids[p]
+        qw = self._to_words(qp)
         from . import kernels
         from .mih import mih_topk, substrings
 
@@ -221,14 +222,6 @@ class HammingIndex:
             else:
                 d, p = kernels.flat_topk(qw, self._planes, self._n, kk, self.bits, scratch, lanes)
         return d, np.where(p >= 0, self._ids[np.maximum(p, 0)], -1)
-
-    def _numpy_topk(self, qw: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
-        """The flat scan in numpy, for small work: (distances, positions), ranked by (distance, position)."""
-        d = np.zeros((len(qw), self._n), np.int32)
-        for j in range(self._words):
-            d += np.bitwise_count(qw[:, j : j + 1] ^ self._planes[j, None, : self._n])
-        p = np.argsort(d, axis=1, kind="stable")[:, :kk]
-        return np.take_along_axis(d, p, axis=1), p
 
     @property
     def choice(self) -> str | None:
