@@ -2,8 +2,10 @@
 
 Runs the command ``--repeats`` times in a fresh interpreter for each source tree given (``--tree name=src/``:
 that tree's ``hashdistill`` on ``PYTHONPATH``; default: this checkout), and records each run's wall time and
-peak resident memory (the child's own ``ru_maxrss``, from ``os.wait4``). The first run warms the page cache
-and is not counted. Nothing else heavy may run meanwhile (two cores).
+peak resident memory (the child's own ``ru_maxrss``, from ``os.wait4``). Each tree is byte-compiled first
+(``compileall``), as an installed package is: these machines set ``PYTHONDONTWRITEBYTECODE``, so a tree never
+compiled would pay for compiling its modules on every run. The first run warms the page cache and is not
+counted. Nothing else heavy may run meanwhile (two cores).
 
     python benchmarks/search_cli.py --collection runs/demo.hdc --image runs/demo-query.png \\
         --tree before=/tmp/old/src --tree after=src
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     trees = [t.split("=", 1) for t in args.tree] or [["this", str(Path(__file__).parents[1] / "src")]]
     rows, outputs = [], {}
     for name, src in trees:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", src], check=True, stdout=subprocess.DEVNULL)
         one_run(Path(src), args.collection, args.image, args.k)  # warm the page cache
         runs = [one_run(Path(src), args.collection, args.image, args.k) for _ in range(args.repeats)]
         seconds, mb = np.array([r[0] for r in runs]), np.array([r[1] for r in runs])
@@ -70,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     md = (
         "# One search by image from the command line\n\n"
         f"`{prov['command']}` at commit `{prov['commit']}` ({prov['machine']}): `hashdistill search "
-        f"{args.collection} --image {args.image} -k {args.k}`, each run a fresh interpreter (the first, warming the\n"
-        f"page cache, not counted). Same results from every tree: {'yes' if same else 'NO'}.\n\n"
+        f"{args.collection} --image {args.image} -k {args.k}`, each run a fresh interpreter on a byte-compiled tree (the\n"
+        f"first, warming the page cache, not counted). Same results from every tree: {'yes' if same else 'NO'}.\n\n"
         + results_table(rows, ["tree", "source", "runs", "median_seconds", "min_seconds", "max_seconds", "median_peak_mb"])
     )
     _io.write_text(out.with_suffix(".md"), md)

@@ -49,9 +49,9 @@ def baseline_app(run_dir: str):
 
     torch.set_num_threads(os.cpu_count())
     run = Run.load(run_dir)
-    codes, ids, _ = load_codes(Path(run_dir) / "codes-database.npz")
+    codes, ids, _ = load_codes(Path(run_dir) / "codes-database.npz", run.bits)
     index = faiss.IndexBinaryFlat(run.bits)
-    index.add(codes)
+    index.add(codes.array)
     app = FastAPI()
 
     @app.post("/search")
@@ -64,7 +64,7 @@ def baseline_app(run_dir: str):
                 q = pack(run.model(run.clean(x)).numpy())
         else:
             q = pack(np.array([(await request.json())["codes"]], np.int8))
-        d, i = index.search(q, k)
+        d, i = index.search(q.array, k)
         return {"results": [{"id": int(ids[j]), "distance": int(x)} for j, x in zip(i[0], d[0])]}
 
     return app
@@ -194,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         buf = io.BytesIO()
         Image.fromarray(p.images[i]).save(buf, format="PNG")
         images.append(buf.getvalue())
-    q, _, _ = load_codes(args.run / "codes-query.npz")
+    from hashdistill.config import load_config
+
+    q, _, _ = load_codes(args.run / "codes-query.npz", load_config(args.run / "config.yaml").model.bits)
     codes = np.where(unpack(q[:200]) > 0, 1, -1).astype(int).tolist()
     clients = [int(c) for c in args.clients.split(",")]
     measured: dict[tuple, dict] = {}

@@ -100,13 +100,14 @@ def bad(tmp_path_factory, shapes, shapes_run):
     np.save(d / "str.npy", np.array([["a"] * 16] * 5))
     np.save(d / "01.npy", (h > 0).astype(np.int64))
     np.save(d / "u01.npy", (h > 0).astype(np.uint8))
-    np.savez(d / "ids-count.npz", codes=np.packbits(h > 0, axis=1), ids=np.arange(3))
+    np.savez(d / "ids-count.npz", codes=np.packbits(h > 0, axis=1), bits=16, ids=np.arange(3))
     np.savez(d / "ids-nan.npz", codes=np.packbits(h > 0, axis=1), ids=np.array([0, 1, np.nan, 3, 4]))
     np.savez(d / "object.npz", codes=np.array([object()] * 5, dtype=object))
     np.savez(d / "3d.npz", codes=np.zeros((2, 2, 2), np.uint8))
     np.savez(d / "12bits.npz", codes=np.sign(rng.standard_normal((5, 12))))
     np.savez(d / "none.npz", codes=np.zeros((0, 2), np.uint8))
-    np.savez(d / "32bits.npz", codes=np.packbits(rng.standard_normal((5, 32)) > 0, axis=1))
+    np.savez(d / "32bits.npz", codes=np.packbits(rng.standard_normal((5, 32)) > 0, axis=1), bits=32)
+    np.savez(d / "32bits-bare.npz", codes=np.packbits(rng.standard_normal((5, 32)) > 0, axis=1))  # no length
     np.savez(d / "nocodes.npz", vectors=h)
     (d / "text.npz").write_text("not a zip\n")
     np.save(d / "good.npy", h)
@@ -220,7 +221,7 @@ CASES = [
     ("codes: inf", "search {d}/db.hidx --codes {d}/inf.npy", "inf.npy: codes hold 1 NaN / inf", 1, ""),
     ("codes: strings", "search {d}/db.hidx --codes {d}/str.npy", "str.npy: codes must be numbers, got dtype <U1", 1, ""),
     ("codes: 0/1 integers", "search {d}/db.hidx --codes {d}/01.npy", "01.npy: integer codes must be -1 or +1, found 0, 1", 1, ""),
-    ("codes: 0/1 bytes", "index build {d}/u01.npy --out {d}/o/x.hidx", "u01.npy: uint8 codes are packed bytes", 1, "o"),
+    ("codes: 0/1 bytes", "index build {d}/u01.npy --out {d}/o/x.hidx", "u01.npy: uint8 codes without a code length: packed bytes or 0/1 bits?", 1, "o"),
     ("codes: id count", "index build {d}/ids-count.npz --out {d}/o/x.hidx", "ids-count.npz: 5 codes but ids of shape (3,)", 1, "o"),
     ("codes: NaN ids", "search {d}/db.hidx --codes {d}/ids-nan.npz", "ids-nan.npz: ids must be integers, got float64 holding NaN", 1, ""),
     ("codes: text named .npz", "search {d}/db.hidx --codes {d}/text.npz", "text.npz: not a numpy .npz or .npy file", 1, ""),
@@ -228,7 +229,9 @@ CASES = [
     ("codes: 3-D", "search {d}/db.hidx --codes {d}/3d.npz", "3d.npz: codes must be a 2-D array", 1, ""),
     ("codes: 12 bits", "search {d}/db.hidx --codes {d}/12bits.npz", "12bits.npz: code length 12 bits is not a multiple of 8", 1, ""),
     ("codes: none", "search {d}/db.hidx --codes {d}/none.npz", "none.npz: holds no codes", 1, ""),
-    ("codes: other length", "search {d}/db.hidx --codes {d}/32bits.npz", "32bits.npz: queries have 4 packed uint8 bytes", 1, ""),
+    ("codes: other length", "search {d}/db.hidx --codes {d}/32bits.npz", "32bits.npz: holds 32-bit codes, expected 16", 1, ""),
+    ("codes: bare bytes of another length", "search {d}/db.hidx --codes {d}/32bits-bare.npz",
+     "32bits-bare.npz: uint8 codes of 4 bytes are not 16-bit packed codes", 1, ""),
     ("codes: other length, collection", "search {d}/col.hdc --codes {d}/32bits.npz", "32bits.npz:", 1, ""),
     ("codes: no codes array", "search {d}/db.hidx --codes {d}/nocodes.npz", "nocodes.npz: no 'codes' array (found: vectors)", 1, ""),
     ("codes: missing", "search {d}/db.hidx --codes {d}/absent.npz", "absent.npz: no such codes file", 1, ""),

@@ -93,10 +93,10 @@ def test_index_build_and_search_from_baseline_codes(tmp_path):
     assert len(res["results"]) == 1000 and res["results"][0]["query"] == 60000
     import numpy as np
 
-    from hashdistill.codes import hamming
+    from hashdistill.codes import PackedCodes, hamming
 
     with np.load(codes / "32-query.npz") as zq, np.load(codes / "32-database.npz") as zd:
-        d = hamming(zq["codes"][:1], zd["codes"])[0]
+        d = hamming(PackedCodes(zq["codes"][:1]), PackedCodes(zd["codes"]))[0]
         want = zd["ids"][np.argsort(d, kind="stable")[:5]]
     assert res["results"][0]["ids"] == want.tolist()  # database ids (pool indices), nearest first
     bad = tmp_path / "bad.hidx"

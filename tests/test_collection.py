@@ -17,6 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from hashdistill.cli import app
+from hashdistill.codes import PackedCodes
 from hashdistill.collection import Collection, CollectionError
 from hashdistill.config import load_config
 from hashdistill.run import Run
@@ -97,11 +98,12 @@ def test_collection_items_ids_and_inputs(shapes_run, shapes, tmp_path):
         assert [h[0].distance for h in hits] == [0, 0] and {hits[0][0].id, hits[1][0].id} <= {1, 3, 6}
         assert all(h.distance <= 2 for hs in col.search(codes=codes, k=10, radius=2) for h in hs)
         for bad, message in [
-            (np.zeros((2, 5), np.uint8), r"codes must be \(n, 16\) signs or \(n, 2\) packed bytes"),
+            (PackedCodes(np.zeros((2, 5), np.uint8)), "codes have 40 bits, the collection holds 16-bit codes"),
+            (np.zeros((2, 16), np.uint8), "codes: a uint8 array could be packed bytes or 0/1 bits"),
             (np.zeros((2, 8), np.float32), "images are a folder, a list file"),
         ]:
             with pytest.raises(CollectionError, match=message):
-                col.search(codes=bad) if bad.dtype == np.uint8 else col.add(bad)
+                col.add(bad) if np.asarray(bad).dtype == np.float32 else col.search(codes=bad)
         with pytest.raises(CollectionError, match="k must be a positive integer"):
             col.search(codes=codes, k=0)
     with pytest.raises(CollectionError, match="already exists"):
@@ -109,11 +111,20 @@ def test_collection_items_ids_and_inputs(shapes_run, shapes, tmp_path):
     reopened = Collection.open(tmp_path / "c")
     assert len(reopened) == 3 and [h.id for h in reopened.search(codes=codes, k=1)[0]] == [hits[0][0].id]
     assert reopened.remove([6]) == 1 and reopened.add(arrays[:1]).tolist() == [7]  # nor after a reopen
-    # a stored image that no row names (a crash between the file and the commit) is removed at open
-    (tmp_path / "c" / "images" / "orphan.png").write_bytes(b"x")
+    # an add that fails between writing its image and committing its row leaves a marker; the next open
+    # removes the image no row names (and only then lists the rows' sources)
+    stored_before = set((tmp_path / "c" / "images").iterdir())
+    real_add = reopened.store.add
+    reopened.store.add = lambda *a: (_ for _ in ()).throw(OSError("disk full"))
+    with pytest.raises(OSError, match="disk full"):
+        reopened.add(arrays[2:3] // 2)  # an image not stored yet
+    reopened.store.add = real_add
+    orphans = set((tmp_path / "c" / "images").iterdir()) - stored_before
+    assert len(orphans) == 1 and len(list((tmp_path / "c" / "pending").iterdir())) == 1
     reopened.close()
     Collection.open(tmp_path / "c").close()
-    assert not (tmp_path / "c" / "images" / "orphan.png").exists()
+    assert set((tmp_path / "c" / "images").iterdir()) == stored_before
+    assert not list((tmp_path / "c" / "pending").iterdir())
     (tmp_path / "c" / "items.sqlite").write_bytes(b"not a database at all" * 100)
     for f in (tmp_path / "c").glob("items.sqlite-*"):
         f.unlink()

@@ -212,5 +212,5 @@ def test_auto_scans_a_small_index_in_numpy_without_timing_or_numba(monkeypatch):
     want_d, want_i = _brute(q, db, 10)
     assert timed == [("flat", 2)] and index.choice == "flat" and (d == want_d).all() and (ids == want_i).all()
     code = ("import sys, numpy as np; from hashdistill.index import HammingIndex; i = HammingIndex(64, 'auto'); "
-            "i.add(np.ones((5000, 8), np.uint8)); i.search(np.ones((1, 8), np.uint8), 3); print('numba' in sys.modules)")  # fmt: skip
+            "i.add(np.ones((5000, 64), np.int8)); i.search(np.ones((1, 64)), 3); print('numba' in sys.modules)")  # fmt: skip
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

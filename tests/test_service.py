@@ -22,6 +22,7 @@ from PIL import Image
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient
 
+from hashdistill.codes import PackedCodes
 from hashdistill.collection import Collection
 from hashdistill.serve import Limits, create_app
 
@@ -378,10 +379,10 @@ def test_the_first_search_after_start_is_as_quick_as_the_next(collection):
     try:
         col.warm_up()
         t0 = time.perf_counter()
-        col.search(codes=np.zeros((1, col.bits // 8), np.uint8), k=5)
+        col.search(codes=PackedCodes(np.zeros((1, col.bits // 8), np.uint8)), k=5)
         first = time.perf_counter() - t0
         t0 = time.perf_counter()
-        col.search(codes=np.zeros((1, col.bits // 8), np.uint8), k=5)
+        col.search(codes=PackedCodes(np.zeros((1, col.bits // 8), np.uint8)), k=5)
         second = time.perf_counter() - t0
     finally:
         col.close()

@@ -160,6 +160,36 @@ def test_reading_a_config_module_and_naming_registries_loads_no_torch():
     assert _fresh(code) == "[]"
 
 
+def test_registries_name_and_check_entries_without_importing_them():
+    """The names come from the modules' source: listing them, checking a config's backbone and refusing an
+    unknown method load no torch; a lookup imports the one module that registers the name."""
+    code = ("import sys; from hashdistill.registry import METHODS, BACKBONES; from hashdistill.config import load_config\n"
+            "names = (len(METHODS.names()), 'dhd' in METHODS, 'mobilenet_v2' in BACKBONES, 'nope' in BACKBONES)\n"
+            "try:\n    load_config(None, ['method=nope', 'model.backbone=mobilenet_v2'])\n"
+            "except ValueError as e:\n    names += (str(e).split(';')[0],)\n"
+            "print(names, 'torch' in sys.modules)\n"
+            "METHODS.get('dsh'); print(sorted(set(METHODS.declared().values()) & set(sys.modules)))")  # fmt: skip
+    first, second = _fresh(code).splitlines()
+    assert first == "(25, True, True, False, \"method.name: unknown method 'nope'\") False"
+    assert second == "['hashdistill.methods.dhd', 'hashdistill.methods.dsh']"  # (dhd: its L_SdH, for SelfDistilled)
+
+
+def test_every_entry_a_package_registers_is_declared_in_its_source():
+    """After importing every module, the registries hold no package entry their source scan missed (a name built
+    at run time would be invisible to ``names()`` and unknown to a config)."""
+    import importlib
+    import pkgutil
+
+    from hashdistill.registry import BACKBONES, INDEX_BACKENDS, METHODS
+
+    for registry in (METHODS, BACKBONES, INDEX_BACKENDS):
+        package = importlib.import_module(registry.package)
+        for found in pkgutil.walk_packages(package.__path__, f"{registry.package}."):
+            importlib.import_module(found.name)
+        ours = {n for n, (obj, _) in registry._entries.items() if obj.__module__.startswith(registry.package)}
+        assert ours == set(registry.declared()) and len(ours) >= 2, registry.kind
+
+
 def test_a_collection_encoding_with_onnx_searches_by_image_without_torch(shapes_run, shapes, tmp_path):
     from hashdistill.collection import Collection
 
@@ -182,6 +212,7 @@ def test_a_backbone_and_an_index_backend_defined_in_a_test_are_used_by_name(shap
 
     from hashdistill.augment import view_transforms
     from hashdistill.backbones import create_backbone
+    from hashdistill.codes import PackedCodes
     from hashdistill.collection import Collection
     from hashdistill.config import load_config
     from hashdistill.index import HammingIndex
@@ -211,7 +242,10 @@ def test_a_backbone_and_an_index_backend_defined_in_a_test_are_used_by_name(shap
             create_backbone("mean-pool-test", layer=3)
         with Collection.create(tmp_path / "c.hdc", shapes_run, backend="counting-test") as col:
             col.add(shapes / "database" / "disc")
-            assert col.stats()["backend"] == "counting-test" and len(col.search(codes=np.zeros((1, 2), np.uint8), k=3)[0]) == 3
+            assert (
+                col.stats()["backend"] == "counting-test"
+                and len(col.search(codes=PackedCodes(np.zeros((1, 2), np.uint8)), k=3)[0]) == 3
+            )
         Collection.open(tmp_path / "c.hdc").close()
         assert opened == [0, 20]  # created empty, reopened from its 20 items
         with pytest.raises(errors.CollectionError, match="backend must be one of .*counting-test.*flat, milvus, got 'nope'"):

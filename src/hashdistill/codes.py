@@ -1,14 +1,18 @@
 """Binary codes: sign, bit packing, Hamming distances and bit statistics.
 
-Conventions (docs/protocols.md): a code is a vector in {-1, +1}^K with sign(0) = +1; packed codes are
-``uint8`` arrays of shape (N, K/8) in numpy ``packbits`` order (bit +1 -> 1, first bit is the
-most significant bit of the first byte). K must be a multiple of 8 for packing.
+Conventions (docs/protocols.md): a code is a vector in {-1, +1}^K with sign(0) = +1. Packed codes are a
+:class:`PackedCodes`: ``uint8`` bytes of shape (N, K/8) in numpy ``packbits`` order (bit +1 -> 1, first bit
+is the most significant bit of the first byte); K must be a multiple of 8 for packing.
+
+The format of a code array is said, never guessed from its dtype (docs/architecture.md, "Code formats"):
+``PackedCodes`` holds packed bytes; a plain array is ±1 signs (any integer dtype), ``bool`` bits or real
+values binarized by sign. A plain ``uint8`` array is refused where codes are expected, since its bytes could
+be packed codes or 0/1 bits; ``PackedCodes(array)`` (or ``unpack``) says which.
 """
 
 from __future__ import annotations
 
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +23,12 @@ from ._io import save_npz
 from .errors import CodesError
 
 __all__ = [
+    "PackedCodes",
+    "to_numpy",
     "binarize",
     "pack",
     "unpack",
-    "as_packed",
+    "words",
     "hamming",
     "bit_balance",
     "BitStats",
@@ -33,16 +39,57 @@ __all__ = [
 ]
 
 
-def _to_numpy(x: Any) -> np.ndarray:
-    """Return ``x`` as a numpy array (accepts torch tensors without importing torch)."""
+class PackedCodes:
+    """Packed binary codes: ``array`` is ``uint8`` (n, bits/8) in ``packbits`` order, one row per code.
+
+    What :func:`pack`, ``HammingIndex.codes``, ``Collection.codes`` and :func:`load_codes` return, and how
+    packed bytes are handed to anything that takes codes. Rows index like an array (``p[:10]``, ``p[ids]``
+    keep the type); ``np.asarray(p)`` is the bytes.
+    """
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: Any) -> None:
+        a = to_numpy(array)
+        if a.dtype != np.uint8:
+            raise CodesError(f"packed codes are uint8 bytes, got {a.dtype}")
+        if a.ndim == 1:
+            a = a[None, :]
+        if a.ndim != 2 or not a.shape[1]:
+            raise CodesError(f"packed codes are 2-D (n, bits/8) with at least one byte, got shape {a.shape}")
+        self.array = np.ascontiguousarray(a)
+
+    @property
+    def bits(self) -> int:
+        return self.array.shape[1] * 8
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.array.shape
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, rows: Any) -> PackedCodes:
+        return PackedCodes(self.array[rows])
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        return self.array if dtype is None else self.array.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"PackedCodes(n={len(self)}, bits={self.bits})"
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """``x`` as a numpy array (a torch tensor without importing torch; ``PackedCodes`` as its bytes)."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):
         x = x.detach().cpu().numpy()
     return np.asarray(x)
 
 
 def binarize(h: Any) -> np.ndarray:
-    """sign(h) as ``int8`` in {-1, +1}, with sign(0) = +1."""
-    h = _to_numpy(h)
+    """sign(h) as ``int8`` in {-1, +1}, with sign(0) = +1; ``bool`` bits map True -> +1."""
+    h = to_numpy(h)
     if h.dtype == np.bool_:
         return np.where(h, 1, -1).astype(np.int8)
     return np.where(h >= 0, 1, -1).astype(np.int8)
@@ -53,60 +100,64 @@ def _check_bits(bits: int) -> None:
         raise CodesError(f"code length must be a positive multiple of 8 bits to pack, got {bits}")
 
 
-def pack(codes: Any) -> np.ndarray:
-    """Pack ±1 (or real-valued, binarized by sign) codes of shape (N, K) into ``uint8`` (N, K/8)."""
-    b = binarize(codes)
-    if b.ndim == 1:
-        b = b[None, :]
-    if b.ndim != 2:
-        raise CodesError(f"codes must be 2-D (N, K), got shape {b.shape}")
-    _check_bits(b.shape[1])
-    return np.packbits(b > 0, axis=1)
+def pack(codes: Any) -> PackedCodes:
+    """Codes of shape (N, K) as :class:`PackedCodes` (N, K/8).
+
+    Takes ``PackedCodes`` (returned as they are), ±1 integers, ``bool`` bits, or real values (numpy or torch,
+    binarized by sign). Refuses a plain ``uint8`` array and integers other than ±1: their meaning would be a
+    guess (0/1 bits read as signs are all +1).
+    """
+    if isinstance(codes, PackedCodes):
+        return codes
+    c = to_numpy(codes)
+    if c.ndim == 1:
+        c = c[None, :]
+    if c.ndim != 2:
+        raise CodesError(f"codes must be 2-D (N, K), got shape {c.shape}")
+    if c.dtype == np.uint8:
+        raise CodesError(
+            "a uint8 array could be packed bytes or 0/1 bits: wrap packed bytes as PackedCodes(array), "
+            "give bits as bool or signs as ±1"
+        )
+    if c.dtype.kind in "iu" and c.size and not (np.abs(c) == 1).all():
+        raise CodesError("integer codes must be -1 or +1 (for 0/1 bits give a bool array)")
+    if c.dtype.kind not in "biuf":
+        raise CodesError(f"codes must be numbers, got dtype {c.dtype}")
+    _check_bits(c.shape[1])
+    return PackedCodes(np.packbits(c if c.dtype == np.bool_ else c >= 0, axis=1))
 
 
 def unpack(packed: Any, bits: int | None = None) -> np.ndarray:
-    """Inverse of :func:`pack`: ``uint8`` (N, K/8) -> ±1 ``int8`` (N, K)."""
-    p = _to_numpy(packed)
-    if p.dtype != np.uint8:
-        raise CodesError(f"packed codes must be uint8, got {p.dtype}")
-    if p.ndim == 1:
-        p = p[None, :]
-    bits = p.shape[1] * 8 if bits is None else bits
-    _check_bits(bits)
-    if bits != p.shape[1] * 8:
+    """Inverse of :func:`pack`: packed bytes (``PackedCodes`` or ``uint8`` (N, K/8)) -> ±1 ``int8`` (N, K)."""
+    p = packed if isinstance(packed, PackedCodes) else PackedCodes(packed)
+    if bits is not None and bits != p.bits:
+        _check_bits(bits)
         raise CodesError(f"packed width {p.shape[1]} bytes does not hold {bits} bits")
-    return np.unpackbits(p, axis=1).astype(np.int8) * 2 - 1
+    return np.unpackbits(p.array, axis=1).astype(np.int8) * 2 - 1
 
 
-def as_packed(codes: Any) -> np.ndarray:
-    """Accept ±1 / real codes (numpy or torch) or packed ``uint8``; return packed ``uint8`` (N, K/8).
-
-    ``uint8`` input is taken to be packed already; anything else is binarized by sign.
-    """
-    c = _to_numpy(codes)
-    if c.dtype == np.uint8:
-        return np.atleast_2d(c)
-    return pack(c)
-
-
-def _words(packed: np.ndarray) -> np.ndarray:
-    """View packed codes as uint64 words (zero-padded to a multiple of 8 bytes)."""
-    n, nbytes = packed.shape
-    pad = (-nbytes) % 8
+def words(codes: Any, n_words: int | None = None) -> np.ndarray:
+    """Codes (anything :func:`pack` takes) as ``uint64`` words (N, W), zero-padded to ``n_words`` (default: the
+    fewest that hold the code); the layout the Hamming kernels and ``metrics`` scan."""
+    p = pack(codes).array
+    n, nbytes = p.shape
+    pad = (n_words or -(-nbytes // 8)) * 8 - nbytes
+    if pad < 0:
+        raise CodesError(f"{nbytes * 8}-bit codes do not fit in {n_words} words")
     if pad:
-        packed = np.concatenate([packed, np.zeros((n, pad), np.uint8)], axis=1)
-    return np.ascontiguousarray(packed).view(np.uint64)
+        p = np.concatenate([p, np.zeros((n, pad), np.uint8)], axis=1)
+    return np.ascontiguousarray(p).view(np.uint64)
 
 
 def hamming(a: Any, b: Any) -> np.ndarray:
     """Pairwise Hamming distances, shape (len(a), len(b)), ``int32``.
 
-    Either argument may be ±1 codes or packed ``uint8``; both must have the same length K.
+    Either argument may be ``PackedCodes`` or anything :func:`pack` takes; both must have the same length K.
     """
-    pa, pb = as_packed(a), as_packed(b)
-    if pa.shape[1] != pb.shape[1]:
-        raise CodesError(f"code lengths differ: {pa.shape[1] * 8} vs {pb.shape[1] * 8} bits")
-    wa, wb = _words(pa), _words(pb)
+    pa, pb = pack(a), pack(b)
+    if pa.bits != pb.bits:
+        raise CodesError(f"code lengths differ: {pa.bits} vs {pb.bits} bits")
+    wa, wb = words(pa), words(pb)
     out = np.zeros((wa.shape[0], wb.shape[0]), np.int32)
     for w in range(wa.shape[1]):
         out += np.bitwise_count(wa[:, w, None] ^ wb[None, :, w])
@@ -135,8 +186,7 @@ class BitStats:
 
 def bit_balance(codes: Any) -> BitStats:
     """Per-bit balance, bit correlation and the number of distinct codes."""
-    c = _to_numpy(codes)
-    b = unpack(c) if c.dtype == np.uint8 else binarize(c)
+    b = unpack(pack(codes))
     bf = b.astype(np.float64)
     mean = bf.mean(axis=0)
     k = bf.shape[1]
@@ -162,8 +212,10 @@ def bit_balance(codes: Any) -> BitStats:
 
 
 def save_codes(path: str | os.PathLike, codes: Any, ids: Any, labels: Any = None) -> Path:
-    """A codes file (.npz, written atomically): packed ``codes`` (n, K/8), ``ids`` and, where known, ``labels``."""
-    arrays = {"codes": pack(codes), "ids": np.asarray(ids, np.int64)}
+    """A codes file (.npz, written atomically): packed ``codes`` (n, K/8) with their length ``bits`` (what makes
+    the bytes packed codes), ``ids`` and, where known, ``labels``."""
+    packed = pack(codes)
+    arrays = {"codes": packed.array, "bits": np.int64(packed.bits), "ids": np.asarray(ids, np.int64)}
     if labels is not None:
         arrays["labels"] = np.asarray(labels)
     return save_npz(path, **arrays)
@@ -173,12 +225,15 @@ class CodesFileError(CodesError):
     """A codes file that cannot be used; the message names the file and what is wrong."""
 
 
-def load_codes(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """(packed codes (n, K/8) uint8, ids (n,) int64 or ``None``, labels or ``None``) from a codes ``.npz``
-    (``codes`` [, ``ids``, ``labels``]) or a ``.npy`` of codes, every array checked (``check_codes``).
+def load_codes(path: str | os.PathLike, bits: int | None = None) -> tuple[PackedCodes, np.ndarray | None, np.ndarray | None]:
+    """(packed codes, ids (n,) int64 or ``None``, labels or ``None``) from a codes ``.npz`` (``codes`` [, ``bits``,
+    ``ids``, ``labels``]) or a ``.npy`` of codes, every array checked (``check_codes``). ``bits``: the code length
+    the caller expects (a run's, an index's), which also says that ``uint8`` codes of that width are packed.
 
     Never unpickles: a file holding Python objects is refused.
     """
+    import zipfile  # (here: the search path reads no codes file)
+
     path = Path(path)
     if not path.is_file():
         raise CodesFileError(f"{path}: no such codes file")
@@ -186,6 +241,7 @@ def load_codes(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
         magic = f.read(6)
     if magic[:4] != b"PK\x03\x04" and magic != b"\x93NUMPY":
         raise CodesFileError(f"{path}: not a numpy .npz or .npy file")
+    stated = None
     try:
         if magic == b"\x93NUMPY":
             codes, ids, labels = np.load(path, allow_pickle=False), None, None
@@ -193,7 +249,7 @@ def load_codes(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
             with np.load(path, allow_pickle=False) as z:
                 if "codes" not in z.files:
                     raise CodesFileError(f"{path}: no 'codes' array (found: {', '.join(z.files) or 'nothing'})")
-                codes, ids, labels = z["codes"], z.get("ids"), z.get("labels")
+                codes, ids, labels, stated = z["codes"], z.get("ids"), z.get("labels"), z.get("bits")
     except CodesFileError:
         raise
     except ValueError as e:
@@ -202,18 +258,28 @@ def load_codes(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, 
         raise CodesFileError(f"{path}: unreadable codes file ({str(e).splitlines()[0][:120]})") from None
     except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
         raise CodesFileError(f"{path}: unreadable or truncated codes file ({type(e).__name__})") from None
-    packed = check_codes(codes, str(path))
+    if stated is not None:
+        if stated.shape != () or stated.dtype.kind not in "iu":
+            raise CodesFileError(f"{path}: 'bits' must be one integer, got {stated.dtype} {stated.shape}")
+        if bits is not None and int(stated) != bits:
+            raise CodesFileError(f"{path}: holds {int(stated)}-bit codes, expected {bits}")
+        bits = int(stated)
+    packed = check_codes(codes, str(path), bits)
+    if bits is not None and packed.bits != bits:
+        raise CodesFileError(f"{path}: holds {packed.bits}-bit codes, expected {bits}")
     return packed, check_ids(ids, len(packed), str(path)), check_labels(labels, len(packed), str(path))
 
 
-def check_codes(codes: Any, origin: str = "codes") -> np.ndarray:
-    """Codes of any accepted form as packed ``uint8`` (n, K/8), or one ``CodesFileError`` line naming ``origin``.
+def check_codes(codes: Any, origin: str = "codes", bits: int | None = None) -> PackedCodes:
+    """Codes of any accepted form as :class:`PackedCodes`, or one ``CodesFileError`` line naming ``origin``.
 
-    Accepted: packed ``uint8`` bytes; ``bool`` bits; integers in {-1, +1}; finite floats (binarized by sign).
-    Refused: other dtypes, NaN / inf, integer 0/1 codes (is 0 a -1 bit or a packed byte?), and ``uint8``
-    arrays of 0/1 values only (bits, not packed bytes). K must be a multiple of 8.
+    Accepted: ``PackedCodes``; ``bool`` bits; integers in {-1, +1}; finite floats (binarized by sign); ``uint8``
+    bytes (n, bits/8) when ``bits`` says they are packed. Refused: other dtypes, NaN / inf, integer 0/1 codes (is
+    0 a -1 bit or a byte?), and ``uint8`` without ``bits`` or of another width. K must be a multiple of 8.
     """
-    c = _to_numpy(codes)
+    if isinstance(codes, PackedCodes):
+        return codes
+    c = to_numpy(codes)
     if c.ndim != 2:
         raise CodesFileError(f"{origin}: codes must be a 2-D array (n, K), got shape {c.shape}")
     if not len(c):
@@ -223,12 +289,17 @@ def check_codes(codes: Any, origin: str = "codes") -> np.ndarray:
     if not c.shape[1]:
         raise CodesFileError(f"{origin}: codes of 0 bits (shape {c.shape})")
     if c.dtype == np.uint8:
-        if c.size >= 32 and c.max() <= 1:
+        if bits is None:
             raise CodesFileError(
-                f"{origin}: uint8 codes are packed bytes, but every value is 0 or 1: for bits, save a bool array, ±1 "
-                "int8, or np.packbits(bits, axis=1)"
+                f"{origin}: uint8 codes without a code length: packed bytes or 0/1 bits? Save packed bytes with "
+                "their length (hashdistill.codes.save_codes), bits as bool, or signs as ±1 int8"
             )
-        return np.ascontiguousarray(c)
+        if c.shape[1] * 8 != bits:
+            raise CodesFileError(
+                f"{origin}: uint8 codes of {c.shape[1]} bytes are not {bits}-bit packed codes; for 0/1 bits save a "
+                "bool array or ±1 int8"
+            )
+        return PackedCodes(c)
     if c.dtype.kind == "f":
         bad = ~np.isfinite(c)
         if bad.any():
@@ -238,7 +309,7 @@ def check_codes(codes: Any, origin: str = "codes") -> np.ndarray:
         values = np.unique(c)
         if not np.isin(values, (-1, 1)).all():
             shown = ", ".join(str(v) for v in values[:5]) + (", ..." if len(values) > 5 else "")
-            hint = (" (0/1 bits are ambiguous: save a bool array, 2*bits-1, or np.packbits(bits, axis=1))"
+            hint = (" (0/1 bits are ambiguous: save a bool array, 2*bits-1, or packed bytes with save_codes)"
                     if np.isin(values, (0, 1)).all() else "")  # fmt: skip
             raise CodesFileError(f"{origin}: integer codes must be -1 or +1, found {shown}{hint}")
     if c.shape[1] % 8:

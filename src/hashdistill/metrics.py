@@ -12,7 +12,7 @@ Conventions (docs/protocols.md, fixed for every figure the project reports):
 - P@r (precision at Hamming radius r) is the precision of the items at distance <= r; a query
   that retrieves nothing within r scores 0.
 
-Codes may be ±1 arrays (numpy or torch), real-valued (binarized by sign) or packed ``uint8``.
+Codes may be ``PackedCodes``, ±1 arrays (numpy or torch), ``bool`` bits or real-valued (binarized by sign).
 Work is done in blocks of queries sized to ``memory_mb`` and spread over threads, so a
 1,000 x 69,000 evaluation stays within a few hundred MB.
 """
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .codes import _to_numpy, _words, as_packed
+from .codes import pack, to_numpy, words
 from .errors import CodesError
 from .labels import shares_label
 
@@ -58,7 +58,7 @@ class _Problem:
 
 
 def _labels(y: Any, name: str) -> np.ndarray:
-    y = _to_numpy(y)
+    y = to_numpy(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim not in (1, 2):
@@ -67,9 +67,9 @@ def _labels(y: Any, name: str) -> np.ndarray:
 
 
 def _problem(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: Any) -> _Problem:
-    q, d = as_packed(query_codes), as_packed(db_codes)
-    if q.shape[1] != d.shape[1]:
-        raise CodesError(f"query codes have {q.shape[1] * 8} bits but database codes {d.shape[1] * 8}")
+    q, d = pack(query_codes), pack(db_codes)
+    if q.bits != d.bits:
+        raise CodesError(f"query codes have {q.bits} bits but database codes {d.bits}")
     ql, dl = _labels(query_labels, "query_labels"), _labels(db_labels, "db_labels")
     if len(ql) != len(q):
         raise CodesError(f"{len(q)} query codes but {len(ql)} query labels")
@@ -80,7 +80,7 @@ def _problem(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: Any)
     multilabel = ql.ndim == 2
     if multilabel:
         ql, dl = (ql != 0).astype(np.float32), (dl != 0).astype(np.float32)
-    return _Problem(_words(q), _words(d), q.shape[1] * 8, ql, dl, multilabel)
+    return _Problem(words(q), words(d), q.bits, ql, dl, multilabel)
 
 
 def _distances(p: _Problem, rows: slice) -> np.ndarray:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 EVERY_S = 30.0  # the most one progress line a stage prints per this many seconds, off a terminal
 LONG_S = 10.0  # a stage that runs (or is projected to run) this long is announced, off a terminal
@@ -90,10 +91,13 @@ def progress_bar(
     if enabled and not sys.stderr.isatty():
         picked = {k: kw[k] for k in ("total", "desc", "unit") if k in kw}
         return LineProgress(iterable, announce=announce, every=EVERY_S, long_s=LONG_S, **picked)
+    from tqdm import tqdm  # (imported here: a command that shows no bar does not pay for it)
+
     return tqdm(iterable, disable=not enabled, leave=False, **kw)
 
 
 def close_progress_bars() -> None:
     """Close (and so clear) every live bar, e.g. before an error line is printed."""
-    for bar in list(getattr(tqdm, "_instances", ())):
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
         bar.close()

@@ -19,7 +19,7 @@ import yaml
 
 from ._io import load_tensors
 from .augment import view_transforms
-from .codes import load_codes, pack
+from .codes import PackedCodes, load_codes, pack
 from .config import Config, ConfigError, parse_config
 from .data.lists import read_images
 from .data.splits import Split, TrainingData, load_training_data
@@ -154,12 +154,12 @@ class Run:
             self._h[split] = self.encode(self.data.split(split).images)
         return self._h[split]
 
-    def codes(self, split: str) -> np.ndarray:
-        """Packed codes of one of the run's splits: the saved ones when they match the split, else encoded."""
+    def codes(self, split: str) -> PackedCodes:
+        """The codes of one of the run's splits: the saved ones when they match the split, else encoded."""
         if split not in self._codes:
             s = self.data.split(split)
             saved = self.path / f"codes-{split}.npz"
-            codes, ids, _ = load_codes(saved) if saved.is_file() else (None, None, None)
+            codes, ids, _ = load_codes(saved, self.bits) if saved.is_file() else (None, None, None)
             if codes is None or ids is None or not np.array_equal(ids, s.ids):
                 codes = pack(self.encode(s.images))
             self._codes[split] = codes

@@ -41,5 +41,6 @@ def _efficientnet_lite(variant: int) -> Callable[[bool | str], tuple[nn.Module, 
     return make
 
 
-for _variant in (0, 1, 2):
-    BACKBONES.register(f"efficientnet_lite{_variant}", **IMAGENET, blocks=None)(_efficientnet_lite(_variant))
+BACKBONES.register("efficientnet_lite0", **IMAGENET, blocks=None)(_efficientnet_lite(0))
+BACKBONES.register("efficientnet_lite1", **IMAGENET, blocks=None)(_efficientnet_lite(1))
+BACKBONES.register("efficientnet_lite2", **IMAGENET, blocks=None)(_efficientnet_lite(2))

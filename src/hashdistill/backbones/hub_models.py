@@ -65,6 +65,10 @@ def _hub_model(name: str, source: str) -> Callable[[bool | str, int | None], tup
     return make
 
 
-for _name, _source in (("alexnet", "torchvision"), ("resnet50", "torchvision"), ("vit_base_patch16_224", "timm"),
-                       ("deit_base_distilled_patch16_224", "timm"), ("swin_base_patch4_window7_224", "timm")):  # fmt: skip
-    BACKBONES.register(_name, **IMAGENET, blocks=None)(_hub_model(_name, _source))
+BACKBONES.register("alexnet", **IMAGENET, blocks=None)(_hub_model("alexnet", "torchvision"))
+BACKBONES.register("resnet50", **IMAGENET, blocks=None)(_hub_model("resnet50", "torchvision"))
+BACKBONES.register("vit_base_patch16_224", **IMAGENET, blocks=None)(_hub_model("vit_base_patch16_224", "timm"))
+BACKBONES.register("deit_base_distilled_patch16_224", **IMAGENET, blocks=None)(
+    _hub_model("deit_base_distilled_patch16_224", "timm")
+)
+BACKBONES.register("swin_base_patch4_window7_224", **IMAGENET, blocks=None)(_hub_model("swin_base_patch4_window7_224", "timm"))

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,7 @@ from ..errors import CollectionError
 from .store import STORED
 
 THUMB_SIDE = 160
+PENDING = "pending"  # one marker per add or remove in progress (files and rows are not one transaction)
 
 
 class ImageFiles:
@@ -64,15 +69,34 @@ class ImageFiles:
         elif is_file_source(source):
             (self.root / thumb_name(source)).unlink(missing_ok=True)
 
+    @contextmanager
+    def changing(self) -> Iterator[None]:
+        """Mark an add or a remove in progress. It writes or deletes files and commits rows, which are not one
+        transaction: a crash or an error in between leaves the marker, and the next open cleans up."""
+        marker = self.root / PENDING / f"{os.getpid()}-{uuid.uuid4().hex}"
+        marker.parent.mkdir(exist_ok=True)
+        marker.touch()
+        yield
+        marker.unlink()
+
+    def interrupted(self) -> bool:
+        """Whether an add or remove was interrupted since the last clean-up (a marker is left)."""
+        folder = self.root / PENDING
+        return folder.is_dir() and any(folder.iterdir())
+
     def remove_orphans(self, stored: set[str], outside: set[str]) -> None:
-        """Stored images and thumbnails no row names (an add interrupted between the file and the commit);
-        ``stored`` and ``outside``: the sources the rows name."""
+        """Delete the stored images and thumbnails no row names (an add interrupted between the file and the
+        commit, a remove between the commit and the files), then the markers; ``stored`` and ``outside``: the
+        sources the rows name."""
+        markers = list((self.root / PENDING).iterdir())
         named = {s.removeprefix(STORED) for s in stored} | {thumb_name(s) for s in outside if is_file_source(s)}
         for folder in ("images", "thumbs"):
             (self.root / folder).mkdir(exist_ok=True)
             for f in (self.root / folder).iterdir():
                 if f"{folder}/{f.name}" not in named:
                     f.unlink(missing_ok=True)
+        for m in markers:
+            m.unlink(missing_ok=True)
 
 
 def inside(root: Path, relative: str) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..codes import PackedCodes
 from ..errors import CollectionError
 
 STORED = "collection:"  # the source of an image stored inside the collection: collection:images/<hash>.png
@@ -39,7 +40,7 @@ class ItemStore:
         except sqlite3.DatabaseError as e:
             raise CollectionError(f"{path}: not a readable item table ({e})") from None
 
-    def add(self, codes: np.ndarray, sources: list[str], labels: list[str | None]) -> np.ndarray:
+    def add(self, codes: PackedCodes, sources: list[str], labels: list[str | None]) -> np.ndarray:
         """Insert rows in one transaction; ids continue after the largest ever given (never reused)."""
         now = time.time()
         cur = self.db.cursor()
@@ -50,7 +51,7 @@ class ItemStore:
             ids = np.arange(start, start + len(codes), dtype=np.int64)
             cur.executemany(
                 "INSERT INTO items (id, code, source, label, added) VALUES (?, ?, ?, ?, ?)",
-                [(int(i), c.tobytes(), s, lab, now) for i, c, s, lab in zip(ids, codes, sources, labels)],
+                [(int(i), c.tobytes(), s, lab, now) for i, c, s, lab in zip(ids, codes.array, sources, labels)],
             )
             cur.execute("COMMIT")
         except BaseException:
@@ -83,22 +84,21 @@ class ItemStore:
                 out[i] = (s, lab, t)
         return out
 
-    def codes(self, width: int) -> tuple[np.ndarray, np.ndarray]:
+    def codes(self, width: int) -> tuple[np.ndarray, PackedCodes]:
         """(ids, packed codes) of every row, by id."""
         rows = self.db.execute("SELECT id, code FROM items ORDER BY id").fetchall()
         ids = np.array([r[0] for r in rows], np.int64)
-        codes = np.frombuffer(b"".join(r[1] for r in rows), np.uint8).reshape(len(rows), width)
-        return ids, codes
+        return ids, PackedCodes(np.frombuffer(b"".join(r[1] for r in rows), np.uint8).reshape(len(rows), width))
 
     def sources(self, stored: bool = True) -> set[str]:
         """The sources of the images stored inside (``stored``), or of every other item."""
         op = "LIKE" if stored else "NOT LIKE"
         return {r[0] for r in self.db.execute(f"SELECT DISTINCT source FROM items WHERE source {op} ?", (STORED + "%",))}
 
-    def codes_of(self, ids: list[int], width: int) -> np.ndarray:
+    def codes_of(self, ids: list[int], width: int) -> PackedCodes:
         """Packed codes of the given ids, in their order (each must exist)."""
         found = dict(self.db.execute(f"SELECT id, code FROM items WHERE id IN ({','.join('?' * len(ids))})", ids).fetchall())
-        return np.frombuffer(b"".join(found[i] for i in ids), np.uint8).reshape(len(ids), width)
+        return PackedCodes(np.frombuffer(b"".join(found[i] for i in ids), np.uint8).reshape(len(ids), width))
 
     def random_id(self) -> int | None:
         row = self.db.execute("SELECT id FROM items ORDER BY RANDOM() LIMIT 1").fetchone()

@@ -22,7 +22,6 @@ import importlib.util
 import io
 import os
 import pickle
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +96,8 @@ def _has_idx(folder: Path) -> bool:
 
 def _download_idx(base_url: str, folder: Path, timeout: float = 20.0) -> bool:
     """Fetch the four IDX files; False (and nothing left behind) when there is no network."""
+    import urllib.request  # (here: only a download needs it)
+
     try:
         for fname in IDX_FILES.values():
             target = folder / fname

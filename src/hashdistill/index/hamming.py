@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..codes import _to_numpy, as_packed, hamming
+from ..codes import PackedCodes, hamming, pack, to_numpy, words
 from ..errors import CodesError
 from ..registry import INDEX_BACKENDS
 from . import storage
@@ -91,40 +91,34 @@ class HammingIndex:
     def ids(self) -> np.ndarray:
         return self._ids[: self._n].copy()
 
-    def _pack(self, codes: Any, what: str) -> np.ndarray:
-        c = _to_numpy(codes)
-        if c.ndim == 1:
-            c = c[None, :]
-        if c.ndim != 2:
-            raise CodesError(f"{what} must be 2-D, got shape {c.shape}")
-        width = c.shape[1] * (8 if c.dtype == np.uint8 else 1)
-        if width != self.bits:
-            kind = "packed uint8 bytes" if c.dtype == np.uint8 else "bits"
-            raise CodesError(f"{what} have {c.shape[1]} {kind}, the index holds {self.bits}-bit codes")
-        return as_packed(c)
+    def _pack(self, codes: Any, what: str) -> PackedCodes:
+        try:
+            packed = pack(codes)
+        except CodesError as e:
+            raise CodesError(f"{what}: {e}") from None
+        if packed.bits != self.bits:
+            raise CodesError(f"{what} have {packed.bits} bits, the index holds {self.bits}-bit codes")
+        return packed
 
-    def _to_words(self, packed: np.ndarray) -> np.ndarray:
-        pad = self._words * 8 - packed.shape[1]
-        if pad:
-            packed = np.concatenate([packed, np.zeros((len(packed), pad), np.uint8)], axis=1)
-        return np.ascontiguousarray(packed).view(np.uint64)
-
-    def codes(self) -> np.ndarray:
-        """The stored codes as packed ``uint8`` (n, bits/8), in insertion order."""
-        words = np.ascontiguousarray(self._planes[:, : self._n].T)
-        return words.view(np.uint8)[:, : self.bits // 8].copy()
+    def codes(self) -> PackedCodes:
+        """The stored codes, in insertion order."""
+        stored = np.ascontiguousarray(self._planes[:, : self._n].T)
+        return PackedCodes(stored.view(np.uint8)[:, : self.bits // 8])
 
     def add(self, codes: Any, ids: Any = None) -> None:
-        """Append codes (±1, real or packed uint8); ``ids`` default to consecutive integers."""
+        """Append codes (``PackedCodes``, ±1, bool or real); ``ids`` default to consecutive integers."""
         packed = self._pack(codes, "codes")
         n_new = len(packed)
         if ids is None:
             new_ids = np.arange(self._next_id, self._next_id + n_new, dtype=np.int64)
         else:
-            new_ids = np.asarray(_to_numpy(ids), dtype=np.int64).reshape(-1)
+            new_ids = np.asarray(to_numpy(ids), dtype=np.int64).reshape(-1)
             if len(new_ids) != n_new:
                 raise CodesError(f"{n_new} codes but {len(new_ids)} ids")
-            if len(np.unique(new_ids)) != n_new or np.isin(new_ids, self._ids[: self._n]).any():
+            increasing = bool((new_ids[1:] > new_ids[:-1]).all())  # (an item table's ids: no sort to check them)
+            if not increasing and len(np.unique(new_ids)) != n_new:
+                raise CodesError("ids must be unique (and not already in the index)")
+            if self._n and np.isin(new_ids, self._ids[: self._n]).any():
                 raise CodesError("ids must be unique (and not already in the index)")
         need = self._n + n_new
         if need > self._planes.shape[1]:
@@ -133,7 +127,7 @@ class HammingIndex:
             grown_ids = np.zeros(grown.shape[1], np.int64)
             grown_ids[: self._n] = self._ids[: self._n]
             self._planes, self._ids = grown, grown_ids
-        self._planes[:, self._n : need] = self._to_words(packed).T
+        self._planes[:, self._n : need] = words(packed, self._words).T
         self._ids[self._n : need] = new_ids
         self._n = need
         if n_new:
@@ -142,7 +136,7 @@ class HammingIndex:
 
     def remove(self, ids: Any) -> int:
         """Remove codes by id; returns how many were removed. Survivors keep their order."""
-        drop = np.isin(self._ids[: self._n], np.asarray(_to_numpy(ids), dtype=np.int64).reshape(-1))
+        drop = np.isin(self._ids[: self._n], np.asarray(to_numpy(ids), dtype=np.int64).reshape(-1))
         n_drop = int(drop.sum())
         if n_drop:
             keep = ~drop
@@ -175,9 +169,8 @@ class HammingIndex:
 
         if self._mih is None:
             m, sub = (self.m, self.bits // self.m) if self.m else choose_substrings(self.bits, self._n)
-            packed = self.codes()
-            words = np.ascontiguousarray(self._planes[:, : self._n].T)
-            self._mih = MIHTables(packed, words, sub)
+            stored = np.ascontiguousarray(self._planes[:, : self._n].T)
+            self._mih = MIHTables(self.codes().array, stored, sub)
         return self._mih
 
     def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -199,12 +192,12 @@ class HammingIndex:
             ids = np.concatenate([ids, np.full((nq, k - kk), -1, np.int64)], axis=1)
         return d, ids
 
-    def _search(self, qp: np.ndarray, kk: int, method: str) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self, qp: PackedCodes, kk: int, method: str) -> tuple[np.ndarray, np.ndarray]:
         if method == "flat" and len(qp) * self._n < NUMPY_WORK_BELOW:
             d = hamming(qp, self.codes())  # (small work: the codes' own numpy distances)
             p = np.argsort(d, axis=1, kind="stable")[:, :kk]  # ranked by (distance, position)
             return np.take_along_axis(d, p, axis=1), self._ids[p]
-        qw = self._to_words(qp)
+        qw = words(qp, self._words)
         from . import kernels
         from .mih import mih_topk, substrings
 
@@ -213,7 +206,7 @@ class HammingIndex:
             if method == "mih":
                 t = self._tables()
                 binom = np.array([comb(t.sub_bits, s) for s in range(t.sub_bits + 1)], np.float64)
-                qsub = np.ascontiguousarray(substrings(qp, t.sub_bits).T)
+                qsub = np.ascontiguousarray(substrings(qp.array, t.sub_bits).T)
                 budget = self.fallback_ratio * self._n
                 d, p, self.last_work = mih_topk(
                     qw, qsub, self._planes, self._n, kk, self.bits, t.order, t.offsets, t.codes, t.sub_masks, t.masks,
@@ -228,7 +221,7 @@ class HammingIndex:
         """What ``auto`` ran last (for reports)."""
         return self._last_choice
 
-    def _auto(self, qp: np.ndarray, k: int) -> str:
+    def _auto(self, qp: PackedCodes, k: int) -> str:
         """``auto``'s method for this k: the faster of flat and MIH on a timed probe (MIH only when clearly
         faster), re-timed when the size moves by a quarter."""
         if self._n < AUTO_FLAT_BELOW:
@@ -242,13 +235,13 @@ class HammingIndex:
         self._last_choice = self.choices[bucket]
         return self._last_choice
 
-    def _time_both(self, qp: np.ndarray, k: int) -> str:
+    def _time_both(self, qp: PackedCodes, k: int) -> str:
         rng = np.random.default_rng(self._n)
         if len(qp) >= CALIBRATION_QUERIES:  # a sample, not the first queries: batches often come sorted
             probe = qp[np.sort(rng.choice(len(qp), CALIBRATION_QUERIES, replace=False))]
         else:
-            stored = self.codes()[rng.integers(0, self._n, CALIBRATION_QUERIES)]
-            probe = stored ^ np.packbits(rng.random((len(stored), self.bits)) < 0.03, axis=1)
+            stored = self.codes().array[rng.integers(0, self._n, CALIBRATION_QUERIES)]
+            probe = PackedCodes(stored ^ np.packbits(rng.random((len(stored), self.bits)) < 0.03, axis=1))
         times = {}
         for method in ("flat", "mih"):
             self._search(probe[:2], k, method)  # compile kernels, build MIH's tables: not part of the timing
@@ -275,7 +268,7 @@ class HammingIndex:
         scratch, lanes = self._scratch(len(qp))
         with self._threads():
             lims, d, p = kernels.flat_range(
-                self._to_words(qp), self._planes, self._n, int(min(radius, self.bits)), self.bits, scratch, lanes
+                words(qp, self._words), self._planes, self._n, int(min(radius, self.bits)), self.bits, scratch, lanes
             )
         return lims, d, self._ids[p]
 
@@ -283,14 +276,14 @@ class HammingIndex:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the index atomically (versioned header, checksum)."""
         header = {"bits": self.bits, "method": self.method, "m": self.m, "n": self._n, "next_id": self._next_id}
-        return storage.write_index(path, header, self.codes(), self._ids[: self._n])
+        return storage.write_index(path, header, self.codes().array, self._ids[: self._n])
 
     @classmethod
     def load(cls, path: str | os.PathLike, n_threads: int | None = None) -> HammingIndex:
         header, packed, ids = storage.read_index(path)
         try:
             index = cls(header["bits"], header["method"], header.get("m"), n_threads)
-            index.add(packed, ids)
+            index.add(PackedCodes(packed), ids)
         except ValueError as e:  # fields valid one by one, not together (m for bits, duplicate ids)
             raise storage.IndexFileError(f"{path}: damaged index ({e})") from None
         index._next_id = int(header.get("next_id", index._next_id))
@@ -314,7 +307,7 @@ class _NumbaThreads:
 
 
 @INDEX_BACKENDS.register("flat", uri=False)
-def flat_backend(bits: int, options: dict[str, Any], ids: np.ndarray, codes: np.ndarray) -> HammingIndex:
+def flat_backend(bits: int, options: dict[str, Any], ids: np.ndarray, codes: PackedCodes) -> HammingIndex:
     """A collection's index in memory (``auto``: flat scan or multi-index hashing, whichever is faster here),
     built from the item table's ``ids`` and packed ``codes``."""
     index = HammingIndex(bits, "auto")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..codes import _to_numpy, as_packed
+from ..codes import PackedCodes, pack, to_numpy
 from ..errors import CodesError
 from ..registry import INDEX_BACKENDS
 from . import storage
@@ -69,10 +69,10 @@ class MilvusIndex:
         return f"MilvusIndex(uri={self.uri!r}, collection={self.collection!r}, bits={self.bits})"
 
     def _pack(self, codes: Any) -> np.ndarray:
-        packed = as_packed(codes)
-        if packed.shape[1] * 8 != self.bits:
-            raise CodesError(f"codes have {packed.shape[1] * 8} bits, the collection holds {self.bits}-bit codes")
-        return packed
+        packed = pack(codes)
+        if packed.bits != self.bits:
+            raise CodesError(f"codes have {packed.bits} bits, the collection holds {self.bits}-bit codes")
+        return packed.array
 
     @property
     def ntotal(self) -> int:
@@ -88,7 +88,7 @@ class MilvusIndex:
         if ids is None:
             start = self._max_id() + 1
             ids = np.arange(start, start + len(packed))
-        ids = np.asarray(_to_numpy(ids), dtype=np.int64).reshape(-1)
+        ids = np.asarray(to_numpy(ids), dtype=np.int64).reshape(-1)
         if len(ids) != len(packed):
             raise CodesError(f"{len(packed)} codes but {len(ids)} ids")
         for a in range(0, len(packed), self.batch_size):
@@ -145,7 +145,7 @@ class MilvusIndex:
         return lims, np.array(d, np.int32), np.array(ids, np.int64)
 
     def remove(self, ids: Any) -> int:
-        ids = [int(i) for i in np.asarray(_to_numpy(ids)).reshape(-1)]
+        ids = [int(i) for i in np.asarray(to_numpy(ids)).reshape(-1)]
         before = self.ntotal
         if ids:
             self.client.delete(self.collection, ids=ids)
@@ -185,7 +185,7 @@ def _as_bytes(v: Any) -> bytes:
 
 
 @INDEX_BACKENDS.register("milvus", uri=True)
-def milvus_backend(bits: int, options: dict[str, Any], ids: np.ndarray, codes: np.ndarray) -> MilvusIndex:
+def milvus_backend(bits: int, options: dict[str, Any], ids: np.ndarray, codes: PackedCodes) -> MilvusIndex:
     """A collection's index in Milvus (``options``: ``uri``, a Milvus Lite file or a server, and
     ``milvus_collection``); one out of step with the item table (a crash between the commit and Milvus) is
     dropped and replayed from it."""
