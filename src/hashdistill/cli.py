@@ -1,6 +1,8 @@
-"""The ``hashdistill`` command."""
+"""The ``hashdistill`` command.
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: typer resolves every command's annotations when it runs, and
+string annotations would be compiled on each start (about 40 ms of a 0.5 s search; benchmarks/search_cli.py).
+"""
 
 import json
 import os
