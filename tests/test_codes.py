@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
 from hashdistill.codes import (
+    CodesError,
     CodesFileError,
     PackedCodes,
     binarize,
@@ -59,6 +60,17 @@ def test_a_plain_uint8_array_is_never_taken_for_codes_of_another_length():
     assert (hamming(PackedCodes(np.packbits(bits, axis=1)), bits.astype(bool)) == want).all()  # bytes said as bytes
     with pytest.raises(ValueError, match="uint8 bytes, got int8"):
         PackedCodes(np.zeros((2, 8), np.int8))
+
+
+def test_pack_with_a_length_refuses_codes_of_another_and_names_them():
+    signs = np.ones((3, 16), np.int8)
+    assert pack(signs, 16).bits == 16 and pack(PackedCodes(np.zeros((1, 2), np.uint8)), 16).bits == 16
+    with pytest.raises(CodesError, match="^codes have 16 bits, expected 32$"):
+        pack(signs, 32)
+    with pytest.raises(CodesError, match="^queries have 16 bits, the index holds 64-bit codes$"):
+        pack(signs, 64, what="queries", holder="the index")
+    with pytest.raises(CodesError, match="^queries: codes must be 2-D"):
+        pack(np.ones((2, 2, 8)), 16, what="queries")
 
 
 def test_words_pad_codes_into_uint64_words_that_keep_their_distances():

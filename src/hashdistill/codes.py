@@ -100,15 +100,25 @@ def _check_bits(bits: int) -> None:
         raise CodesError(f"code length must be a positive multiple of 8 bits to pack, got {bits}")
 
 
-def pack(codes: Any) -> PackedCodes:
+def pack(codes: Any, bits: int | None = None, *, what: str | None = None, holder: str | None = None) -> PackedCodes:
     """Codes of shape (N, K) as :class:`PackedCodes` (N, K/8).
 
     Takes ``PackedCodes`` (returned as they are), ±1 integers, ``bool`` bits, or real values (numpy or torch,
     binarized by sign). Refuses a plain ``uint8`` array and integers other than ±1: their meaning would be a
-    guess (0/1 bits read as signs are all +1).
+    guess (0/1 bits read as signs are all +1). With ``bits``, codes of another length are refused too; ``what``
+    names the codes in the error ("queries") and ``holder`` what holds ``bits``-bit codes ("the index").
     """
-    if isinstance(codes, PackedCodes):
-        return codes
+    try:
+        packed = codes if isinstance(codes, PackedCodes) else _pack(codes)
+    except CodesError as e:
+        raise CodesError(f"{what}: {e}" if what else str(e)) from None
+    if bits is not None and packed.bits != bits:
+        said = f"{holder} holds {bits}-bit codes" if holder else f"expected {bits}"
+        raise CodesError(f"{what or 'codes'} have {packed.bits} bits, {said}")
+    return packed
+
+
+def _pack(codes: Any) -> PackedCodes:
     c = to_numpy(codes)
     if c.ndim == 1:
         c = c[None, :]

@@ -321,12 +321,9 @@ class Collection:
     # ------------------------------------------------------------------ inputs
     def _as_codes(self, codes: Any) -> PackedCodes:
         try:
-            packed = pack(codes)
+            return pack(codes, self.bits, what="codes", holder="the collection")
         except CodesError as e:
-            raise CollectionError(f"codes: {e}") from None
-        if packed.bits != self.bits:
-            raise CollectionError(f"codes have {packed.bits} bits, the collection holds {self.bits}-bit codes")
-        return packed
+            raise CollectionError(str(e)) from None
 
 
 def _check_k_radius(k: Any, radius: Any) -> None:

@@ -91,15 +91,6 @@ class HammingIndex:
     def ids(self) -> np.ndarray:
         return self._ids[: self._n].copy()
 
-    def _pack(self, codes: Any, what: str) -> PackedCodes:
-        try:
-            packed = pack(codes)
-        except CodesError as e:
-            raise CodesError(f"{what}: {e}") from None
-        if packed.bits != self.bits:
-            raise CodesError(f"{what} have {packed.bits} bits, the index holds {self.bits}-bit codes")
-        return packed
-
     def codes(self) -> PackedCodes:
         """The stored codes, in insertion order."""
         stored = np.ascontiguousarray(self._planes[:, : self._n].T)
@@ -107,7 +98,7 @@ class HammingIndex:
 
     def add(self, codes: Any, ids: Any = None) -> None:
         """Append codes (``PackedCodes``, ±1, bool or real); ``ids`` default to consecutive integers."""
-        packed = self._pack(codes, "codes")
+        packed = pack(codes, self.bits, what="codes", holder="the index")
         n_new = len(packed)
         if ids is None:
             new_ids = np.arange(self._next_id, self._next_id + n_new, dtype=np.int64)
@@ -180,7 +171,7 @@ class HammingIndex:
         """
         if not isinstance(k, (int, np.integer)) or k <= 0:
             raise CodesError(f"k must be a positive integer, got {k!r}")
-        qp = self._pack(queries, "queries")
+        qp = pack(queries, self.bits, what="queries", holder="the index")
         nq = len(qp)
         if self._n == 0 or nq == 0:
             return np.full((nq, k), -1, np.int32), np.full((nq, k), -1, np.int64)
@@ -260,7 +251,7 @@ class HammingIndex:
         """
         if not isinstance(radius, (int, np.integer)) or radius < 0:
             raise CodesError(f"radius must be a non-negative integer, got {radius!r}")
-        qp = self._pack(queries, "queries")
+        qp = pack(queries, self.bits, what="queries", holder="the index")
         if self._n == 0 or len(qp) == 0:
             return np.zeros(len(qp) + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)
         from . import kernels

@@ -68,12 +68,6 @@ class MilvusIndex:
     def __repr__(self) -> str:
         return f"MilvusIndex(uri={self.uri!r}, collection={self.collection!r}, bits={self.bits})"
 
-    def _pack(self, codes: Any) -> np.ndarray:
-        packed = pack(codes)
-        if packed.bits != self.bits:
-            raise CodesError(f"codes have {packed.bits} bits, the collection holds {self.bits}-bit codes")
-        return packed.array
-
     @property
     def ntotal(self) -> int:
         res = self.client.query(self.collection, filter="", output_fields=["count(*)"])
@@ -84,7 +78,7 @@ class MilvusIndex:
 
     def add(self, codes: Any, ids: Any = None) -> None:
         """Insert codes; ``ids`` default to consecutive integers after the largest id present."""
-        packed = self._pack(codes)
+        packed = pack(codes, self.bits, holder="the collection").array
         if ids is None:
             start = self._max_id() + 1
             ids = np.arange(start, start + len(packed))
@@ -109,7 +103,7 @@ class MilvusIndex:
         return np.array([r[ID_FIELD] for r in rows], np.int64)
 
     def _search(self, queries: Any, limit: int, params: dict) -> list[list[dict]]:
-        packed = self._pack(queries)
+        packed = pack(queries, self.bits, holder="the collection").array
         return self.client.search(
             self.collection,
             data=[q.tobytes() for q in packed],
