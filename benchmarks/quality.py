@@ -40,7 +40,7 @@ from hashdistill import _io
 from hashdistill.data import PROTOCOLS, load_protocol
 from hashdistill.features import feature_name
 from hashdistill.methods.distillhash import DistillHashParams
-from hashdistill.shallow import SHALLOW_METHODS, run_shallow
+from hashdistill.shallow import FLOAT_METHOD, SHALLOW_METHODS, run_float, run_shallow
 from hashdistill.tables import git_commit, results_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -81,7 +81,7 @@ def run_deep(config: Path, protocol: str, bits: int, overrides: list[str], runs_
         extra = {"pair_features": feature_name(cfg.method.pairs.model_dump()), "purity": purity}
     return {
         "method": label or cfg.method.name, "bits": bits, "features": features_of(cfg), **extra,
-        **{k: m[k] for k in ("map_at_1000", "map_all", "p_at_h2") if k in m},
+        **{k: m[k] for k in PROTOCOLS[protocol].metrics if k in m},
         "train_seconds": m["train_seconds"], "features_seconds": m["features_seconds"],
         "encode_seconds": m["encode_seconds"], "epochs": cfg.schedule.epochs, "seed": cfg.runtime.seed,
         "train_view": cfg.method.train_view, "self_distill": cfg.method.self_distill, "config": str(config),
@@ -108,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     methods = [] if args.config or args.compare else [m.strip().lower() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in SHALLOW_METHODS]
+    unknown = [m for m in methods if m not in (*SHALLOW_METHODS, FLOAT_METHOD)]
     if unknown:
-        ap.error(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(SHALLOW_METHODS)}")
+        ap.error(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(SHALLOW_METHODS)}, {FLOAT_METHOD}")
     bits = [int(b) for b in args.bits.split(",")]
 
     protocol = load_protocol(args.protocol)
@@ -121,12 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
     commit = git_commit(Path(__file__).parent)
     for m in methods:
-        for b in bits:
-            row, _, _ = run_shallow(protocol, m, b, args.features, args.seed)
+        for b in [0] if m == FLOAT_METHOD else bits:
+            row = (
+                run_float(protocol, args.features)
+                if m == FLOAT_METHOD
+                else run_shallow(protocol, m, b, args.features, args.seed)[0]
+            )
             row["command"], row["machine"], row["commit"] = command, machine, commit
             rows[_key(row)] = row
             print(
-                f"{m:>6} {b:>3} bits  " + "  ".join(f"{k} {row[k]:.4f}" for k in protocol.spec.metrics)
+                f"{m:>6} {row['bits']:>3} bits  " + "  ".join(f"{k} {row[k]:.4f}" for k in protocol.spec.metrics if k in row)
                 + f"  train {row['train_seconds']:.1f}s",
                 flush=True,
             )  # fmt: skip
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             row["command"], row["machine"], row["commit"] = command, machine, commit
             rows[_key(row)] = row
             save(args, protocol, rows)  # after every row: an interrupted series keeps what it made
-            print(f"{row['method']:>6} {b:>3} bits  seed {row['seed']}  " + "  ".join(f"{k} {row[k]:.4f}" for k in protocol.spec.metrics)
+            print(f"{row['method']:>6} {b:>3} bits  seed {row['seed']}  " + "  ".join(f"{k} {row[k]:.4f}" for k in protocol.spec.metrics if k in row)
                   + f"  train {row['train_seconds']:.0f}s  features {row['features_seconds']:.0f}s", flush=True)  # fmt: skip
 
     if args.compare:
@@ -161,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 row = run_deep(args.compare, args.protocol, b, [*args.overrides, *sets], args.runs_dir, label)
             row["command"], row["machine"], row["commit"] = command, machine, commit
             rows[_key(row)] = row
-            print(f"[{n}/{len(todo)}] {label:>18} {b:>3} bits  " + "  ".join(f"{k} {row[k]:.4f}" for k in protocol.spec.metrics),
+            print(f"[{n}/{len(todo)}] {label:>18} {b:>3} bits  " + "  ".join(f"{k} {row[k]:.4f}" for k in protocol.spec.metrics if k in row),
                   flush=True)  # fmt: skip
             save(args, protocol, rows)  # after every row: an interrupted comparison resumes
     save(args, protocol, rows)

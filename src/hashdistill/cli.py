@@ -92,7 +92,8 @@ def _bits_list(text: str) -> list[int]:
 def data_prepare(
     name: Annotated[str, typer.Argument(help=f"protocol: {', '.join(PROTOCOLS)}")],
     root: Annotated[
-        Optional[Path], typer.Option(metavar="PATH", help="folder (or MNIST pickle) holding the source files")
+        Optional[Path],
+        typer.Option(metavar="PATH", help="folder (or MNIST pickle, or the openmoji-17.0.0.tgz npm tarball) of the source"),
     ] = None,
     force: Annotated[bool, typer.Option(help="rebuild even when already prepared")] = False,
 ) -> None:

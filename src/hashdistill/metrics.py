@@ -37,6 +37,9 @@ __all__ = [
     "precision_at_k",
     "precision_recall_curve",
     "evaluate_retrieval",
+    "float_scores",
+    "score",
+    "sibling_map",
 ]
 
 # bytes of scratch memory per (query, database item) pair inside one block
@@ -277,10 +280,77 @@ def evaluate_retrieval(
     return out
 
 
-def score(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: Any, topk: int = 1000, **kw: Any) -> dict[str, float]:
+def sibling_map(query_codes: Any, db_codes: Any, query_family: Any, db_family: Any, **kw: Any) -> float | None:
+    """The instance-level mAP@all: a query's relevant items are the database items of its own family (for
+    ``openmoji``, the other skin tones of its base emoji). Queries with no sibling in the database are left out;
+    None when no query has one."""
+    qf, dbf = np.asarray(query_family), np.asarray(db_family)
+    has = np.isin(qf, dbf)
+    if not has.any():
+        return None
+    q = pack(query_codes)[np.flatnonzero(has)]
+    return mean_average_precision(q, db_codes, qf[has], dbf, None, **kw)
+
+
+def float_scores(
+    query_features: Any,
+    db_features: Any,
+    query_labels: Any,
+    db_labels: Any,
+    topk: int = 1000,
+    *,
+    query_family: Any = None,
+    db_family: Any = None,
+    block: int = 256,
+) -> dict[str, float]:
+    """What :func:`score` reports, for float features ranked by cosine similarity (the training-free bar a code
+    must beat): ``map_at_<topk>``, ``map_all`` and, given families, ``map_siblings``. Ties keep database order."""
+    q, db = (np.asarray(to_numpy(x), np.float32) for x in (query_features, db_features))
+    if q.ndim != 2 or db.ndim != 2 or q.shape[1] != db.shape[1]:
+        raise CodesError(f"query features {q.shape} and database features {db.shape} are not (N, D) of one D")
+    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    db = db / np.maximum(np.linalg.norm(db, axis=1, keepdims=True), 1e-12)
+    ql, dl = _labels(query_labels, "query_labels"), _labels(db_labels, "db_labels")
+    (k,) = _topks(topk, len(db))
+
+    def aps(rows: np.ndarray, qlab: np.ndarray, dlab: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(rows), block):
+            r = rows[i : i + block]
+            order = np.argsort(-(q[r] @ db.T), axis=1, kind="stable")
+            rel = np.take_along_axis(shares_label(qlab[r], dlab), order, axis=1)
+            out.append(np.stack([_average_precision(rel, k), _average_precision(rel, len(db))], axis=1))
+        return np.concatenate(out) if out else np.zeros((0, 2))
+
+    every = aps(np.arange(len(q)), ql, dl).mean(axis=0)
+    result = {f"map_at_{topk}": float(every[0]), "map_all": float(every[1])}
+    if query_family is not None and db_family is not None:
+        qf, dbf = np.asarray(query_family), np.asarray(db_family)
+        has = np.flatnonzero(np.isin(qf, dbf))
+        if len(has):
+            result["map_siblings"] = float(aps(has, qf, dbf)[:, 1].mean())
+    return result
+
+
+def score(
+    query_codes: Any,
+    db_codes: Any,
+    query_labels: Any,
+    db_labels: Any,
+    topk: int = 1000,
+    *,
+    query_family: Any = None,
+    db_family: Any = None,
+    **kw: Any,
+) -> dict[str, float]:
     """The headline metrics every figure of the project reports (docs/protocols.md): ``map_at_<topk>``,
-    ``map_all`` and, for single-label data, ``p_at_h2`` (precision within Hamming radius 2)."""
+    ``map_all``, for single-label data ``p_at_h2`` (precision within Hamming radius 2) and, given each item's
+    family, ``map_siblings`` (:func:`sibling_map`)."""
     out = evaluate_retrieval(query_codes, db_codes, query_labels, db_labels, topks=(topk, None), radius=2, **kw)
     if np.asarray(query_labels).ndim == 2:
         out.pop("p_at_h2")
+    if query_family is not None and db_family is not None:
+        siblings = sibling_map(query_codes, db_codes, query_family, db_family, **kw)
+        if siblings is not None:
+            out["map_siblings"] = siblings
     return out

@@ -1,4 +1,4 @@
-"""The fixed benchmark protocols (docs/protocols.md): ``fmnist-1k``, ``mnist-1k``, ``fmnist-outfits``.
+"""The fixed benchmark protocols (docs/protocols.md): ``fmnist-1k``, ``mnist-1k``, ``fmnist-outfits``, ``openmoji``.
 
 Every split is drawn with ``numpy.random.default_rng(0)`` in a fixed order, so the indices are the
 same on every machine. A prepared protocol is one ``.npz`` under ``<data_home>/protocols/`` holding
@@ -16,11 +16,14 @@ import numpy as np
 
 from .._io import save_npz
 from ..errors import DataError
+from .openmoji import Emoji, find_openmoji
 from .outfits import make_outfits
 from .sources import ImageSource, data_home, load_fashion_mnist, load_mnist
 
 FORMAT_VERSION = 1
 SEED = 0
+OPENMOJI_SIZE = 64  # pixels a side
+OPENMOJI_MIN_FAMILIES = 10  # a subgroup with fewer base emoji is left out
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,15 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
         "20,000 database mosaics of train-file items",
         metrics=("map_at_1000", "map_all"),
     ),
+    "openmoji": ProtocolSpec(
+        "openmoji",
+        "openmoji",
+        "OpenMoji 17.0.0 colour emoji at 64x64, class = subgroup (the 76 with at least 10 base emoji); per "
+        "class a fifth of the base emoji give one query each (a random skin tone; its other tones stay in the "
+        "database), two fifths are the training images with all their tones, database = the pool minus the queries",
+        topk=100,
+        metrics=("map_at_100", "map_all", "p_at_h2", "map_siblings"),
+    ),
 }
 SPLITS = ("query", "train", "database")
 
@@ -61,7 +73,7 @@ class Protocol:
     """An image pool with labels and the indices of its query, train and database splits."""
 
     name: str
-    images: np.ndarray  # (N, H, W) uint8
+    images: np.ndarray  # (N, H, W) grey or (N, H, W, 3) colour, uint8
     labels: np.ndarray  # (N,) int64 class vector, or (N, C) uint8 multi-hot
     query: np.ndarray
     train: np.ndarray
@@ -155,9 +167,65 @@ def split_outfits(source: ImageSource, seed: int = SEED) -> Protocol:
     )  # fmt: skip
 
 
+def split_openmoji(emoji: list[Emoji], seed: int = SEED) -> Protocol:
+    """The ``openmoji`` rule on the package's metadata (images left empty; :func:`make_protocol` renders them).
+
+    A family is a base emoji and its skin-tone variants; its class is the base's subgroup, and only subgroups
+    of at least ``OPENMOJI_MIN_FAMILIES`` families are kept. Per class (sorted by name) the families, in
+    metadata order, are permuted: the first fifth (at least one) are query families, each giving one member
+    drawn at random as a query while its other members stay in the database; the next two fifths (at least
+    one) are training families, all members in the training split. The database is the pool minus the
+    queries. ``extra["family"]`` is each image's family (the pool index of its base), ``extra["hexcode"]``
+    its OpenMoji hexcode.
+    """
+    rng = np.random.default_rng(seed)
+    families: dict[str, list[Emoji]] = {}
+    for e in emoji:
+        families.setdefault(e.base, []).append(e)
+    subgroup = {e.hexcode: e.subgroup for e in emoji}
+    by_class: dict[str, list[str]] = {}
+    for base in families:
+        by_class.setdefault(subgroup[base], []).append(base)
+    classes = sorted(c for c, fams in by_class.items() if len(fams) >= OPENMOJI_MIN_FAMILIES)
+    kept = {b for c in classes for b in by_class[c]}
+    pool = [e for e in emoji if e.base in kept]
+    position = {e.hexcode: i for i, e in enumerate(pool)}
+    label = {c: i for i, c in enumerate(classes)}
+    query, train = [], []
+    for c in classes:
+        fams = by_class[c]
+        order = rng.permutation(len(fams))
+        n_query, n_train = max(1, round(0.2 * len(fams))), max(1, round(0.4 * len(fams)))
+        for f in order[:n_query]:
+            members = families[fams[f]]
+            query.append(position[members[rng.integers(len(members))].hexcode])
+        train += [position[e.hexcode] for f in order[n_query : n_query + n_train] for e in families[fams[f]]]
+    query, train = np.sort(np.array(query, np.int64)), np.sort(np.array(train, np.int64))
+    database = np.setdiff1d(np.arange(len(pool)), query)
+    return Protocol(
+        "openmoji",
+        np.zeros((len(pool), 0, 0, 3), np.uint8),
+        np.array([label[subgroup[e.base]] for e in pool], np.int64),
+        query,
+        train,
+        database,
+        classes,
+        extra={
+            "family": np.array([position[e.base] for e in pool], np.int64),
+            "hexcode": np.array([e.hexcode for e in pool]),
+        },
+    )
+
+
 def make_protocol(name: str, root: str | os.PathLike | None = None) -> Protocol:
     """Build a protocol from its source data (no caching)."""
     spec = _spec(name)
+    if spec.source == "openmoji":
+        package = find_openmoji(root)
+        p = split_openmoji(package.emoji())
+        p.images = package.render([str(h) for h in p.extra["hexcode"]], OPENMOJI_SIZE)
+        p.source = str(package.path)
+        return p
     source = (load_fashion_mnist if spec.source == "fashion-mnist" else load_mnist)(root)
     p = split_outfits(source) if name == "fmnist-outfits" else split_1k(source)
     p.name = name

@@ -32,6 +32,7 @@ class Split:
     labels: np.ndarray | None  # (N,) int or (N, C) multi-hot; None for unlabelled images
     ids: np.ndarray  # identifiers written with codes (pool indices for protocols, positions otherwise)
     files: str | None = None  # for your own images: a fingerprint of the files (``ImageList.fingerprint``)
+    family: np.ndarray | None = None  # (N,) instance ids where the protocol has them (``openmoji``: the base emoji)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -39,7 +40,8 @@ class Split:
     def subset(self, idx: np.ndarray) -> Split:
         images = self.images[idx] if isinstance(self.images, np.ndarray) else _SubsetImages(self.images, idx)
         labels = None if self.labels is None else self.labels[idx]
-        return Split(images, labels, self.ids[idx], self.files)
+        family = None if self.family is None else self.family[idx]
+        return Split(images, labels, self.ids[idx], self.files, family)
 
 
 class _SubsetImages:
@@ -81,7 +83,8 @@ class TrainingData:
 
     def score(self, query_codes: Any, db_codes: Any) -> dict[str, float]:
         """The headline metrics of query against database codes (``metrics.score``)."""
-        return score(query_codes, db_codes, self.query.labels, self.database.labels, self.topk)
+        q, db = self.query, self.database
+        return score(query_codes, db_codes, q.labels, db.labels, self.topk, query_family=q.family, db_family=db.family)
 
 
 def take(images: Any, idx: np.ndarray) -> torch.Tensor:
@@ -100,7 +103,9 @@ def load_training_data(data: DataConfig) -> TrainingData:
     """The splits a ``data`` section describes, each cut to its ``limit_*``."""
     if data.protocol:
         p = load_protocol(data.protocol)
-        splits = {s: Split(p.images[p.indices(s)], p.labels[p.indices(s)], p.indices(s)) for s in SPLITS}
+        family = p.extra.get("family")
+        idx = {s: p.indices(s) for s in SPLITS}
+        splits = {s: Split(p.images[i], p.labels[i], i, family=None if family is None else family[i]) for s, i in idx.items()}
         names, topk = p.class_names, p.spec.topk
     else:
         train = _own_split(data.train, data, None)

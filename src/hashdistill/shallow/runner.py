@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..data.protocols import Protocol
-from ..metrics import score
+from ..metrics import float_scores, score
 from .hashers import create_hasher
 
 
@@ -44,9 +44,36 @@ def run_shallow(
         "bits": bits,
         "features": features,
         "seed": seed,
-        **score(q, db, labels[protocol.query], labels[protocol.database], protocol.spec.topk),
+        **score(q, db, labels[protocol.query], labels[protocol.database], protocol.spec.topk, **_families(protocol)),
         "train_seconds": round(train_seconds, 3),
         "encode_seconds": round(encode_seconds, 3),
         "params": {k: v for k, v in hasher.get_params().items() if k not in ("n_bits", "random_state")},
     }
     return row, q, db
+
+
+FLOAT_METHOD = "float-cosine"
+
+
+def run_float(protocol: Protocol, features: str) -> dict[str, Any]:
+    """The frozen float features themselves, ranked by cosine similarity (no training): the row a hashing
+    method has to beat. Its ``bits`` are what one float32 vector costs (32 x its dimension)."""
+    t0 = time.perf_counter()
+    q, db = split_features(protocol, "query", features), split_features(protocol, "database", features)
+    labels = protocol.labels
+    scores = float_scores(q, db, labels[protocol.query], labels[protocol.database], protocol.spec.topk, **_families(protocol))
+    return {
+        "method": FLOAT_METHOD,
+        "bits": 32 * q.shape[1],
+        "features": features,
+        "seed": 0,
+        **scores,
+        "train_seconds": 0.0,
+        "encode_seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _families(protocol: Protocol) -> dict[str, np.ndarray]:
+    """The query and database families where the protocol has them (``score``'s instance metric)."""
+    family = protocol.extra.get("family")
+    return {} if family is None else {"query_family": family[protocol.query], "db_family": family[protocol.database]}
