@@ -34,7 +34,7 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model:\n  bits: 12\n")
     for args, line in [
-        (["data", "info", "cifar"], "unknown protocol 'cifar'; known: fmnist-1k, mnist-1k, fmnist-outfits"),
+        (["data", "info", "cifar"], "unknown protocol 'cifar'; known: fmnist-1k, mnist-1k, fmnist-outfits, openmoji"),
         (["baseline", "--method", "foo"], "unknown method 'foo'; known: lsh, pcah, pcarr, sh, itq, sdh, ksh"),
         (["baseline", "--bits", "8,x"], "--bits must be comma-separated integers, got '8,x'"),
         (["train", str(cfg)], "model.bits: must be a multiple of 8, got 12"),

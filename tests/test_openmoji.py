@@ -14,7 +14,7 @@ from hashdistill.data import DataNotFoundError, load_protocol
 from hashdistill.data.openmoji import METADATA, OpenMojiPackage, find_openmoji
 from hashdistill.data.protocols import OPENMOJI_MIN_FAMILIES, split_openmoji
 from hashdistill.errors import DataError
-from hashdistill.metrics import score, sibling_map
+from hashdistill.metrics import float_scores, score, sibling_map
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +117,14 @@ def test_a_wrong_source_is_named_in_one_line(tmp_path, monkeypatch, package):
     assert (OpenMojiPackage(folder).render(hexcodes) == package.render(hexcodes)).all()
     with pytest.raises(DataError, match="color/svg/1F601.svg is missing"):
         OpenMojiPackage(folder).render(["1F601"])
+
+
+def test_float_scores_rank_by_cosine_on_a_hand_made_case():
+    # cosine to query [1, 0]: db 0 (0.6), db 1 (1.0, any length), db 2 (-1), db 3 (0.8)
+    db = np.array([[3.0, 4.0], [5.0, 0.0], [-1.0, 0.0], [4.0, 3.0]])
+    q = np.array([[1.0, 0.0]])
+    # order 1, 3, 0, 2; relevant (label 1): db 0 and db 2 at ranks 3 and 4 -> AP = (1/3 + 2/4) / 2
+    out = float_scores(q, db, [1], [1, 0, 1, 0], 2, query_family=[7], db_family=[0, 7, 0, 0])
+    assert out["map_all"] == pytest.approx((1 / 3 + 2 / 4) / 2)
+    assert out["map_at_2"] == 0.0  # nothing relevant in the top 2
+    assert out["map_siblings"] == pytest.approx(1.0)  # its one sibling (db 1) ranks first

@@ -55,7 +55,7 @@ LAYERS = [
     ["index.hamming", "index.milvus"],
     ["index"],
     ["data.images", "data.outfits", "data.sources"],
-    ["data.lists", "data.protocols"],
+    ["data.lists", "data.openmoji", "data.protocols"],
     ["data"],
     ["config"],
     ["data.splits"],

@@ -90,7 +90,10 @@ def test_validation_split_never_uses_queries(tmp_path):
         ),
         (["data.max_pixels=0"], "data.max_pixels: Input should be greater than 0, got 0"),
         (["data.limit_train=0"], "data.limit_train: Input should be greater than 0, got 0"),
-        (["data.protocol=cifar"], "data.protocol: unknown protocol 'cifar'; known: fmnist-1k, mnist-1k, fmnist-outfits"),
+        (
+            ["data.protocol=cifar"],
+            "data.protocol: unknown protocol 'cifar'; known: fmnist-1k, mnist-1k, fmnist-outfits, openmoji",
+        ),
         (["data.protocol=null"], "data: without data.protocol, data.train is needed (a list file or a folder of images)"),
         (["model.bits=12"], "model.bits: must be a multiple of 8, got 12"),
         (["model.mode=fast"], "model.mode: Input should be 'end-to-end' or 'cached', got 'fast'"),
