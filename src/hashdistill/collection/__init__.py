@@ -3,7 +3,7 @@
 ```
 DIR/collection.json   format, code length, encoding engine, index backend, where the model came from
 DIR/model/            the run's model: config.yaml + checkpoint.pt (tensors only); model.onnx when exported
-DIR/items.sqlite      the item table, the source of truth: id, code, source, label, time added (SQLite, WAL)
+DIR/items.sqlite      the item table, the source of truth: id, code, source, label, time added, metadata (SQLite, WAL)
 DIR/images/           images stored inside the collection (arrays and uploads), named by their content hash
 DIR/token             the bearer token the HTTP service asks for writes (mode 0600; serve/token.py)
 DIR/thumbs/           a small thumbnail of each image that lives outside (files), so nothing outside is read to show it
@@ -14,8 +14,9 @@ collection opens and kept in step on every write. An ``add`` returns only after 
 so an acknowledged item survives a crash; stored images are written before the row that names them, and
 files no row names are removed at open.
 
-One facade over four parts, each its own module: the item table (``store.py``), the images the folder holds
-(``files.py``), what counts as images (``inputs.py``) and the encoder (``engine.py``); the index comes from the
+One facade over its parts, each its own module: the item table (``store.py``), item metadata and filters
+(``metadata.py``), filtered search (``filtered.py``), the images the folder holds (``files.py``), what counts as
+images (``inputs.py``) and the encoder (``engine.py``); the index comes from the
 backend registered under the collection's ``backend`` (``registry.INDEX_BACKENDS``). The CLI, the Python API
 and the service all call the facade (``search_image``, ``search_codes``, ``random_item``, ...).
 
@@ -45,7 +46,9 @@ from ..progress import progress_bar
 from ..registry import INDEX_BACKENDS
 from .engine import ENGINES, open_encoder, write_model
 from .files import THUMB_SIDE, ImageFiles, inside, read_source
+from .filtered import STRATEGIES, FilterCache, search_filtered
 from .inputs import gather, label_names
+from .metadata import Where, check_metadata, merge_metadata
 from .store import STORED, Hit, ItemStore
 
 if TYPE_CHECKING:  # (a collection that encodes with ONNX Runtime never loads a run, nor torch)
@@ -53,7 +56,10 @@ if TYPE_CHECKING:  # (a collection that encodes with ONNX Runtime never loads a 
 
 FORMAT = 1
 
-__all__ = ["STORED", "THUMB_SIDE", "Collection", "CollectionError", "Hit", "ItemStore", "inside", "read_source"]
+__all__ = [
+    "STORED", "THUMB_SIDE", "Collection", "CollectionError", "Hit", "ItemStore", "Where", "inside", "read_source",
+]  # fmt: skip
+MAX_PAGE = 1000  # items in one page of ``items``
 
 
 class Collection:
@@ -70,6 +76,7 @@ class Collection:
         self.bits = int(meta["bits"])
         self.max_pixels = DEFAULT_MAX_PIXELS  # images over it are refused from their header (data/images.py)
         self._lock = threading.RLock()
+        self._filters = FilterCache(self.bits)  # kept in step with every write
 
     # ------------------------------------------------------------------ create / open
     @classmethod
@@ -176,10 +183,13 @@ class Collection:
         batch, sources, _ = gather(images, self.encoder.load_size, self.max_pixels)
         return pack(self._encode(batch, sources, thumbs=False))
 
-    def add(self, images: Any, labels: list[str | None] | None = None, *, allow_outside_root: bool = False) -> np.ndarray:
+    def add(
+        self, images: Any, labels: list[str | None] | None = None, *, metadata: Any = None, allow_outside_root: bool = False
+    ) -> np.ndarray:
         """Encode and add images: a folder (class-per-folder or unlabelled), a list file (its paths inside its
         folder unless ``allow_outside_root``), an image file or a list of them, or a uint8 array (N, H, W[, C])
-        (stored inside the collection); returns their ids."""
+        (stored inside the collection); returns their ids. ``metadata``: one JSON object for every image, or a
+        list of one per image (``metadata.py``)."""
         with self.files.changing():  # images and thumbnails are written before the rows are committed
             batch, sources, found = gather(
                 images, self.encoder.load_size, self.max_pixels, self.files.store, allow_outside_root
@@ -187,7 +197,8 @@ class Collection:
             labels = found if labels is None else list(labels)
             if len(labels) != len(sources):
                 raise CollectionError(f"{len(sources)} images but {len(labels)} labels")
-            return self.add_codes(pack(self._encode(batch, sources, thumbs=True)), sources, labels)
+            metas = _metadata_list(metadata, len(sources))  # checked before the encoding
+            return self.add_codes(pack(self._encode(batch, sources, thumbs=True)), sources, labels, metas)
 
     def _encode(self, images: Any, sources: list[str], thumbs: bool) -> np.ndarray:
         """Continuous codes of images; files are read once, batch by batch, and (``thumbs``) each file's
@@ -212,17 +223,40 @@ class Collection:
         bar.close()
         return np.concatenate(parts)
 
-    def add_codes(self, codes: Any, sources: list[str], labels: list[str | None] | None = None) -> np.ndarray:
+    def add_codes(
+        self, codes: Any, sources: list[str], labels: list[str | None] | None = None, metadata: Any = None
+    ) -> np.ndarray:
         """Add items whose codes are known (``PackedCodes``, e.g. a run's saved database codes, or ±1 signs, bool
-        bits, real values); returns their ids."""
+        bits, real values), with ``metadata`` as ``add`` takes it; returns their ids."""
         packed = self._as_codes(codes)
         labels = [None] * len(sources) if labels is None else labels
         if not len(packed) == len(sources) == len(labels):
             raise CollectionError(f"{len(packed)} codes, {len(sources)} sources and {len(labels)} labels")
+        metas = _metadata_list(metadata, len(sources))
         with self._lock:
-            ids = self.store.add(packed, sources, labels)  # committed: acknowledged
+            ids = self.store.add(packed, sources, labels, metas)  # committed: acknowledged
             self.index.add(packed, ids)
+            self._filters.added(self.store, ids, packed)
         return ids
+
+    def update(self, item_id: int, metadata: dict) -> Hit:
+        """Change an item's metadata as a JSON merge patch (a key set to null is removed); returns the item."""
+        with self._lock:
+            hit = self.get([item_id])[0]
+            if hit is None:
+                raise CollectionError(f"no item {item_id}")
+            self.store.set_meta(item_id, merge_metadata(hit.meta, metadata))
+            self._filters.clear()
+        return self.get([item_id])[0]
+
+    def items(self, after: int = 0, limit: int = 100) -> list[Hit]:
+        """Up to ``limit`` items (at most ``MAX_PAGE``) with ids above ``after``, by id: the next page is
+        ``items(after=page[-1].id)``."""
+        if not isinstance(limit, int | np.integer) or not 0 < limit <= MAX_PAGE:
+            raise CollectionError(f"limit must be in 1..{MAX_PAGE}, got {limit!r}")
+        if not isinstance(after, int | np.integer) or not -(2**63) <= after < 2**63:
+            raise CollectionError(f"after must be an item id, got {after!r}")
+        return [Hit(i, 0, s, lab, m) for i, s, lab, m in self.store.page(int(after), int(limit))]
 
     def add_split(self, split: str = "database", run: Run | None = None) -> np.ndarray:
         """Add a protocol split of the run the collection was made from (its saved codes where they match)."""
@@ -247,6 +281,7 @@ class Collection:
         with self._lock, self.files.changing():  # the rows go first, their files after
             gone = self.store.remove(ids)
             self.index.remove(np.array(ids, np.int64))
+            self._filters.removed(np.array(ids, np.int64))
             for s in set(gone):  # a file another item still names stays
                 if not self.store.has_source(s):
                     self.files.forget(s)
@@ -260,7 +295,7 @@ class Collection:
         """Each id's item (distance 0), or None where the collection has no such id."""
         ids = [int(i) for i in np.asarray(ids).reshape(-1)]
         rows = self.store.rows(ids)
-        return [Hit(i, 0, *rows[i][:2]) if i in rows else None for i in ids]
+        return [Hit(i, 0, *rows[i]) if i in rows else None for i in ids]
 
     def image(self, item_id: int) -> np.ndarray:
         """An item's image as uint8 (H, W) or (H, W, 3), read from its source."""
@@ -283,18 +318,25 @@ class Collection:
         return None if item_id is None else self.get([item_id])[0]
 
     # ------------------------------------------------------------------ search
-    def search(self, queries: Any = None, k: int = 10, radius: int | None = None, *, codes: Any = None) -> list[list[Hit]]:
+    def search(
+        self, queries: Any = None, k: int = 10, radius: int | None = None, *, codes: Any = None, where: Any = None
+    ) -> list[list[Hit]]:
         """The nearest items of each query (images as ``add`` takes them, or ``codes``): at most ``k`` per query,
-        ranked by Hamming distance, and with ``radius`` only those within it."""
+        ranked by Hamming distance (ties by id), with ``radius`` only those within it, and with ``where`` (a
+        filter, ``metadata.py``: ``{"label": "Shirt"}``, ``{"meta.shop": {"in": ["a", "b"]}}``) only the items
+        it allows: exactly the hits of ranking those items alone."""
         _check_k_radius(k, radius)
         if (queries is None) == (codes is None):
             raise CollectionError("search takes query images or codes")
-        return self.search_codes(codes, k, radius) if codes is not None else self.search_image(queries, k, radius)
+        if codes is not None:
+            return self.search_codes(codes, k, radius, where=where)
+        return self.search_image(queries, k, radius, where=where)
 
-    def search_image(self, images: Any, k: int = 10, radius: int | None = None) -> list[list[Hit]]:
+    def search_image(self, images: Any, k: int = 10, radius: int | None = None, *, where: Any = None) -> list[list[Hit]]:
         """``search`` by images (anything ``add`` takes: files, a folder, arrays)."""
         _check_k_radius(k, radius)  # before the encoding
-        return self.search_codes(self.encode(images), k, radius)
+        where = Where.parse(where)
+        return self.search_codes(self.encode(images), k, radius, where=where)
 
     def prepare_image(self, image: np.ndarray) -> np.ndarray:
         """One decoded image (uint8 (H, W[, C])) as the encoder reads it (at the run's load size)."""
@@ -304,19 +346,26 @@ class Collection:
         """Continuous codes h of a batch of prepared images of one size (the service's micro-batches)."""
         return self.encoder.encode(images)
 
-    def search_codes(self, codes: Any, k: int = 10, radius: int | None = None) -> list[list[Hit]]:
-        """``search`` by codes: ``PackedCodes`` (n, bits/8), or ±1 signs, bool bits or real values (n, bits)."""
+    def search_codes(
+        self, codes: Any, k: int = 10, radius: int | None = None, *, where: Any = None, strategy: str = "auto"
+    ) -> list[list[Hit]]:
+        """``search`` by codes: ``PackedCodes`` (n, bits/8), or ±1 signs, bool bits or real values (n, bits).
+        ``strategy`` of a filtered search: ``auto``, ``mask`` or ``scan`` (``filtered.py``; the same hits)."""
         _check_k_radius(k, radius)
-        q = self._as_codes(codes)
+        if strategy not in STRATEGIES:
+            raise CollectionError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+        q, where = self._as_codes(codes), Where.parse(where)
         with self._lock:
-            if radius is None:
+            if where is not None:
+                per_query = search_filtered(q, k, radius, where, self._filters, self.store, self.index, strategy)
+            elif radius is None:
                 dist, ids = self.index.search(q, int(min(k, max(1, len(self.index)))))
                 per_query = [[(int(i), int(d)) for i, d in zip(row_i, row_d) if i >= 0] for row_i, row_d in zip(ids, dist)]
             else:
                 lims, dist, ids = self.index.range_search(q, int(radius))
                 per_query = [list(zip(ids[a:b].tolist(), dist[a:b].tolist()))[:k] for a, b in zip(lims[:-1], lims[1:])]
         rows = self.store.rows(sorted({i for hits in per_query for i, _ in hits}))
-        return [[Hit(i, d, rows[i][0], rows[i][1]) for i, d in hits if i in rows] for hits in per_query]
+        return [[Hit(i, d, *rows[i]) for i, d in hits if i in rows] for hits in per_query]
 
     # ------------------------------------------------------------------ inputs
     def _as_codes(self, codes: Any) -> PackedCodes:
@@ -324,6 +373,16 @@ class Collection:
             return pack(codes, self.bits, what="codes", holder="the collection")
         except CodesError as e:
             raise CollectionError(str(e)) from None
+
+
+def _metadata_list(metadata: Any, n: int) -> list[str | None]:
+    """``add``'s metadata (None, one object for all, or one per item) as checked JSON texts, one per item."""
+    if metadata is None or isinstance(metadata, dict):
+        return [check_metadata(metadata)] * n
+    if not isinstance(metadata, list | tuple) or len(metadata) != n:
+        got = f"{len(metadata)} objects" if isinstance(metadata, list | tuple) else type(metadata).__name__
+        raise CollectionError(f"metadata: one JSON object for all {n} items, or a list of {n}; got {got}")
+    return [check_metadata(m, f"metadata[{i}]") for i, m in enumerate(metadata)]
 
 
 def _check_k_radius(k: Any, radius: Any) -> None:

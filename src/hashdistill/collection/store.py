@@ -1,8 +1,9 @@
-"""A collection's item table, the source of truth: id (never reused), packed code, source, label, time added, in
-SQLite (WAL, synchronous FULL), each write one transaction."""
+"""A collection's item table, the source of truth: id (never reused), packed code, source, label, time added and
+metadata (JSON text, ``metadata.py``), in SQLite (WAL, synchronous FULL), each write one transaction."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -12,10 +13,12 @@ import numpy as np
 
 from ..codes import PackedCodes
 from ..errors import CollectionError
+from .metadata import Where
 
 STORED = "collection:"  # the source of an image stored inside the collection: collection:images/<hash>.png
 SCHEMA = """CREATE TABLE IF NOT EXISTS items (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, code BLOB NOT NULL, source TEXT NOT NULL, label TEXT, added REAL NOT NULL)"""
+    id INTEGER PRIMARY KEY AUTOINCREMENT, code BLOB NOT NULL, source TEXT NOT NULL, label TEXT, added REAL NOT NULL,
+    meta TEXT)"""
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class Hit:
     distance: int
     source: str
     label: str | None
+    meta: dict | None = None
 
 
 class ItemStore:
@@ -37,11 +41,17 @@ class ItemStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute(SCHEMA)
+            if "meta" not in {r[1] for r in self.db.execute("PRAGMA table_info(items)")}:  # a table made before metadata
+                self.db.execute("ALTER TABLE items ADD COLUMN meta TEXT")
         except sqlite3.DatabaseError as e:
             raise CollectionError(f"{path}: not a readable item table ({e})") from None
 
-    def add(self, codes: PackedCodes, sources: list[str], labels: list[str | None]) -> np.ndarray:
-        """Insert rows in one transaction; ids continue after the largest ever given (never reused)."""
+    def add(
+        self, codes: PackedCodes, sources: list[str], labels: list[str | None], metas: list[str | None] | None = None
+    ) -> np.ndarray:
+        """Insert rows in one transaction (``metas``: checked JSON texts); ids continue after the largest ever given
+        (never reused)."""
+        metas = metas or [None] * len(sources)
         now = time.time()
         cur = self.db.cursor()
         cur.execute("BEGIN IMMEDIATE")
@@ -50,8 +60,8 @@ class ItemStore:
             start = (row[0] if row else 0) + 1
             ids = np.arange(start, start + len(codes), dtype=np.int64)
             cur.executemany(
-                "INSERT INTO items (id, code, source, label, added) VALUES (?, ?, ?, ?, ?)",
-                [(int(i), c.tobytes(), s, lab, now) for i, c, s, lab in zip(ids, codes.array, sources, labels)],
+                "INSERT INTO items (id, code, source, label, added, meta) VALUES (?, ?, ?, ?, ?, ?)",
+                [(int(i), c.tobytes(), s, lab, now, m) for i, c, s, lab, m in zip(ids, codes.array, sources, labels, metas)],
             )
             cur.execute("COMMIT")
         except BaseException:
@@ -73,16 +83,39 @@ class ItemStore:
             raise
         return [r[0] for r in found]
 
-    def rows(self, ids: list[int]) -> dict[int, tuple[str, str | None, float]]:
-        """id -> (source, label, added) for the ids present (an id outside SQLite's integers is absent)."""
+    def rows(self, ids: list[int]) -> dict[int, tuple[str, str | None, dict | None]]:
+        """id -> (source, label, metadata) for the ids present (an id outside SQLite's integers is absent)."""
         ids = [i for i in ids if -(2**63) <= i < 2**63]
         out = {}
         for a in range(0, len(ids), 900):  # SQLite's bound-parameter limit
             chunk = [int(i) for i in ids[a : a + 900]]
             marks = ",".join("?" * len(chunk))
-            for i, s, lab, t in self.db.execute(f"SELECT id, source, label, added FROM items WHERE id IN ({marks})", chunk):
-                out[i] = (s, lab, t)
+            for i, s, lab, m in self.db.execute(f"SELECT id, source, label, meta FROM items WHERE id IN ({marks})", chunk):
+                out[i] = (s, lab, None if m is None else json.loads(m))
         return out
+
+    def page(self, after: int, limit: int) -> list[tuple[int, str, str | None, dict | None]]:
+        """Up to ``limit`` rows (id, source, label, metadata) with ids above ``after``, by id (a keyset page: no
+        offset scan)."""
+        rows = self.db.execute(
+            "SELECT id, source, label, meta FROM items WHERE id > ? ORDER BY id LIMIT ?", (int(after), int(limit))
+        )
+        return [(i, s, lab, None if m is None else json.loads(m)) for i, s, lab, m in rows]
+
+    def set_meta(self, item_id: int, meta: str | None) -> bool:
+        """Replace one row's metadata (checked JSON text); False when there is no such row."""
+        return self.db.execute("UPDATE items SET meta = ? WHERE id = ?", (meta, int(item_id))).rowcount > 0
+
+    def matching(self, where: Where, among: np.ndarray | None = None) -> np.ndarray:
+        """The ids of the rows ``where`` holds for (of those ``among``, when given, at most 900), ascending."""
+        cond, params = where.sql()
+        if among is not None:
+            if len(among) > 900:  # SQLite's bound-parameter limit
+                return np.concatenate([self.matching(where, among[a : a + 900]) for a in range(0, len(among), 900)])
+            cond += f" AND id IN ({','.join('?' * len(among))})"
+            params = [*params, *(int(i) for i in among)]
+        rows = self.db.execute(f"SELECT id FROM items WHERE {cond} ORDER BY id", params).fetchall()
+        return np.array([r[0] for r in rows], np.int64)
 
     def codes(self, width: int) -> tuple[np.ndarray, PackedCodes]:
         """(ids, packed codes) of every row, by id."""
