@@ -9,7 +9,7 @@ import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import numpy as np
 import typer
@@ -289,6 +289,10 @@ def search(
         DEFAULT_MAX_PIXELS
     ),
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    where: Annotated[
+        Optional[str],
+        typer.Option("--filter", metavar="JSON", help='only items it allows (a collection): \'{"label": "Shirt"}\''),
+    ] = None,
 ) -> None:
     """Search a collection by image (or codes), or an index file by codes: the k nearest items."""
     if k <= 0:
@@ -298,8 +302,10 @@ def search(
     if (image is None) == (codes is None):
         raise CLIError("give the queries: --image FILE (a collection) or --codes FILE")
     if (target / "collection.json").is_file():
-        _search_collection(target, image, codes, k, radius, max_pixels, as_json)
+        _search_collection(target, image, codes, k, radius, max_pixels, as_json, _json_option("--filter", where))
         return
+    if where is not None:
+        raise CLIError(f"{target}: --filter searches a collection folder (an index file holds codes only)")
     if image is not None:
         raise CLIError(f"{target}: --image searches a collection folder (an index file holds codes only)")
     index = HammingIndex.load(target)  # a bad file raises IndexFileError: one line
@@ -331,9 +337,20 @@ def _results_budget(k: int, n_items: int, n_queries: int) -> int:
     return k
 
 
+def _json_option(option: str, text: str | None) -> Any:
+    """An option's JSON value (None when not given); bad JSON is one line naming the option."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise CLIError(f"{option}: not JSON ({e})") from None
+
+
 def _search_collection(
-    target: Path, image: list[Path] | None, codes: Path | None, k: int, radius: int | None, max_pixels: int, as_json: bool
-) -> None:
+    target: Path, image: list[Path] | None, codes: Path | None, k: int, radius: int | None, max_pixels: int,
+    as_json: bool, where: Any = None,
+) -> None:  # fmt: skip
     from .collection import Collection
 
     with Collection.open(target) as col:
@@ -341,10 +358,10 @@ def _search_collection(
         col.max_pixels = max_pixels
         k = max(1, _results_budget(k, len(col), len(image) if image is not None else len(q)))
         if image is not None:
-            results, names = col.search([str(p) for p in image], k, radius), [str(p) for p in image]
+            results, names = col.search([str(p) for p in image], k, radius, where=where), [str(p) for p in image]
         else:
             try:
-                results = col.search(codes=q, k=k, radius=radius)
+                results = col.search(codes=q, k=k, radius=radius, where=where)
             except HashdistillError as e:
                 raise CLIError(f"{codes}: {e}") from None
             names = [str(int(i)) for i in (qids if qids is not None else np.arange(len(q)))]
@@ -398,14 +415,18 @@ def collection_add(
     paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="folders, list files or image files")],
     allow_outside_root: Annotated[bool, typer.Option(help=OUTSIDE_ROOT_HELP)] = False,
     max_pixels: Annotated[int, typer.Option(metavar="N", help="refuse images over this many pixels")] = DEFAULT_MAX_PIXELS,
+    metadata: Annotated[
+        Optional[str], typer.Option(metavar="JSON", help='metadata of every image added: \'{"shop": "a"}\'')
+    ] = None,
 ) -> None:
     """Encode and add images to a collection; prints the new ids' range."""
     from .collection import Collection
 
+    meta = _json_option("--metadata", metadata)
     with Collection.open(folder) as col:
         col.max_pixels = max_pixels
         for path in paths:
-            ids = col.add(path, allow_outside_root=allow_outside_root)
+            ids = col.add(path, metadata=meta, allow_outside_root=allow_outside_root)
             typer.echo(f"{path}: {len(ids)} items" + (f", ids {ids[0]}-{ids[-1]}" if len(ids) else ""))
         typer.echo(f"{folder}: {len(col)} items")
 
@@ -420,6 +441,53 @@ def collection_remove(
 
     with Collection.open(folder) as col:
         typer.echo(f"removed {col.remove(ids)} of {len(ids)}; {len(col)} items left")
+
+
+@collection_app.command("list")
+def collection_list(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="a collection folder")],
+    after: Annotated[int, typer.Option(metavar="ID", help="start after this id (the last of the previous page)")] = 0,
+    limit: Annotated[int, typer.Option(metavar="N", help="items in the page (1-1000)")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """List a collection's items by id, a page at a time."""
+    from .collection import Collection
+
+    with Collection.open(folder) as col:
+        page = col.items(after, limit)
+    if as_json:
+        nxt = page[-1].id if len(page) == limit else None
+        typer.echo(json.dumps({"items": [{k: v for k, v in h.__dict__.items() if k != "distance"} for h in page],
+                               "next": nxt}))  # fmt: skip
+        return
+    for h in page:
+        typer.echo(f"{h.id:>8}  {h.label or '-':<16} {h.source}  {json.dumps(h.meta) if h.meta else ''}".rstrip())
+
+
+@collection_app.command("snapshot")
+def collection_snapshot(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="a collection folder")],
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="the new snapshot folder")],
+) -> None:
+    """Snapshot a collection: the item table by SQLite's online backup, the model and images, checksummed.
+    (Of a collection a server is writing, take it with the server's POST /snapshots.)"""
+    from .collection import Collection
+
+    with Collection.open(folder) as col:
+        manifest = col.snapshot(out)
+    typer.echo(f"{out}: {manifest['items']} items, {len(manifest['files'])} files, sha256 {manifest['sha256'][:16]}")
+
+
+@collection_app.command("restore")
+def collection_restore(
+    snapshot: Annotated[Path, typer.Argument(metavar="SNAPSHOT", help="a snapshot folder")],
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="the collection folder to make (new or empty)")],
+) -> None:
+    """Check a snapshot against its checksums and restore it as a new collection."""
+    from .collection import Collection
+
+    with Collection.restore(snapshot, folder) as col:
+        typer.echo(f"{folder}: restored {len(col)} items from {snapshot}")
 
 
 @collection_app.command("info")
@@ -447,7 +515,13 @@ def serve(
     token_file: Annotated[
         Optional[Path], typer.Option(metavar="FILE", help="the bearer token for writes (default: COLLECTION/token)")
     ] = None,
-    private: Annotated[bool, typer.Option(help="reads need the token too")] = False,
+    private: Annotated[bool, typer.Option(help="reads need the read key (or the write key)")] = False,
+    read_token_file: Annotated[
+        Optional[Path], typer.Option(metavar="FILE", help="the read key with --private (default: COLLECTION/read-token)")
+    ] = None,
+    snapshots: Annotated[
+        Optional[Path], typer.Option(metavar="DIR", help="where POST /snapshots writes (default: off)")
+    ] = None,
     max_upload_mb: Annotated[float, typer.Option(metavar="MB", help="largest upload accepted")] = 10.0,
     max_pixels: Annotated[int, typer.Option(metavar="N", help="largest image accepted, in pixels")] = 40_000_000,
     max_k: Annotated[int, typer.Option(metavar="K", help="largest k a search may ask for")] = 1000,
@@ -455,7 +529,8 @@ def serve(
         float, typer.Option(metavar="MS", help="micro-batching window for concurrent encodes (0: off)")
     ] = 3.0,
 ) -> None:
-    """Serve a collection over HTTP: the page at /, the API (search, items, stats) with OpenAPI at /docs."""
+    """Serve a collection over HTTP: the page at /, the API (search, items, stats) with OpenAPI at /docs. Keys
+    are re-read from their files when the files change (rotate one by rewriting its file)."""
     try:
         import uvicorn
 
@@ -469,13 +544,19 @@ def serve(
     token_path = token_file or folder / "token"
     if token_file is not None and not token_file.is_file():
         raise CLIError(f"{token_file}: no such token file")
-    token = read_token(token_path)  # (made now for a collection that has none yet)
+    if read_token_file is not None and not read_token_file.is_file():
+        raise CLIError(f"{read_token_file}: no such token file")
+    read_token(token_path)  # (made now for a collection that has none yet)
+    read_path = read_token_file or folder / "read-token"
+    if private:
+        read_token(read_path)
     limits = Limits(max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_k=max_k)
     sock = _bound_socket(host, port)  # a busy port or a bad address fails here, before anything claims to serve
-    web = create_app(col, token, private, limits, batch_window_ms)
-    col.warm_up()  # the first user does not pay for lazy loads and the index's self-timing
-    typer.echo(f"serving {folder} ({len(col)} items) at http://{host}:{port}/  (writes: the bearer token in "
-               f"{token_path}; reads: {'the token too' if private else 'open'})", err=True)  # fmt: skip
+    # warmed in the background (lazy loads, the index's self-timing): /livez answers at once, /readyz once warm
+    web = create_app(col, token_path, private, limits, batch_window_ms, read_token=read_path if private else None,
+                     warm_up=True, snapshots=snapshots)  # fmt: skip
+    typer.echo(f"serving {folder} ({len(col)} items) at http://{host}:{port}/  (writes: the key in {token_path}; "
+               f"reads: {f'the key in {read_path}' if private else 'open'})", err=True)  # fmt: skip
     # httptools and uvloop (the [serve] extra) where installed: uvicorn's fast HTTP parser and event loop
     config = uvicorn.Config(web, log_level="warning", http="auto", loop="auto")
     uvicorn.Server(config).run(sockets=[sock])

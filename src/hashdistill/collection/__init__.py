@@ -44,6 +44,7 @@ from ..data.lists import ImageList
 from ..errors import CodesError, CollectionError
 from ..progress import progress_bar
 from ..registry import INDEX_BACKENDS
+from . import snapshot
 from .engine import ENGINES, open_encoder, write_model
 from .files import THUMB_SIDE, ImageFiles, inside, read_source
 from .filtered import STRATEGIES, FilterCache, search_filtered
@@ -77,6 +78,7 @@ class Collection:
         self.max_pixels = DEFAULT_MAX_PIXELS  # images over it are refused from their header (data/images.py)
         self._lock = threading.RLock()
         self._filters = FilterCache(self.bits)  # kept in step with every write
+        self._files_lock = threading.Lock()  # a snapshot copying the files; a removal waits to delete any
 
     # ------------------------------------------------------------------ create / open
     @classmethod
@@ -198,7 +200,7 @@ class Collection:
             if len(labels) != len(sources):
                 raise CollectionError(f"{len(sources)} images but {len(labels)} labels")
             metas = _metadata_list(metadata, len(sources))  # checked before the encoding
-            return self.add_codes(pack(self._encode(batch, sources, thumbs=True)), sources, labels, metas)
+            return self._add(pack(self._encode(batch, sources, thumbs=True)), sources, labels, metas)
 
     def _encode(self, images: Any, sources: list[str], thumbs: bool) -> np.ndarray:
         """Continuous codes of images; files are read once, batch by batch, and (``thumbs``) each file's
@@ -232,7 +234,9 @@ class Collection:
         labels = [None] * len(sources) if labels is None else labels
         if not len(packed) == len(sources) == len(labels):
             raise CollectionError(f"{len(packed)} codes, {len(sources)} sources and {len(labels)} labels")
-        metas = _metadata_list(metadata, len(sources))
+        return self._add(packed, sources, labels, _metadata_list(metadata, len(sources)))
+
+    def _add(self, packed: PackedCodes, sources: list[str], labels: list, metas: list[str | None]) -> np.ndarray:
         with self._lock:
             ids = self.store.add(packed, sources, labels, metas)  # committed: acknowledged
             self.index.add(packed, ids)
@@ -282,10 +286,23 @@ class Collection:
             gone = self.store.remove(ids)
             self.index.remove(np.array(ids, np.int64))
             self._filters.removed(np.array(ids, np.int64))
-            for s in set(gone):  # a file another item still names stays
-                if not self.store.has_source(s):
-                    self.files.forget(s)
+            with self._files_lock:
+                for s in set(gone):  # a file another item still names stays
+                    if not self.store.has_source(s):
+                        self.files.forget(s)
         return len(gone)
+
+    def snapshot(self, out: str | os.PathLike) -> dict[str, Any]:
+        """A consistent, checksummed snapshot in the new folder ``out`` (``snapshot.py``), taken while writes go
+        on; returns its manifest (items, every file's SHA-256, the snapshot's own checksum)."""
+        with self._files_lock:
+            return snapshot.take(self.path, Path(out))
+
+    @staticmethod
+    def restore(snapshot_dir: str | os.PathLike, path: str | os.PathLike) -> Collection:
+        """Check a snapshot against its checksums and restore it as the collection folder ``path``; opens it."""
+        snapshot.restore(Path(snapshot_dir), Path(path))
+        return Collection.open(path)
 
     def codes_of(self, ids: Any) -> PackedCodes:
         """The packed codes of items already in the collection."""

@@ -1,15 +1,19 @@
-"""The HTTP service over one collection (FastAPI): search by image, codes or item; add and remove items;
-thumbnails; the page at ``/``; OpenAPI at ``/docs`` (docs/service.md).
+"""The HTTP service over one collection (FastAPI): search by image, codes or item, one or a batch, filtered by
+label and metadata; add, page through, change and remove items; snapshots; thumbnails; liveness, readiness and
+Prometheus metrics; the page at ``/``; OpenAPI at ``/docs`` (docs/service.md).
 
 Every expected failure is a 4xx JSON ``{"detail": "<one line>"}``: not an image, a truncated image, an image
-over the pixel limit, an upload over the size limit, codes of the wrong length, a bad ``k`` or ``radius``, an
-unknown id, a missing or wrong token. Writes need the bearer token (reads too with ``private``). Only files
+over the pixel limit, an upload over the size limit, codes of the wrong length, a bad ``k``, ``radius`` or
+filter, bad metadata, an unknown id, a missing or wrong key. Writes need the write key; with ``private``,
+reads need the read key (or the write key). Keys given as files are re-read when the files change. Only files
 inside the collection folder (stored images, thumbnails) or a protocol's own images are ever served.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
+import threading
 import time
 from contextlib import asynccontextmanager
 from importlib.resources import files
@@ -17,18 +21,21 @@ from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, File, HTTPException, Path, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..codes import pack
-from ..collection import STORED, Collection, CollectionError
+from ..collection import MAX_PAGE, STORED, Collection, CollectionError, Where
 from ..data.images import ImageError, decode_image
 from .batcher import MicroBatcher
+from .metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
+from .token import Key
 
 ItemId = Annotated[int, Field(ge=0, le=2**63 - 1)]  # SQLite's integer range
+MAX_META_FORM = 2**20  # the ``metadata`` field of ``POST /items``: up to 4 KB per file (collection/metadata.py)
 
 
 class Limits(BaseModel):
@@ -39,7 +46,9 @@ class Limits(BaseModel):
     max_k: int = Field(1000, gt=0)
     max_files: int = Field(64, gt=0)
     max_json_kb: float = Field(64.0, gt=0)
-    """a JSON body (a search by codes or id: K signs and a few fields)"""
+    """a JSON body (a search by codes or id: K signs and a few fields; a batch may send ``max_batch`` of them)"""
+    max_batch: int = Field(64, gt=0)
+    """searches in one ``POST /search/batch``"""
 
     def body_limits(self) -> dict[str, int]:
         """The largest body each kind of request may send, in bytes (``BodyLimit``)."""
@@ -47,6 +56,7 @@ class Limits(BaseModel):
         return {
             "json": int(self.max_json_kb * 1024), "search-upload": upload + 2**16,
             "items": upload * self.max_files + 2**20, "other": 2**16,
+            "batch": int(self.max_json_kb * 1024) * self.max_batch, "batch-upload": upload * self.max_batch + 2**16,
         }  # fmt: skip
 
 
@@ -63,6 +73,7 @@ class Result(BaseModel):
     distance: int
     source: str
     label: str | None
+    meta: dict[str, Any] | None = None
 
 
 class SearchResponse(BaseModel):
@@ -78,12 +89,38 @@ class CodeSearch(BaseModel):
     id: ItemId | None = None
     k: int = 10
     radius: int | None = None
+    filter: dict[str, Any] | None = None  # {"label": "Shirt"}, {"meta.shop": {"in": ["a", "b"]}} (collection/metadata.py)
+
+
+class BatchSearch(BaseModel):
+    """Several searches by code or id in one request (``Limits.max_batch`` at most), one result list each."""
+
+    model_config = ConfigDict(extra="forbid")
+    searches: list[CodeSearch]
+
+
+class BatchResponse(BaseModel):
+    results: list[list[Result]]
+    took_ms: float
 
 
 class Item(BaseModel):
     id: int
     source: str
     label: str | None
+    meta: dict[str, Any] | None = None
+
+
+class Page(BaseModel):
+    items: list[Item]
+    next: int | None  # ``after`` of the next page; null on the last
+
+
+class MetaPatch(BaseModel):
+    """A JSON merge patch of an item's metadata: keys set, a key set to null removed."""
+
+    model_config = ConfigDict(extra="forbid")
+    meta: dict[str, Any]
 
 
 class Added(BaseModel):
@@ -91,16 +128,29 @@ class Added(BaseModel):
 
 
 def create_app(
-    collection: Collection, token: str | None = None, private: bool = False, limits: Limits | None = None,
-    window_ms: float = 3.0,
+    collection: Collection, token: str | FilePath | None = None, private: bool = False, limits: Limits | None = None,
+    window_ms: float = 3.0, *, read_token: str | FilePath | None = None, warm_up: bool = False,
+    snapshots: FilePath | None = None,
 ) -> FastAPI:  # fmt: skip
-    """The app serving ``collection``. ``token``: the bearer token writes need (reads too when ``private``);
-    without one, writes are refused. ``window_ms``: the micro-batching window (0: off)."""
+    """The app serving ``collection``. ``token``: the write key (a string, or a file re-read when it changes);
+    without one, writes are refused. ``private``: reads need ``read_token`` (or the write key). ``window_ms``:
+    the micro-batching window (0: off). ``warm_up``: warm the collection in the background at start, ``/readyz``
+    answering 503 until done (else ready at once). ``snapshots``: the folder ``POST /snapshots`` writes into."""
     limits = limits or Limits()
     batcher = MicroBatcher(collection.encode_arrays, window_ms)
+    write_key, read_key = Key(token), Key(read_token)
+    ready = threading.Event()
+    if not warm_up:
+        ready.set()
+
+    def warm() -> None:
+        collection.warm_up()
+        ready.set()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if not ready.is_set():
+            threading.Thread(target=warm, name="warm-up", daemon=True).start()
         yield
         batcher.close()
 
@@ -109,17 +159,21 @@ def create_app(
     )
     app.state.collection, app.state.batcher = collection, batcher
     page = files("hashdistill.serve").joinpath("page.html").read_text()
+    metrics = Metrics(collection)
 
     def authorised(request: Request, write: bool) -> None:
         if not write and not private:
             return
-        if token is None:
-            raise HTTPException(403, "writes are disabled: the server runs without a token")
+        keys = [k for k in (write_key.value(), None if write else read_key.value()) if k]
+        if not keys:
+            what = "writes are disabled: the server runs without a write key" if write else "reads need a read key"
+            raise HTTPException(403, what + ("" if write else ", and the server has none"))
         given = request.headers.get("authorization", "")
         if not given.lower().startswith("bearer "):
             raise HTTPException(401, "missing bearer token (Authorization: Bearer <token>)")
-        if not hmac.compare_digest(given[7:].strip().encode(), token.encode()):
-            raise HTTPException(403, "wrong bearer token")
+        presented = given[7:].strip().encode()
+        if not any(hmac.compare_digest(presented, k.encode()) for k in keys):
+            raise HTTPException(403, f"wrong bearer token (this route needs the {'write' if write else 'read'} key)")
 
     async def reader(request: Request) -> None:  # async: FastAPI would run a plain def in its thread pool
         authorised(request, write=False)
@@ -133,10 +187,53 @@ def create_app(
         if radius is not None and not 0 <= radius <= collection.bits:
             raise HTTPException(422, f"radius must be in 0..{collection.bits}, got {radius}")
 
+    def results(hits: list) -> list[dict[str, Any]]:
+        return [
+            {"id": h.id, "distance": h.distance, "source": shown_source(h.source), "label": h.label, "meta": h.meta}
+            for h in hits
+        ]
+
     def respond(hits: list, t0: float) -> JSONResponse:
         """``SearchResponse`` as JSON, built directly (the hot path skips re-validating what it just made)."""
-        results = [{"id": h.id, "distance": h.distance, "source": shown_source(h.source), "label": h.label} for h in hits]
-        return JSONResponse({"results": results, "took_ms": round((time.perf_counter() - t0) * 1000, 3)})
+        return JSONResponse({"results": results(hits), "took_ms": round((time.perf_counter() - t0) * 1000, 3)})
+
+    def where_of(spec: Any) -> Where | None:
+        """A filter from JSON (a query parameter's text, or a body's object); 422 naming what is wrong."""
+        if isinstance(spec, str):
+            try:
+                spec = json.loads(spec)
+            except (ValueError, RecursionError):
+                raise HTTPException(422, 'filter: not JSON (e.g. {"label": "Shirt"})') from None
+        return Where.parse(spec)
+
+    def query_codes(body: CodeSearch) -> Any:
+        """One search's packed code (by its signs, or an item's own); 4xx naming what is wrong."""
+        check_k(body.k, body.radius)
+        if (body.codes is None) == (body.id is None):
+            raise HTTPException(422, "give either codes or id")
+        if body.id is not None:
+            if collection.get([body.id])[0] is None:
+                raise HTTPException(404, f"no item {body.id}")
+            return collection.codes_of([body.id])
+        if len(body.codes) != collection.bits:
+            raise HTTPException(422, f"codes: {len(body.codes)} signs, the collection holds {collection.bits}-bit codes")
+        signs = np.array(body.codes, np.int64)
+        if not np.isin(signs, (-1, 1)).all():
+            raise HTTPException(422, "codes: every sign must be -1 or 1")
+        return pack(signs[None].astype(np.int8))
+
+    async def json_body(request: Request, model: type[BaseModel], expect: str) -> Any:
+        try:
+            raw = await request.json()
+        except RecursionError:
+            raise HTTPException(422, "body: JSON nested too deeply") from None
+        except ValueError as e:
+            raise HTTPException(422, f"body: {expect} ({_first(e)})") from None
+        try:
+            return model.model_validate(raw)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise HTTPException(422, f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}") from None
 
     async def read_upload(upload: UploadFile) -> bytes:
         limit = int(limits.max_upload_mb * 2**20)
@@ -149,6 +246,7 @@ def create_app(
         return decode_upload(data, name, limits.max_pixels)
 
     app.add_middleware(BodyLimit, limits=limits.body_limits())
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: a body refused unread is counted too
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -167,6 +265,23 @@ def create_app(
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "items": len(collection)}
+
+    @app.get("/livez")
+    async def livez() -> dict[str, str]:
+        """The process answers (liveness): never touches the collection."""
+        return {"status": "alive"}
+
+    @app.get("/readyz", responses={503: {"description": "still loading or warming up"}})
+    async def readyz() -> JSONResponse:
+        """Ready (200) once the model and the index are loaded and warmed; 503 before."""
+        if not ready.is_set():
+            return JSONResponse(status_code=503, content={"status": "warming up"})
+        return JSONResponse({"status": "ready", "items": len(collection)})
+
+    @app.get("/metrics", dependencies=[Depends(reader)], responses={200: {"content": {CONTENT_TYPE: {}}}})
+    def prometheus() -> Response:
+        """Prometheus text format: requests and latency per route, items, the code length, encoder and index."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/stats", dependencies=[Depends(reader)])
     def stats() -> dict[str, Any]:
@@ -192,14 +307,16 @@ def create_app(
         }}},
     )  # fmt: skip
     async def search(
-        request: Request, k: Annotated[int, Query()] = 10, radius: Annotated[int | None, Query()] = None
-    ) -> JSONResponse:
-        """Search by an image (multipart field ``file``; ``k`` and ``radius`` as query parameters), or by a code
-        or an item id (JSON ``{"codes": [...], "k": 10}`` or ``{"id": 123}``)."""
+        request: Request, k: Annotated[int, Query()] = 10, radius: Annotated[int | None, Query()] = None,
+        filter: Annotated[str | None, Query(max_length=8192, description="a filter as JSON (with an image)")] = None,
+    ) -> JSONResponse:  # fmt: skip
+        """Search by an image (multipart field ``file``; ``k``, ``radius`` and ``filter`` as query parameters), or
+        by a code or an item id (JSON ``{"codes": [...], "k": 10}`` or ``{"id": 123, "filter": {...}}``)."""
         t0 = time.perf_counter()
         kind = request.headers.get("content-type", "")
         if kind.startswith("multipart/form-data"):
             check_k(k, radius)
+            where = where_of(filter)
             form = await request.form(max_files=1, max_fields=4)
             upload = form.get("file")
             if not hasattr(upload, "read"):
@@ -211,53 +328,96 @@ def create_app(
                 code = await run_in_threadpool(batcher.encode, image)
             finally:
                 batcher.left()
-            return respond(collection.search_codes(pack(code[None]), k, radius)[0], t0)
-        try:
-            raw = await request.json()
-        except RecursionError:
-            raise HTTPException(422, "body: JSON nested too deeply") from None
-        except ValueError as e:
-            raise HTTPException(
-                422, f"body: a JSON object with codes or id (and k, radius), or a multipart image ({_first(e)})"
-            ) from None
-        try:
-            body = CodeSearch.model_validate(raw)
-        except ValidationError as e:
-            err = e.errors()[0]
-            raise HTTPException(422, f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}") from None
-        check_k(body.k, body.radius)
-        if (body.codes is None) == (body.id is None):
-            raise HTTPException(422, "give either codes or id")
-        if body.id is not None:
-            item = collection.get([body.id])[0]
-            if item is None:
-                raise HTTPException(404, f"no item {body.id}")
-            codes = collection.codes_of([body.id])
+            return respond(collection.search_codes(pack(code[None]), k, radius, where=where)[0], t0)
+        body = await json_body(request, CodeSearch, "a JSON object with codes or id (and k, radius), or a multipart image")
+        codes, where = query_codes(body), where_of(body.filter)
+        # a search by code is a fraction of a millisecond (unfiltered): no thread hop
+        return respond(collection.search_codes(codes, body.k, body.radius, where=where)[0], t0)
+
+    @app.post(
+        "/search/batch", response_model=BatchResponse, dependencies=[Depends(reader)],
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
+                "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+            "application/json": {"schema": BatchSearch.model_json_schema()},
+        }}},
+    )  # fmt: skip
+    async def search_batch(
+        request: Request, k: Annotated[int, Query()] = 10, radius: Annotated[int | None, Query()] = None,
+        filter: Annotated[str | None, Query(max_length=8192, description="a filter as JSON (with images)")] = None,
+    ) -> JSONResponse:  # fmt: skip
+        """Several searches in one request, one result list per query, in order: images (multipart fields
+        ``files``, encoded as one batch; ``k``, ``radius``, ``filter`` as query parameters, for all), or JSON
+        ``{"searches": [{"codes": [...]}, {"id": 12, "k": 5, "filter": {...}}]}``."""
+        t0 = time.perf_counter()
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            check_k(k, radius)
+            where = where_of(filter)
+            form = await request.form(max_files=limits.max_batch, max_fields=4)
+            uploads = [f for f in form.getlist("files") if hasattr(f, "read")]
+            if not uploads:
+                raise HTTPException(422, "files: one or more image uploads are required (multipart fields 'files')")
+            images = [collection.prepare_image(decode(await read_upload(f), f.filename or "file")) for f in uploads]
+            codes = await run_in_threadpool(collection.encode, images)
+            found = collection.search_codes(codes, k, radius, where=where)
         else:
-            if len(body.codes) != collection.bits:
-                raise HTTPException(422, f"codes: {len(body.codes)} signs, the collection holds {collection.bits}-bit codes")
-            signs = np.array(body.codes, np.int64)
-            if not np.isin(signs, (-1, 1)).all():
-                raise HTTPException(422, "codes: every sign must be -1 or 1")
-            codes = pack(signs[None].astype(np.int8))
-        # a search by code is a fraction of a millisecond: no thread hop
-        return respond(collection.search_codes(codes, body.k, body.radius)[0], t0)
+            body = await json_body(request, BatchSearch, 'a JSON object {"searches": [{"codes": [...]}, ...]}')
+            if not 0 < len(body.searches) <= limits.max_batch:
+                raise HTTPException(422, f"searches: 1 to {limits.max_batch} in one batch, got {len(body.searches)}")
+            found = []
+            for i, s in enumerate(body.searches):
+                try:
+                    codes, where = query_codes(s), where_of(s.filter)
+                except HTTPException as e:
+                    raise HTTPException(e.status_code, f"searches.{i}: {e.detail}") from None
+                except CollectionError as e:
+                    raise HTTPException(422, f"searches.{i}: {e}") from None
+                found.append(collection.search_codes(codes, s.k, s.radius, where=where)[0])
+        took = round((time.perf_counter() - t0) * 1000, 3)
+        return JSONResponse({"results": [results(hits) for hits in found], "took_ms": took})
 
     @app.post("/items", response_model=Added, dependencies=[Depends(writer)], status_code=201)
-    async def add_items(files: Annotated[list[UploadFile], File(description="one or more images")]) -> Added:
-        """Add images (multipart fields ``files``); they are stored inside the collection."""
+    async def add_items(
+        files: Annotated[list[UploadFile], File(description="one or more images")],
+        metadata: Annotated[
+            str | None, Form(max_length=MAX_META_FORM, description="JSON: one object for every file, or a list of one per file")
+        ] = None,
+    ) -> Added:  # fmt: skip
+        """Add images (multipart fields ``files``, and ``metadata`` as JSON); they are stored inside the collection."""
         if len(files) > limits.max_files:
             raise HTTPException(413, f"at most {limits.max_files} files per request, got {len(files)}")
+        try:
+            meta = None if metadata is None else json.loads(metadata)
+        except (ValueError, RecursionError):
+            raise HTTPException(422, "metadata: not JSON (an object, or a list of one object per file)") from None
         images = [decode(await read_upload(f), f.filename or "file") for f in files]
-        ids = await run_in_threadpool(collection.add, images)
+        ids = await run_in_threadpool(lambda: collection.add(images, metadata=meta))
         return Added(ids=[int(i) for i in ids])
+
+    @app.get("/items", response_model=Page, dependencies=[Depends(reader)])
+    def list_items(
+        after: Annotated[int, Query(ge=0, le=2**63 - 1, description="the last id of the previous page")] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    ) -> Page:
+        """Items by id, a page at a time: ``next`` is the ``after`` of the next page (null on the last)."""
+        hits = collection.items(after, limit)
+        items = [Item(id=h.id, source=shown_source(h.source), label=h.label, meta=h.meta) for h in hits]
+        return Page(items=items, next=hits[-1].id if len(hits) == limit else None)
 
     @app.get("/items/{item_id}", response_model=Item, dependencies=[Depends(reader)])
     def get_item(item_id: Annotated[int, Path(ge=0, le=2**63 - 1)]) -> Item:
         hit = collection.get([item_id])[0]
         if hit is None:
             raise HTTPException(404, f"no item {item_id}")
-        return Item(id=hit.id, source=shown_source(hit.source), label=hit.label)
+        return Item(id=hit.id, source=shown_source(hit.source), label=hit.label, meta=hit.meta)
+
+    @app.patch("/items/{item_id}", response_model=Item, dependencies=[Depends(writer)])
+    def patch_item(item_id: Annotated[int, Path(ge=0, le=2**63 - 1)], body: MetaPatch) -> Item:
+        """Change an item's metadata: ``{"meta": {"shop": "b", "old_key": null}}`` sets and removes keys."""
+        if collection.get([item_id])[0] is None:
+            raise HTTPException(404, f"no item {item_id}")
+        hit = collection.update(item_id, body.meta)
+        return Item(id=hit.id, source=shown_source(hit.source), label=hit.label, meta=hit.meta)
 
     @app.get("/items/{item_id}/image", dependencies=[Depends(reader)], responses={200: {"content": {"image/png": {}}}})
     def item_image(item_id: Annotated[int, Path(ge=0, le=2**63 - 1)]) -> Response:
@@ -274,6 +434,16 @@ def create_app(
         if not collection.remove([item_id]):
             raise HTTPException(404, f"no item {item_id}")
         return {"removed": 1}
+
+    @app.post("/snapshots", dependencies=[Depends(writer)], status_code=201)
+    def take_snapshot() -> dict[str, Any]:
+        """A consistent snapshot of the collection (SQLite's online backup, checksummed), written into the
+        server's snapshot folder; ``hashdistill collection restore`` checks and restores it."""
+        if snapshots is None:
+            raise HTTPException(403, "snapshots are off: the server runs without a snapshot folder")
+        name = time.strftime("snapshot-%Y%m%d-%H%M%S") + f"-{time.time_ns() % 10**9:09d}"
+        manifest = collection.snapshot(FilePath(snapshots) / name)
+        return {"name": name, "items": manifest["items"], "sha256": manifest["sha256"]}
 
     return app
 
@@ -297,6 +467,10 @@ class BodyLimit:
             return self.limits["items"]
         if scope["method"] == "POST" and scope["path"] == "/search":
             return self.limits["search-upload" if kind.startswith("multipart/") else "json"]
+        if scope["method"] == "POST" and scope["path"] == "/search/batch":
+            return self.limits["batch-upload" if kind.startswith("multipart/") else "batch"]
+        if scope["method"] == "PATCH":
+            return self.limits["json"]
         return self.limits["other"]
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
