@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from hashdistill import plots
 from hashdistill.cli import app
 from hashdistill.config import load_config
-from hashdistill.deform import DEFORMATIONS, deform, parse_deformations
+from hashdistill.data import load_protocol
+from hashdistill.deform import COLOUR, DEFORMATIONS, deform, parse_deformations
 from hashdistill.report import write_report
 from hashdistill.robustness import robustness, sensitivity
 from hashdistill.train import train
@@ -43,12 +44,48 @@ def test_each_deformation_is_seeded_and_stays_in_range(fmnist, name):
     assert a.shape == (16, 1, 28, 28) and a.dtype == torch.float32 and a.min() >= 0 and a.max() <= 1
     assert torch.equal(a, deform(images, name, seed=3))
     clean = torch.as_tensor(images[:, None]).float() / 255
-    if name == "none":
+    if name == "none" or name in COLOUR:  # a grey image is its own grey: colour deformations change nothing
         assert torch.equal(a, clean)
         return
     assert not torch.equal(a, clean)
     if name not in ("zoom_in", "zoom_out"):  # the zooms draw nothing at random
         assert not torch.equal(a, deform(images, name, seed=4))
+
+
+@pytest.fixture(scope="module")
+def emoji():
+    """Real colour images: 24 openmoji queries (64 px RGB on white), as float (N, 3, H, W) in [0, 1]."""
+    p = load_protocol("openmoji")
+    return torch.as_tensor(p.images[p.query[:24]]).permute(0, 3, 1, 2).float() / 255
+
+
+@pytest.mark.parametrize("name", COLOUR)
+def test_colour_deformations_on_colour_images(emoji, name):
+    out = deform(emoji, name, seed=1)
+    assert out.shape == emoji.shape and out.min() >= 0 and out.max() <= 1
+    assert torch.equal(out, deform(emoji, name, seed=1))
+    white = (emoji == 1).all(1)  # the background: no chroma
+    coloured = (emoji.amax(1) - emoji.amin(1)) > 0.3
+    assert coloured.float().mean() > 0.05 and white.float().mean() > 0.2
+    moved = (out - emoji).abs().amax(1)
+    assert moved[coloured].mean() > 0.05  # the coloured pixels change
+    if name == "hue":  # a rotation about the grey axis leaves grey pixels where they are
+        assert torch.allclose(out.permute(0, 2, 3, 1)[white], torch.ones(1, 3), atol=1e-5)
+        assert not torch.equal(out, deform(emoji, name, seed=2))
+    elif name == "saturation":  # greys stay; colours move away from their grey (spread between channels grows)
+        assert torch.allclose(out.permute(0, 2, 3, 1)[white], torch.ones(1, 3), atol=1e-5)
+        spread = lambda x: (x.amax(1) - x.amin(1))[coloured].mean()
+        assert spread(out) > 1.2 * spread(emoji)
+    elif name == "grey":  # equal channels, the ITU-R 601 luma of the pixel
+        assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 1], out[:, 2])
+        px = emoji[0, :, 30, 30]
+        assert out[0, 0, 30, 30].item() == pytest.approx(float(0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2]), abs=1e-6)
+    else:  # colour_cast: the white background takes one colour per image, and it differs between images
+        bg = out.permute(0, 2, 3, 1)
+        per_image = [bg[i][white[i]] for i in range(len(out))]
+        assert all((c - c[0]).abs().max() < 1e-6 for c in per_image)
+        assert len({tuple(c[0].round(decimals=4).tolist()) for c in per_image}) == len(out)
+        assert all(c[0].min() >= 0.7 - 1e-6 for c in per_image)  # 70 % of white plus 30 % of a colour
 
 
 def test_zoom_and_parse():

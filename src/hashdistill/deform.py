@@ -15,6 +15,14 @@ for the whole set at once (call it on all the queries): the same seed gives the 
 | rotation | about the centre, zero padding | angle uniform in +-[15, 45] degrees |
 | shear | horizontal shear, zero padding | angle uniform in +-[10, 30] degrees |
 | noise | additive Gaussian noise, clipped to [0, 1] | sigma = 0.1 |
+| hue | hue rotation (about the grey axis, in YIQ space), clipped | angle uniform in +-[90, 180] degrees |
+| saturation | over-saturation (blend away from the pixel's grey) | factor uniform in [2, 3] |
+| grey | ITU-R 601 luma in every channel | - |
+| colour_cast | blend with one colour per image | 30 % of a colour uniform in RGB |
+
+The colour deformations (``COLOUR``) lie outside DHD's student jitter (hue +-0.2 of the circle, saturation
+factor in [0.2, 1.8]) except ``grey``, which the student sees with p 0.2 but the teacher view never; on a
+one-channel image they change nothing (grey is already its own grey).
 """
 
 from __future__ import annotations
@@ -25,7 +33,11 @@ import torch.nn.functional as F
 
 from .errors import ConfigError
 
-DEFORMATIONS = ("none", "cutout", "dropout", "zoom_in", "zoom_out", "rotation", "shear", "noise")
+GEOMETRIC = ("cutout", "dropout", "zoom_in", "zoom_out", "rotation", "shear", "noise")  # the paper's Table 4
+COLOUR = ("hue", "saturation", "grey", "colour_cast")
+DEFORMATIONS = ("none", *GEOMETRIC, *COLOUR)
+# RGB -> YIQ (NTSC): a hue rotation turns the (I, Q) chroma plane about the luma axis Y
+_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
 
 def _as_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -78,8 +90,32 @@ def deform(images: np.ndarray | torch.Tensor, name: str, seed: int = 0) -> torch
         theta = eye.copy()
         theta[:, 0, 1] = np.tan(np.radians(_signed(rng, n, 10, 30)))
         return _affine(x, theta)
-    noise = torch.as_tensor(rng.standard_normal(x.shape), dtype=x.dtype) * 0.1  # "noise"
-    return (x + noise).clamp(0, 1)
+    if name == "noise":
+        noise = torch.as_tensor(rng.standard_normal(x.shape), dtype=x.dtype) * 0.1
+        return (x + noise).clamp(0, 1)
+    return _colour(x, name, rng)
+
+
+def _colour(x: torch.Tensor, name: str, rng: np.random.Generator) -> torch.Tensor:
+    """A colour deformation of float ``(N, C, H, W)``; a one-channel batch is returned as it is."""
+    n = x.shape[0]
+    if x.shape[1] != 3:
+        return x
+    luma = torch.einsum("c,nchw->nhw", _YIQ[0].to(x.dtype), x)[:, None]
+    if name == "grey":
+        return luma.expand_as(x).clone()
+    if name == "saturation":
+        f = torch.as_tensor(rng.uniform(2.0, 3.0, n), dtype=x.dtype)[:, None, None, None]
+        return (luma + f * (x - luma)).clamp(0, 1)
+    if name == "colour_cast":
+        colour = torch.as_tensor(rng.uniform(0, 1, (n, 3)), dtype=x.dtype)[:, :, None, None]
+        return 0.7 * x + 0.3 * colour
+    a = np.radians(_signed(rng, n, 90, 180))  # "hue"
+    cos, sin, one, zero = np.cos(a), np.sin(a), np.ones(n), np.zeros(n)
+    rot = np.stack([np.stack([one, zero, zero], 1), np.stack([zero, cos, -sin], 1), np.stack([zero, sin, cos], 1)], 1)
+    yiq = _YIQ.double()
+    m = torch.as_tensor(np.linalg.inv(yiq.numpy()) @ rot @ yiq.numpy(), dtype=x.dtype)  # (N, 3, 3), RGB -> RGB
+    return torch.einsum("nij,njhw->nihw", m, x).clamp(0, 1)
 
 
 def parse_deformations(text: str) -> list[str]:
@@ -92,4 +128,4 @@ def parse_deformations(text: str) -> list[str]:
     return names
 
 
-__all__ = ["DEFORMATIONS", "deform", "parse_deformations"]
+__all__ = ["COLOUR", "DEFORMATIONS", "GEOMETRIC", "deform", "parse_deformations"]

@@ -32,27 +32,22 @@ def query_images(run: Run) -> torch.Tensor:
     return take(q.images, np.arange(len(q)))
 
 
-def query_map(run: Run, images: torch.Tensor) -> float:
-    """mAP@K of (possibly deformed) query images against the run's database codes."""
+def query_map(run: Run, images: torch.Tensor) -> tuple[float, float]:
+    """(mAP@K, mAP@all) of (possibly deformed) query images against the run's database codes."""
     q = pack(encode_batch(run.model, run.clean, images))
-    d = run.data
-    return mean_average_precision(q, run.codes("database"), d.query.labels, d.database.labels, topk=d.topk)
+    d, db = run.data, run.codes("database")
+    at_k = mean_average_precision(q, db, d.query.labels, d.database.labels, topk=d.topk)
+    return at_k, mean_average_precision(q, db, d.query.labels, d.database.labels)
 
 
 def robustness(runs: list[str | os.PathLike | Run], deformations: list[str], seed: int = 0) -> list[dict[str, Any]]:
-    """One row per (run, deformation): mAP@K with that deformation applied to the queries only."""
+    """One row per (run, deformation): mAP@K and mAP@all with that deformation applied to the queries only."""
     rows = []
     for run in map(as_run, runs):
         queries = query_images(run)
         for name in deformations:
-            rows.append(
-                {
-                    "run": run.name,
-                    "deformation": name,
-                    "topk": run.data.topk,
-                    "map": query_map(run, deform(queries, name, seed)),
-                }
-            )
+            at_k, at_all = query_map(run, deform(queries, name, seed))
+            rows.append({"run": run.name, "deformation": name, "topk": run.data.topk, "map": at_k, "map_all": at_all})
     return rows
 
 
