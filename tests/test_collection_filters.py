@@ -160,3 +160,21 @@ def test_pages_walk_every_item_once_in_id_order(filled):
     for bad in (0, 1001, "5"):
         with pytest.raises(CollectionError, match="limit must be in 1..1000"):
             col.items(limit=bad)
+
+
+def test_rows_read_by_searches_follow_updates_and_removals(shapes_run, tmp_path):
+    """The item rows a search returns are cached in memory: an update or a removal shows at once, here and
+    after reopening (SQLite stays the source of truth)."""
+    col, ids, codes, _, meta = make_filled(shapes_run, tmp_path / "col")
+    first = col.search_codes(codes[:1], 3)[0]  # read (and cached) now
+    item = first[0].id
+    before = col.get([item])[0].meta
+    assert before == meta[list(ids).index(item)]
+    col.update(item, {"shop": "z", "colour": "red"})
+    want = {**(before or {}), "shop": "z", "colour": "red"}
+    assert col.search_codes(codes[:1], 3)[0][0].meta == want and col.get([item])[0].meta == want
+    assert col.remove([item]) == 1
+    assert col.get([item]) == [None] and item not in [h.id for h in col.search_codes(codes[:1], 3)[0]]
+    col.close()
+    with Collection.open(tmp_path / "col") as again:
+        assert again.get([item]) == [None] and again.get([first[1].id])[0].meta == meta[list(ids).index(first[1].id)]

@@ -214,3 +214,25 @@ def test_auto_scans_a_small_index_in_numpy_without_timing_or_numba(monkeypatch):
     code = ("import sys, numpy as np; from hashdistill.index import HammingIndex; i = HammingIndex(64, 'auto'); "
             "i.add(np.ones((5000, 64), np.int8)); i.search(np.ones((1, 64)), 3); print('numba' in sys.modules)")  # fmt: skip
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_warm_up_scans_small_work_with_the_kernels(monkeypatch):
+    """A cold index answers a small search in numpy; once warmed, with the kernels: the same hits."""
+    rng = np.random.default_rng(5)
+    db, q = _tied_codes(rng, 3000, 64, 30), _tied_codes(rng, 5, 64, 30)
+    want_d, want_i = _brute(q, db, 20)
+    index = HammingIndex(64, "flat")
+    index.add(db)
+    calls = []
+    numpy_topk = index_module.smallest
+    monkeypatch.setattr(index_module, "smallest", lambda *a: calls.append(1) or numpy_topk(*a))
+    d, ids = index.search(q, 20)
+    assert calls == [1] and (d == want_d).all() and (ids == want_i).all()
+    index.warm_up()
+    d, ids = index.search(q, 20)
+    assert calls == [1] and (d == want_d).all() and (ids == want_i).all()  # numpy no longer ran
+    empty = HammingIndex(64, "flat")
+    empty.warm_up()  # nothing stored: still fine, and the first add's search scans with the kernels
+    empty.add(db)
+    d, ids = empty.search(q, 20)
+    assert calls == [1] and (d == want_d).all() and (ids == want_i).all()

@@ -176,6 +176,25 @@ def test_writes_need_the_token_and_private_reads_too(collection, shapes):
         assert (r.status_code, r.json()["detail"]) == (403, "writes are disabled: the server runs without a write key")
 
 
+def test_a_search_by_code_answers_alike_on_the_hot_path_and_through_the_route(collection):
+    """``POST /search`` with JSON and no query string skips FastAPI's routing (``HotSearch``); with a query
+    string the route answers: the same results, errors and key checks either way."""
+    with Collection.open(collection) as col, TestClient(create_app(col, TOKEN, private=True)) as c:
+        first = col.items(limit=1)[0].id
+        bodies = [{"id": first, "k": 4}, {"codes": [1, -1] * 8, "k": 3}, {"codes": [1] * 10}, {"k": 3}, {"id": -1},
+                  {"id": first, "filter": {"label": "nope"}}, {"id": first, "filter": {"bad key": 1}}]  # fmt: skip
+        for body in bodies:
+            hot = c.post("/search", json=body, headers=AUTH)
+            routed = c.post("/search?unused=1", json=body, headers=AUTH)
+            assert hot.status_code == routed.status_code
+            drop = lambda r: {k: v for k, v in r.json().items() if k != "took_ms"}
+            assert drop(hot) == drop(routed), body
+        assert c.post("/search", json=bodies[0]).status_code == 401  # private: the read key, on the hot path too
+        assert c.post("/search", content=b"{not json", headers=AUTH).status_code == 422
+        assert c.get("/search").status_code == 405
+        assert len(c.post("/search", json=bodies[0], headers=AUTH).json()["results"]) == 4
+
+
 def test_nothing_outside_the_collection_is_served(collection, tmp_path):
     """A crafted row naming a stored image outside the folder, or a file with no thumbnail, is a 404."""
     with sqlite3.connect(collection / "items.sqlite") as db:

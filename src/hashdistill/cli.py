@@ -554,7 +554,7 @@ def serve(
     sock = _bound_socket(host, port)  # a busy port or a bad address fails here, before anything claims to serve
     # warmed in the background (lazy loads, the index's self-timing): /livez answers at once, /readyz once warm
     web = create_app(col, token_path, private, limits, batch_window_ms, read_token=read_path if private else None,
-                     warm_up=True, snapshots=snapshots)  # fmt: skip
+                     warm_up=True, snapshots=snapshots, freeze_gc=True)  # fmt: skip
     typer.echo(f"serving {folder} ({len(col)} items) at http://{host}:{port}/  (writes: the key in {token_path}; "
                f"reads: {f'the key in {read_path}' if private else 'open'})", err=True)  # fmt: skip
     # httptools and uvloop (the [serve] extra) where installed: uvicorn's fast HTTP parser and event loop

@@ -169,6 +169,7 @@ class Collection:
         adaptive index times itself then), so a service is quick from its first request."""
         side = self.encoder.load_size or 32
         self.encoder.encode(np.zeros((1, side, side, 3), np.uint8))
+        self.index.warm_up()
         if len(self):
             self.search(codes=PackedCodes(np.zeros((1, self.bits // 8), np.uint8)), k=1)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from ..errors import CollectionError
 from .metadata import Where
 
 STORED = "collection:"  # the source of an image stored inside the collection: collection:images/<hash>.png
+ROW_CACHE = 1 << 16  # rows (source, label, metadata text) kept in memory for search results; cleared when full
 SCHEMA = """CREATE TABLE IF NOT EXISTS items (
     id INTEGER PRIMARY KEY AUTOINCREMENT, code BLOB NOT NULL, source TEXT NOT NULL, label TEXT, added REAL NOT NULL,
     meta TEXT)"""
@@ -33,9 +35,13 @@ class Hit:
 
 
 class ItemStore:
-    """The item table in SQLite (WAL, synchronous FULL): each write is one transaction."""
+    """The item table in SQLite (WAL, synchronous FULL): each write is one transaction. The rows that searches
+    return are cached in memory (``ROW_CACHE``: a search's ten rows cost a query otherwise), dropped when their
+    row changes; the process that opened the store is the table's one writer (as it is the index's)."""
 
     def __init__(self, path: Path) -> None:
+        self._cache: dict[int, tuple[str, str | None, str | None]] = {}
+        self._cache_lock = threading.Lock()  # a read filling the cache never races a write emptying it
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -72,6 +78,13 @@ class ItemStore:
     def remove(self, ids: np.ndarray) -> list[str]:
         """Delete rows in one transaction; returns the sources of the rows deleted."""
         cur = self.db.cursor()
+        with self._cache_lock:
+            for i in ids:
+                self._cache.pop(int(i), None)
+            return self._remove(cur, ids)
+
+    @staticmethod
+    def _remove(cur: sqlite3.Cursor, ids: np.ndarray) -> list[str]:
         cur.execute("BEGIN IMMEDIATE")
         try:
             marks = ",".join("?" * len(ids))
@@ -86,13 +99,19 @@ class ItemStore:
     def rows(self, ids: list[int]) -> dict[int, tuple[str, str | None, dict | None]]:
         """id -> (source, label, metadata) for the ids present (an id outside SQLite's integers is absent)."""
         ids = [i for i in ids if -(2**63) <= i < 2**63]
-        out = {}
-        for a in range(0, len(ids), 900):  # SQLite's bound-parameter limit
-            chunk = [int(i) for i in ids[a : a + 900]]
-            marks = ",".join("?" * len(chunk))
-            for i, s, lab, m in self.db.execute(f"SELECT id, source, label, meta FROM items WHERE id IN ({marks})", chunk):
-                out[i] = (s, lab, None if m is None else json.loads(m))
-        return out
+        cache = self._cache
+        found = {i: cache[i] for i in ids if i in cache}
+        missing = [int(i) for i in ids if i not in found]
+        with self._cache_lock:
+            for a in range(0, len(missing), 900):  # SQLite's bound-parameter limit
+                chunk = missing[a : a + 900]
+                marks = ",".join("?" * len(chunk))
+                for i, s, lab, m in self.db.execute(f"SELECT id, source, label, meta FROM items WHERE id IN ({marks})", chunk):
+                    found[i] = (s, lab, m)
+            if len(cache) + len(missing) > ROW_CACHE:
+                cache.clear()
+            cache.update((i, found[i]) for i in missing if i in found)
+        return {i: (s, lab, None if m is None else json.loads(m)) for i, (s, lab, m) in found.items()}
 
     def page(self, after: int, limit: int) -> list[tuple[int, str, str | None, dict | None]]:
         """Up to ``limit`` rows (id, source, label, metadata) with ids above ``after``, by id (a keyset page: no
@@ -104,7 +123,9 @@ class ItemStore:
 
     def set_meta(self, item_id: int, meta: str | None) -> bool:
         """Replace one row's metadata (checked JSON text); False when there is no such row."""
-        return self.db.execute("UPDATE items SET meta = ? WHERE id = ?", (meta, int(item_id))).rowcount > 0
+        with self._cache_lock:
+            self._cache.pop(int(item_id), None)
+            return self.db.execute("UPDATE items SET meta = ? WHERE id = ?", (meta, int(item_id))).rowcount > 0
 
     def matching(self, where: Where, among: np.ndarray | None = None) -> np.ndarray:
         """The ids of the rows ``where`` holds for (of those ``among``, when given, at most 900), ascending."""

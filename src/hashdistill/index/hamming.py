@@ -32,6 +32,19 @@ NUMPY_WORK_BELOW = 1 << 22  # a scan of fewer (queries x codes) runs in numpy: a
 # collection never pays for importing numba and loading its kernels (about 0.4 s)
 
 
+def smallest(d: np.ndarray, k: int, bits: int) -> np.ndarray:
+    """Positions of each row's ``k`` smallest distances (``d``: int, 0..bits), ranked by (distance, position),
+    as a full stable sort would rank them, by counting: the k-th distance from the row's histogram, then every
+    position below it and the first positions at it. O(n) a row instead of a sort's O(n log n)."""
+    out = np.empty((len(d), k), np.int64)
+    for r, row in enumerate(d):
+        t = int(np.searchsorted(np.cumsum(np.bincount(row, minlength=bits + 1)), k))  # the k-th smallest distance
+        below = np.flatnonzero(row < t)
+        pos = np.concatenate([below, np.flatnonzero(row == t)[: k - len(below)]])
+        out[r] = pos[np.argsort(row[pos], kind="stable")]
+    return out
+
+
 class HammingIndex:
     """Exact k-nearest-neighbour and radius search over binary codes.
 
@@ -75,6 +88,9 @@ class HammingIndex:
         self._last_choice: str | None = None
         self.choices: dict[int, str] = {}  # what ``auto`` runs per k bucket, once timed
         self._chosen_at = 0  # the index's size when ``auto`` last timed
+        self._cpus = os.cpu_count() or 1
+        self._sorted = True  # ids held in increasing order (as a collection adds them): lookups by bisection
+        self._kernels_ready = False  # once loaded (``warm_up``, or a large search), every scan runs them
 
     # ------------------------------------------------------------------ contents
     @property
@@ -100,6 +116,7 @@ class HammingIndex:
         """Append codes (``PackedCodes``, ±1, bool or real); ``ids`` default to consecutive integers."""
         packed = pack(codes, self.bits, what="codes", holder="the index")
         n_new = len(packed)
+        increasing = True
         if ids is None:
             new_ids = np.arange(self._next_id, self._next_id + n_new, dtype=np.int64)
         else:
@@ -120,6 +137,8 @@ class HammingIndex:
             self._planes, self._ids = grown, grown_ids
         self._planes[:, self._n : need] = words(packed, self._words).T
         self._ids[self._n : need] = new_ids
+        if n_new:
+            self._sorted = self._sorted and increasing and (self._n == 0 or new_ids[0] > self._ids[self._n - 1])
         self._n = need
         if n_new:
             self._next_id = max(self._next_id, int(new_ids.max()) + 1)
@@ -137,6 +156,23 @@ class HammingIndex:
             self._mih = None
         return n_drop
 
+    def code_bytes(self, ids: Any) -> np.ndarray:
+        """The stored packed codes of ``ids`` (any shape) as uint8 (*ids.shape, K/8); an id not held (the -1
+        of a search's padding) gives zero bytes."""
+        ids = np.asarray(to_numpy(ids), np.int64)
+        flat, held = ids.reshape(-1), self._ids[: self._n]
+        if self._n == 0:
+            return np.zeros((*ids.shape, self.bits // 8), np.uint8)
+        if self._sorted:
+            pos = np.minimum(np.searchsorted(held, flat), self._n - 1)
+        else:  # ids added out of order: bisect a sorted copy (built per call: a rare case)
+            order = np.argsort(held, kind="stable")
+            pos = order[np.minimum(np.searchsorted(held[order], flat), self._n - 1)]
+        found = held[pos] == flat
+        out = np.ascontiguousarray(self._planes[:, pos].T).view(np.uint8)[:, : self.bits // 8]
+        out[~found] = 0
+        return out.reshape(*ids.shape, self.bits // 8)
+
     def reset(self) -> None:
         self.__init__(self.bits, self.method, self.m, self.n_threads, self.fallback_ratio)
 
@@ -144,7 +180,7 @@ class HammingIndex:
     def _scratch(self, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
         from . import kernels
 
-        threads = self.n_threads or os.cpu_count() or 1
+        threads = self.n_threads or self._cpus
         n_chunks = max(1, min(n_queries, 4 * threads))
         lanes_per_word = 8 if self.bits < 256 else 4
         words = np.empty((n_chunks, kernels.BLOCK // lanes_per_word), np.uint64)
@@ -163,6 +199,16 @@ class HammingIndex:
             stored = np.ascontiguousarray(self._planes[:, : self._n].T)
             self._mih = MIHTables(self.codes().array, stored, sub)
         return self._mih
+
+    def warm_up(self) -> None:
+        """Load the scan's kernels now (numba, about 0.4 s): small searches, which a cold index answers in numpy
+        to spare a one-off search that cost, then run them too (a 69,000-code scan: 0.03 ms instead of 0.18)."""
+        if self._n:
+            self._search(PackedCodes(np.zeros((1, self.bits // 8), np.uint8)), 1, "flat", force_kernels=True)
+        else:  # nothing to scan yet: import them (their compiled code loads from numba's cache at the first scan)
+            from . import kernels  # noqa: F401
+
+            self._kernels_ready = True
 
     def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest codes of each query: (distances int32 (nq, k), ids int64 (nq, k)).
@@ -183,10 +229,11 @@ class HammingIndex:
             ids = np.concatenate([ids, np.full((nq, k - kk), -1, np.int64)], axis=1)
         return d, ids
 
-    def _search(self, qp: PackedCodes, kk: int, method: str) -> tuple[np.ndarray, np.ndarray]:
-        if method == "flat" and len(qp) * self._n < NUMPY_WORK_BELOW:
+    def _search(self, qp: PackedCodes, kk: int, method: str, force_kernels: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        small = len(qp) * self._n < NUMPY_WORK_BELOW and not (force_kernels or self._kernels_ready)
+        if method == "flat" and small:
             d = hamming(qp, self.codes())  # (small work: the codes' own numpy distances)
-            p = np.argsort(d, axis=1, kind="stable")[:, :kk]  # ranked by (distance, position)
+            p = smallest(d, kk, self.bits)
             return np.take_along_axis(d, p, axis=1), self._ids[p]
         qw = words(qp, self._words)
         from . import kernels
@@ -205,6 +252,7 @@ class HammingIndex:
                 )  # fmt: skip
             else:
                 d, p = kernels.flat_topk(qw, self._planes, self._n, kk, self.bits, scratch, lanes)
+        self._kernels_ready = True
         return d, np.where(p >= 0, self._ids[np.maximum(p, 0)], -1)
 
     @property

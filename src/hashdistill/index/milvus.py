@@ -76,6 +76,9 @@ class MilvusIndex:
     def __len__(self) -> int:
         return self.ntotal
 
+    def warm_up(self) -> None:
+        """Nothing to load ahead: Milvus Lite holds its index in its own process."""
+
     def add(self, codes: Any, ids: Any = None) -> None:
         """Insert codes; ``ids`` default to consecutive integers after the largest id present."""
         packed = pack(codes, self.bits, holder="the collection").array

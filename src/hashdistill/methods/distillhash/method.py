@@ -206,7 +206,7 @@ class DistillHash(HashingMethod):
                 self.allowed = None
 
         codes, fold = cross_fitted(ctx.n, self.params.pairs.folds, fit, ctx.seed)
-        return codes, fold, {"cross_fit_seconds": round(time.perf_counter() - t0, 1)}
+        return codes, fold, {"cross_fit_seconds": round(time.perf_counter() - t0, 3)}
 
     def _reported(self, part: str, ctx: TrainingContext) -> dict[str, Any]:
         if part not in self.report:  # unlabelled images: nothing to measure the pairs against
