@@ -44,3 +44,36 @@ def test_parity_with_hamming_index(milvus, tmp_path):
     assert (exported.search(q, 10)[0] == ref.search(q, 10)[0]).all()
     with pytest.raises(ValueError, match="64-bit"):
         milvus.search(np.ones((1, 32)), 3)
+
+
+def test_filtered_search_on_a_milvus_collection_equals_brute_force(shapes_run, tmp_path):
+    """A collection on Milvus Lite: filtered search by mask (a flat index over the allowed items' codes: exact,
+    ties by id) and by scan (Milvus's own search, deepened until enough allowed items: the same distances)."""
+    from hashdistill.codes import hamming, pack, unpack
+    from hashdistill.collection import Collection
+    from hashdistill.run import Run
+
+    run = Run.load(shapes_run)
+    real = unpack(run.codes("database"))  # (60, 16)
+    rng = np.random.default_rng(1)
+    reps = np.repeat(real, 10, axis=0)
+    codes = np.where(rng.random(reps.shape) < 0.08, -reps, reps).astype(np.int8)
+    names = run.data.class_names
+    labels = [names[j] for j in np.repeat(run.data.split("database").labels, 10)]
+    meta = [{"shop": "abcde"[i % 5]} for i in range(len(codes))]
+    with Collection.create(tmp_path / "m.hdc", shapes_run, engine="torch", backend="milvus", uri=str(tmp_path / "m.db")) as col:
+        ids = col.add_codes(codes, [f"x:{i}" for i in range(len(codes))], labels, metadata=meta)
+        gone = ids[rng.choice(len(ids), 40, replace=False)]
+        assert col.remove(gone) == 40
+        keep = ~np.isin(ids, gone)
+        q = codes[:5]
+        d = hamming(pack(q), pack(codes))
+        for spec, allowed in [({"meta.shop": {"in": ["b", "c"]}}, [m["shop"] in "bc" for m in meta]),
+                              ({"label": names[0]}, [lab == names[0] for lab in labels])]:  # fmt: skip
+            allowed = np.array(allowed) & keep
+            want = [sorted((int(row[j]), int(ids[j])) for j in np.flatnonzero(allowed))[:12] for row in d]
+            mask = col.search_codes(q, 12, where=spec, strategy="mask")
+            assert [[(h.distance, h.id) for h in hits] for hits in mask] == want
+            scan = col.search_codes(q, 12, where=spec, strategy="scan")
+            assert [[h.distance for h in hits] for hits in scan] == [[x for x, _ in w] for w in want]
+            assert all(set(h.id for h in hits) <= set(ids[allowed].tolist()) for hits in scan)
