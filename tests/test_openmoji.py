@@ -128,3 +128,17 @@ def test_float_scores_rank_by_cosine_on_a_hand_made_case():
     assert out["map_all"] == pytest.approx((1 / 3 + 2 / 4) / 2)
     assert out["map_at_2"] == 0.0  # nothing relevant in the top 2
     assert out["map_siblings"] == pytest.approx(1.0)  # its one sibling (db 1) ranks first
+
+
+def test_ranking_scores_of_the_hamming_order_equal_the_code_metrics(fmnist):
+    """Any ranking scores as ``score`` does: given the Hamming order itself, the same mAP@K and mAP@all."""
+    from hashdistill.codes import hamming, pack
+    from hashdistill.metrics import mean_average_precision, ranking_scores
+
+    rng = np.random.default_rng(0)
+    q, db = pack(rng.choice([-1, 1], (40, 16))), pack(rng.choice([-1, 1], (500, 16)))
+    ql, dl = fmnist.labels[fmnist.query[:40]], fmnist.labels[fmnist.database[:500]]
+    d = hamming(q, db)
+    got = ranking_scores(lambda rows: np.argsort(d[rows], axis=1, kind="stable"), ql, dl, 100, block=7)
+    assert got["map_at_100"] == pytest.approx(mean_average_precision(q, db, ql, dl, 100))
+    assert got["map_all"] == pytest.approx(mean_average_precision(q, db, ql, dl))

@@ -66,11 +66,16 @@ def test_search_by_image_codes_and_item(client, shapes):
     assert r.status_code == 200, r.text
     body = r.json()
     assert set(body) == {"results", "took_ms"} and len(body["results"]) == 5
-    first = body["results"][0]
-    assert set(first) == {"id", "distance", "source", "label", "meta"}
+    first = body["results"][0]  # re-ranked by default: <h_q, b> of the top 50 by Hamming distance
+    assert set(first) == {"id", "distance", "source", "label", "meta", "score"}
     assert first["distance"] == 0 and first["source"].endswith("disc-000.png") and first["label"] == "disc"
+    scores = [h["score"] for h in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    plain = client.post("/search?k=5&rerank=none", files={"file": ("q.png", query, "image/png")}).json()["results"]
+    assert set(plain[0]) == {"id", "distance", "source", "label", "meta"}
     by_id = client.post("/search", json={"id": first["id"], "k": 5}).json()["results"]
-    assert [h["distance"] for h in by_id] == [h["distance"] for h in body["results"]]
+    assert [h["distance"] for h in by_id] == [h["distance"] for h in plain]
+    assert client.post("/search?rerank=fancy", files={"file": ("q.png", query, "image/png")}).status_code == 422
     code = client.app.state.collection.codes_of([first["id"]])
     signs = np.where(np.unpackbits(code[0]) == 1, 1, -1).tolist()
     by_code = client.post("/search", json={"codes": signs, "k": 3, "radius": 4}).json()["results"]

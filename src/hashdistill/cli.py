@@ -293,6 +293,10 @@ def search(
         Optional[str],
         typer.Option("--filter", metavar="JSON", help='only items it allows (a collection): \'{"label": "Shirt"}\''),
     ] = None,
+    rerank: Annotated[
+        str, typer.Option(metavar="HOW", help="asymmetric: rescore the top oversample x k by the query's output (images); none")
+    ] = "asymmetric",
+    oversample: Annotated[int, typer.Option(metavar="N", help="candidates re-ranked per result (1-100)")] = 10,
 ) -> None:
     """Search a collection by image (or codes), or an index file by codes: the k nearest items."""
     if k <= 0:
@@ -302,7 +306,10 @@ def search(
     if (image is None) == (codes is None):
         raise CLIError("give the queries: --image FILE (a collection) or --codes FILE")
     if (target / "collection.json").is_file():
-        _search_collection(target, image, codes, k, radius, max_pixels, as_json, _json_option("--filter", where))
+        if rerank not in ("asymmetric", "none") or not 1 <= oversample <= 100:
+            raise CLIError(f"--rerank must be asymmetric or none and --oversample 1-100, got {rerank} and {oversample}")
+        search = {"where": _json_option("--filter", where), "rerank": rerank, "oversample": oversample}
+        _search_collection(target, image, codes, k, radius, max_pixels, as_json, search)
         return
     if where is not None:
         raise CLIError(f"{target}: --filter searches a collection folder (an index file holds codes only)")
@@ -349,7 +356,7 @@ def _json_option(option: str, text: str | None) -> Any:
 
 def _search_collection(
     target: Path, image: list[Path] | None, codes: Path | None, k: int, radius: int | None, max_pixels: int,
-    as_json: bool, where: Any = None,
+    as_json: bool, search: dict[str, Any],
 ) -> None:  # fmt: skip
     from .collection import Collection
 
@@ -358,10 +365,10 @@ def _search_collection(
         col.max_pixels = max_pixels
         k = max(1, _results_budget(k, len(col), len(image) if image is not None else len(q)))
         if image is not None:
-            results, names = col.search([str(p) for p in image], k, radius, where=where), [str(p) for p in image]
+            results, names = col.search([str(p) for p in image], k, radius, **search), [str(p) for p in image]
         else:
             try:
-                results = col.search(codes=q, k=k, radius=radius, where=where)
+                results = col.search(codes=q, k=k, radius=radius, **search)
             except HashdistillError as e:
                 raise CLIError(f"{codes}: {e}") from None
             names = [str(int(i)) for i in (qids if qids is not None else np.arange(len(q)))]
@@ -372,7 +379,8 @@ def _search_collection(
     for n, hits in zip(names, results):
         typer.echo(f"{n}:")
         for h in hits:
-            typer.echo(f"  {h.id:>8}  d={h.distance:<3} {h.label or '-':<16} {h.source}")
+            score = "" if h.score is None else f" score={h.score:<8.3f}"
+            typer.echo(f"  {h.id:>8}  d={h.distance:<3}{score} {h.label or '-':<16} {h.source}")
 
 
 @collection_app.command("create")

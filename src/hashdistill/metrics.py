@@ -38,6 +38,7 @@ __all__ = [
     "precision_recall_curve",
     "evaluate_retrieval",
     "float_scores",
+    "ranking_scores",
     "score",
     "sibling_map",
 ]
@@ -310,19 +311,37 @@ def float_scores(
         raise CodesError(f"query features {q.shape} and database features {db.shape} are not (N, D) of one D")
     q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
     db = db / np.maximum(np.linalg.norm(db, axis=1, keepdims=True), 1e-12)
+    return ranking_scores(
+        lambda rows: np.argsort(-(q[rows] @ db.T), axis=1, kind="stable"), query_labels, db_labels, topk,
+        query_family=query_family, db_family=db_family, block=block,
+    )  # fmt: skip
+
+
+def ranking_scores(
+    order_of: Any,
+    query_labels: Any,
+    db_labels: Any,
+    topk: int = 1000,
+    *,
+    query_family: Any = None,
+    db_family: Any = None,
+    block: int = 256,
+) -> dict[str, float]:
+    """What :func:`score` reports, for any ranking: ``order_of(rows)`` gives, for the query positions
+    ``rows``, every database position best first (``(len(rows), n_db)``, a permutation per row). Returns
+    ``map_at_<topk>``, ``map_all`` and, given families, ``map_siblings`` (queries with a sibling only)."""
     ql, dl = _labels(query_labels, "query_labels"), _labels(db_labels, "db_labels")
-    (k,) = _topks(topk, len(db))
+    (k,) = _topks(topk, len(dl))
 
     def aps(rows: np.ndarray, qlab: np.ndarray, dlab: np.ndarray) -> np.ndarray:
         out = []
         for i in range(0, len(rows), block):
             r = rows[i : i + block]
-            order = np.argsort(-(q[r] @ db.T), axis=1, kind="stable")
-            rel = np.take_along_axis(shares_label(qlab[r], dlab), order, axis=1)
-            out.append(np.stack([_average_precision(rel, k), _average_precision(rel, len(db))], axis=1))
+            rel = np.take_along_axis(shares_label(qlab[r], dlab), np.asarray(order_of(r)), axis=1)
+            out.append(np.stack([_average_precision(rel, k), _average_precision(rel, len(dl))], axis=1))
         return np.concatenate(out) if out else np.zeros((0, 2))
 
-    every = aps(np.arange(len(q)), ql, dl).mean(axis=0)
+    every = aps(np.arange(len(ql)), ql, dl).mean(axis=0)
     result = {f"map_at_{topk}": float(every[0]), "map_all": float(every[1])}
     if query_family is not None and db_family is not None:
         qf, dbf = np.asarray(query_family), np.asarray(db_family)

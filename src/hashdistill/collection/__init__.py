@@ -38,10 +38,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import _io
-from ..codes import PackedCodes, pack
+from ..codes import PackedCodes, pack, to_numpy
 from ..data.images import DEFAULT_MAX_PIXELS, at_size
 from ..data.lists import ImageList
 from ..errors import CodesError, CollectionError
+from ..index import HammingIndex
+from ..index.rerank import asymmetric_scores
 from ..progress import progress_bar
 from ..registry import INDEX_BACKENDS
 from . import snapshot
@@ -61,6 +63,8 @@ __all__ = [
     "STORED", "THUMB_SIDE", "Collection", "CollectionError", "Hit", "ItemStore", "Where", "inside", "read_source",
 ]  # fmt: skip
 MAX_PAGE = 1000  # items in one page of ``items``
+RERANKS = ("asymmetric", "none")  # what a collection's search re-ranks by (docs/search.md "Re-ranking")
+RERANK, OVERSAMPLE = "asymmetric", 10  # the defaults, chosen by benchmarks/frontier.py
 
 
 class Collection:
@@ -337,53 +341,96 @@ class Collection:
 
     # ------------------------------------------------------------------ search
     def search(
-        self, queries: Any = None, k: int = 10, radius: int | None = None, *, codes: Any = None, where: Any = None
-    ) -> list[list[Hit]]:
+        self, queries: Any = None, k: int = 10, radius: int | None = None, *, codes: Any = None, where: Any = None,
+        rerank: str = RERANK, oversample: int = OVERSAMPLE,
+    ) -> list[list[Hit]]:  # fmt: skip
         """The nearest items of each query (images as ``add`` takes them, or ``codes``): at most ``k`` per query,
         ranked by Hamming distance (ties by id), with ``radius`` only those within it, and with ``where`` (a
         filter, ``metadata.py``: ``{"label": "Shirt"}``, ``{"meta.shop": {"in": ["a", "b"]}}``) only the items
-        it allows: exactly the hits of ranking those items alone."""
+        it allows: exactly the hits of ranking those items alone. ``rerank="asymmetric"`` (the default) then
+        rescores the top ``oversample x k`` by the query's continuous output against their bits, where there is
+        one (an image's; real-valued ``codes``), ties in the Hamming order (docs/search.md)."""
         _check_k_radius(k, radius)
         if (queries is None) == (codes is None):
             raise CollectionError("search takes query images or codes")
         if codes is not None:
-            return self.search_codes(codes, k, radius, where=where)
-        return self.search_image(queries, k, radius, where=where)
+            return self.search_codes(codes, k, radius, where=where, rerank=rerank, oversample=oversample)
+        return self.search_image(queries, k, radius, where=where, rerank=rerank, oversample=oversample)
 
-    def search_image(self, images: Any, k: int = 10, radius: int | None = None, *, where: Any = None) -> list[list[Hit]]:
+    def search_image(
+        self, images: Any, k: int = 10, radius: int | None = None, *, where: Any = None, rerank: str = RERANK,
+        oversample: int = OVERSAMPLE,
+    ) -> list[list[Hit]]:  # fmt: skip
         """``search`` by images (anything ``add`` takes: files, a folder, arrays)."""
         _check_k_radius(k, radius)  # before the encoding
+        _check_rerank(rerank, oversample)
         where = Where.parse(where)
-        return self.search_codes(self.encode(images), k, radius, where=where)
+        return self.search_codes(self.outputs(images), k, radius, where=where, rerank=rerank, oversample=oversample)
 
     def prepare_image(self, image: np.ndarray) -> np.ndarray:
         """One decoded image (uint8 (H, W[, C])) as the encoder reads it (at the run's load size)."""
         return at_size(image, self.encoder.load_size)
+
+    def outputs(self, images: Any) -> np.ndarray:
+        """The continuous outputs h (n, bits) of images (anything ``add`` takes): what re-ranking scores with."""
+        batch, sources, _ = gather(images, self.encoder.load_size, self.max_pixels)
+        return self._encode(batch, sources, thumbs=False)
 
     def encode_arrays(self, images: np.ndarray) -> np.ndarray:
         """Continuous codes h of a batch of prepared images of one size (the service's micro-batches)."""
         return self.encoder.encode(images)
 
     def search_codes(
-        self, codes: Any, k: int = 10, radius: int | None = None, *, where: Any = None, strategy: str = "auto"
-    ) -> list[list[Hit]]:
-        """``search`` by codes: ``PackedCodes`` (n, bits/8), or ±1 signs, bool bits or real values (n, bits).
-        ``strategy`` of a filtered search: ``auto``, ``mask`` or ``scan`` (``filtered.py``; the same hits)."""
+        self, codes: Any, k: int = 10, radius: int | None = None, *, where: Any = None, strategy: str = "auto",
+        rerank: str = RERANK, oversample: int = OVERSAMPLE,
+    ) -> list[list[Hit]]:  # fmt: skip
+        """``search`` by codes: ``PackedCodes`` (n, bits/8), or ±1 signs, bool bits or real values (n, bits):
+        real values are continuous outputs, which ``rerank`` uses (binary queries rank by Hamming alone, which
+        their asymmetric score would repeat). ``strategy`` of a filtered search: ``auto``, ``mask`` or ``scan``
+        (``filtered.py``; the same hits)."""
         _check_k_radius(k, radius)
+        _check_rerank(rerank, oversample)
         if strategy not in STRATEGIES:
             raise CollectionError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         q, where = self._as_codes(codes), Where.parse(where)
+        h = _continuous(codes) if rerank == "asymmetric" else None
+        depth = k * int(oversample) if h is not None else k
         with self._lock:
             if where is not None:
-                per_query = search_filtered(q, k, radius, where, self._filters, self.store, self.index, strategy)
+                per_query = search_filtered(q, depth, radius, where, self._filters, self.store, self.index, strategy)
             elif radius is None:
-                dist, ids = self.index.search(q, int(min(k, max(1, len(self.index)))))
+                dist, ids = self.index.search(q, int(min(depth, max(1, len(self.index)))))
                 per_query = [[(int(i), int(d)) for i, d in zip(row_i, row_d) if i >= 0] for row_i, row_d in zip(ids, dist)]
             else:
                 lims, dist, ids = self.index.range_search(q, int(radius))
-                per_query = [list(zip(ids[a:b].tolist(), dist[a:b].tolist()))[:k] for a, b in zip(lims[:-1], lims[1:])]
-        rows = self.store.rows(sorted({i for hits in per_query for i, _ in hits}))
-        return [[Hit(i, d, *rows[i]) for i, d in hits if i in rows] for hits in per_query]
+                per_query = [list(zip(ids[a:b].tolist(), dist[a:b].tolist()))[:depth] for a, b in zip(lims[:-1], lims[1:])]
+            scored = (
+                self._rescored(h, per_query, k) if h is not None else [[(i, d, None) for i, d in hits] for hits in per_query]
+            )
+        rows = self.store.rows(sorted({i for hits in scored for i, _, _ in hits}))
+        return [[Hit(i, d, *rows[i], s) for i, d, s in hits if i in rows] for hits in scored]
+
+    def _rescored(self, h: np.ndarray, per_query: list, k: int) -> list[list[tuple[int, int, float]]]:
+        """Each query's Hamming candidates rescored by ``<h_q, b>``: the ``k`` best, ties in the Hamming order."""
+        width = max((len(hits) for hits in per_query), default=0)
+        ids = np.full((len(per_query), max(width, 1)), -1, np.int64)
+        for r, hits in enumerate(per_query):
+            ids[r, : len(hits)] = [i for i, _ in hits]
+        if isinstance(self.index, HammingIndex):  # the codes in memory (-1: zero bytes, masked below)
+            cand = self.index.code_bytes(ids)
+        else:  # from the item table
+            cand = np.zeros((*ids.shape, self.bits // 8), np.uint8)
+            held = ids[ids >= 0].tolist()
+            cand[ids >= 0] = np.concatenate(
+                [self.store.codes_of(held[a : a + 900], self.bits // 8).array for a in range(0, len(held), 900)] or
+                [np.zeros((0, self.bits // 8), np.uint8)]
+            )  # fmt: skip
+        scores = np.where(ids >= 0, asymmetric_scores(h, cand), -np.inf)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return [
+            [(int(hits[j][0]), int(hits[j][1]), float(scores[r, j])) for j in order[r] if j < len(hits)]
+            for r, hits in enumerate(per_query)
+        ]
 
     # ------------------------------------------------------------------ inputs
     def _as_codes(self, codes: Any) -> PackedCodes:
@@ -401,6 +448,26 @@ def _metadata_list(metadata: Any, n: int) -> list[str | None]:
         got = f"{len(metadata)} objects" if isinstance(metadata, list | tuple) else type(metadata).__name__
         raise CollectionError(f"metadata: one JSON object for all {n} items, or a list of {n}; got {got}")
     return [check_metadata(m, f"metadata[{i}]") for i, m in enumerate(metadata)]
+
+
+def _check_rerank(rerank: Any, oversample: Any) -> None:
+    if rerank not in RERANKS:
+        raise CollectionError(f"rerank must be one of {', '.join(RERANKS)}, got {rerank!r}")
+    if not isinstance(oversample, int | np.integer) or isinstance(oversample, bool) or not 1 <= oversample <= 100:
+        raise CollectionError(f"oversample must be an integer in 1..100, got {oversample!r}")
+
+
+def _continuous(codes: Any) -> np.ndarray | None:
+    """Queries given as continuous outputs (a real-valued (n, bits) array): what re-ranking scores with."""
+    if isinstance(codes, PackedCodes):
+        return None
+    try:
+        a = np.asarray(to_numpy(codes))
+    except (TypeError, ValueError):
+        return None
+    if a.dtype.kind != "f":
+        return None
+    return np.atleast_2d(a).astype(np.float32)
 
 
 def _check_k_radius(k: Any, radius: Any) -> None:

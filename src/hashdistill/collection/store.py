@@ -32,6 +32,7 @@ class Hit:
     source: str
     label: str | None
     meta: dict | None = None
+    score: float | None = None  # the re-ranking score, where the search re-ranked (docs/search.md)
 
 
 class ItemStore:

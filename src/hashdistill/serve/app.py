@@ -19,7 +19,7 @@ import time
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from pathlib import Path as FilePath
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Path, Query, Request, UploadFile
@@ -29,7 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..codes import pack
-from ..collection import MAX_PAGE, STORED, Collection, CollectionError, Where
+from ..collection import MAX_PAGE, OVERSAMPLE, RERANK, STORED, Collection, CollectionError, Where
 from ..data.images import ImageError, decode_image
 from .batcher import MicroBatcher
 from .metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
@@ -69,12 +69,16 @@ def shown_source(source: str) -> str:
     return FilePath(source.replace("\\", "/")).name
 
 
+Rerank = Literal["asymmetric", "none"]  # a search by image's re-ranking (docs/search.md)
+
+
 class Result(BaseModel):
     id: int
     distance: int
     source: str
     label: str | None
     meta: dict[str, Any] | None = None
+    score: float | None = None  # <h_q, b>, where the search re-ranked
 
 
 class SearchResponse(BaseModel):
@@ -198,6 +202,7 @@ def create_app(
     def results(hits: list) -> list[dict[str, Any]]:
         return [
             {"id": h.id, "distance": h.distance, "source": shown_source(h.source), "label": h.label, "meta": h.meta}
+            | ({} if h.score is None else {"score": round(h.score, 6)})
             for h in hits
         ]
 
@@ -322,6 +327,8 @@ def create_app(
     async def search(
         request: Request, k: Annotated[int, Query()] = 10, radius: Annotated[int | None, Query()] = None,
         filter: Annotated[str | None, Query(max_length=8192, description="a filter as JSON (with an image)")] = None,
+        rerank: Annotated[Rerank, Query(description="rescore the top oversample x k by the image's output")] = RERANK,
+        oversample: Annotated[int, Query(ge=1, le=100)] = OVERSAMPLE,
     ) -> JSONResponse:  # fmt: skip
         """Search by an image (multipart field ``file``; ``k``, ``radius`` and ``filter`` as query parameters), or
         by a code or an item id (JSON ``{"codes": [...], "k": 10}`` or ``{"id": 123, "filter": {...}}``)."""
@@ -342,7 +349,8 @@ def create_app(
                 code = await run_in_threadpool(batcher.encode, image)
             finally:
                 batcher.left()
-            return respond(collection.search_codes(pack(code[None]), k, radius, where=where)[0], t0)
+            found = collection.search_codes(code[None], k, radius, where=where, rerank=rerank, oversample=oversample)
+            return respond(found[0], t0)
         return by_code(await request.body(), t0)
 
     def by_code(raw: bytes, t0: float) -> JSONResponse:
@@ -375,6 +383,8 @@ def create_app(
     async def search_batch(
         request: Request, k: Annotated[int, Query()] = 10, radius: Annotated[int | None, Query()] = None,
         filter: Annotated[str | None, Query(max_length=8192, description="a filter as JSON (with images)")] = None,
+        rerank: Annotated[Rerank, Query(description="rescore the top oversample x k by each image's output")] = RERANK,
+        oversample: Annotated[int, Query(ge=1, le=100)] = OVERSAMPLE,
     ) -> JSONResponse:  # fmt: skip
         """Several searches in one request, one result list per query, in order: images (multipart fields
         ``files``, encoded as one batch; ``k``, ``radius``, ``filter`` as query parameters, for all), or JSON
@@ -388,8 +398,8 @@ def create_app(
             if not uploads:
                 raise HTTPException(422, "files: one or more image uploads are required (multipart fields 'files')")
             images = [collection.prepare_image(decode(await read_upload(f), f.filename or "file")) for f in uploads]
-            codes = await run_in_threadpool(collection.encode, images)
-            found = collection.search_codes(codes, k, radius, where=where)
+            h = await run_in_threadpool(collection.outputs, images)
+            found = collection.search_codes(h, k, radius, where=where, rerank=rerank, oversample=oversample)
         else:
             body = await json_body(request, BatchSearch, 'a JSON object {"searches": [{"codes": [...]}, ...]}')
             if not 0 < len(body.searches) <= limits.max_batch:

@@ -1,0 +1,103 @@
+"""Re-ranking a Hamming search's candidates by a finer score (docs/search.md "Re-ranking").
+
+A search takes the top ``R = oversample x k`` candidates by Hamming distance (ranked by distance, ties by
+insertion order), then rescores them and keeps the ``k`` best:
+
+- ``asymmetric``: ``<h_q, b>``, the query's continuous output against each candidate's stored bits
+  (``b`` in {-1, +1}): no memory beyond the codes. Computed with one lookup table per query and code byte
+  (the 256 sums of ``h_q`` over a byte's set bits), as product quantization's asymmetric distance is.
+- ``stored``: the cosine of ``h_q`` and a float vector stored per item (``vectors.VectorFile``, float16,
+  memory-mapped), say the model's own continuous output, or the backbone's features.
+
+Ties of the finer score keep the Hamming order: (distance, insertion order), so every result is defined.
+Padding (an index holding fewer than R codes) stays last, as id -1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..codes import pack
+from ..errors import CodesError
+
+RERANK = ("none", "asymmetric", "stored")
+_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32)  # (256, 8), MSB first
+
+
+def _check_h(h: Any, bits: int) -> np.ndarray:
+    h = np.asarray(h, np.float32)
+    if h.ndim == 1:
+        h = h[None]
+    if h.ndim != 2 or h.shape[1] != bits:
+        raise CodesError(f"query outputs: expected (n, {bits}) continuous values, got shape {h.shape}")
+    if not np.isfinite(h).all():
+        raise CodesError("query outputs: NaN or infinite values")
+    return h
+
+
+def asymmetric_scores(h: Any, candidates: np.ndarray) -> np.ndarray:
+    """``<h_q, b>`` of each query ``h`` (nq, K) and its candidates' packed codes ``candidates`` (nq, R, K/8):
+    (nq, R) float32, with b = +1 for a set bit, -1 otherwise."""
+    cand = np.asarray(candidates, np.uint8)
+    h = _check_h(h, cand.shape[-1] * 8)
+    nq, n_bytes = h.shape[0], cand.shape[-1]
+    # table[q, p, v] = sum of h over the bits set in byte value v at byte p: <h, b> = 2 * sum(table) - sum(h)
+    table = np.einsum("vj,qpj->qpv", _BITS, h.reshape(nq, n_bytes, 8))
+    picked = table[np.arange(nq)[:, None, None], np.arange(n_bytes)[None, None, :], cand]  # (nq, R, K/8)
+    return 2 * picked.sum(-1) - h.sum(1, keepdims=True)
+
+
+def cosine_scores(h: Any, vectors: np.ndarray) -> np.ndarray:
+    """Cosine of each query ``h`` (nq, D) and its candidates' stored vectors (nq, R, D): (nq, R) float32."""
+    v = np.asarray(vectors, np.float32)
+    h = _check_h(h, v.shape[-1])
+    h = h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)
+    v = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+    return np.einsum("qd,qrd->qr", h, v)
+
+
+def ranking(ids: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` best of each row by ``scores`` (higher first), ties in the rows' given order
+    (the Hamming ranking), padding (id -1) last: (nq, k)."""
+    return np.argsort(-np.where(ids >= 0, scores, -np.inf), axis=1, kind="stable")[:, :k]
+
+
+def search_reranked(
+    index: Any,
+    h: Any,
+    k: int,
+    rerank: str = "asymmetric",
+    oversample: int = 10,
+    vectors: Callable[[np.ndarray], np.ndarray] | None = None,
+    query_vectors: Any = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Search ``index`` (a ``HammingIndex``) by continuous query outputs ``h`` (nq, K): the top
+    ``oversample * k`` by the Hamming distance of ``sign(h)`` (sign(0) = +1), rescored by ``rerank``.
+    ``stored``: ``vectors(ids)`` returns the stored vectors (nq, R, D) of candidate ids (nq, R) (say
+    ``VectorFile.lookup``), scored by their cosine with ``query_vectors`` (nq, D), by default ``h`` itself.
+    Returns (ids (nq, k), scores (nq, k), Hamming distances (nq, k)); ``none`` scores are minus the distance."""
+    if rerank not in RERANK:
+        raise CodesError(f"rerank must be one of {', '.join(RERANK)}, got {rerank!r}")
+    if not isinstance(oversample, int | np.integer) or oversample < 1:
+        raise CodesError(f"oversample must be a positive integer, got {oversample!r}")
+    if rerank == "stored" and vectors is None:
+        raise CodesError("rerank 'stored' needs the stored vectors")
+    h = _check_h(h, index.bits)
+    q = pack((h >= 0).astype(np.int8) * 2 - 1)
+    depth = k if rerank == "none" else k * int(oversample)
+    dist, ids = index.search(q, depth)
+    if rerank == "none":
+        return ids, np.where(ids >= 0, -dist, -np.inf).astype(np.float32), dist
+    if rerank == "asymmetric":
+        scores = asymmetric_scores(h, index.code_bytes(ids))
+    else:
+        scores = cosine_scores(h if query_vectors is None else query_vectors, vectors(ids))
+    scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
+    order = ranking(ids, scores, k)
+    return tuple(np.take_along_axis(a, order, 1) for a in (ids, scores, dist))
+
+
+__all__ = ["RERANK", "asymmetric_scores", "cosine_scores", "ranking", "search_reranked"]

@@ -1,0 +1,185 @@
+"""Re-ranking a Hamming search's candidates (index/rerank.py) against a brute-force rescoring, on a trained run's
+real continuous outputs; the stored-vector file (index/vectors.py): round trip, damage, bad input."""
+
+import numpy as np
+import pytest
+
+from hashdistill.codes import hamming, pack, unpack
+from hashdistill.errors import CodesError
+from hashdistill.index import HammingIndex, VectorFile, VectorFileError, search_reranked, write_vectors
+from hashdistill.index.rerank import asymmetric_scores
+from hashdistill.run import Run
+
+
+@pytest.fixture(scope="module")
+def outputs(shapes_run):
+    """The shapes run's continuous outputs (16 bits): queries and database, rounded to eighths so that every
+    sum is exact in float32 and float64 alike (ties are then real ties, in both computations)."""
+    run = Run.load(shapes_run)
+    q, db = (np.round(run.h(s).astype(np.float64) * 8) / 8 for s in ("query", "database"))
+    return q, db
+
+
+def brute(q, db, db_ids, k, depth, score):
+    """Top ``depth`` by (Hamming distance of the signs, insertion order), then the ``k`` best by ``score(query,
+    item)`` (higher first), ties in that Hamming order: computed here, from the formulas."""
+    d = hamming(pack(np.where(q >= 0, 1, -1)), pack(np.where(db >= 0, 1, -1)))
+    out = []
+    for i in range(len(q)):
+        cand = sorted(range(len(db)), key=lambda j: (d[i, j], j))[:depth]
+        s = [score(i, j) for j in cand]
+        ranked = sorted(range(len(cand)), key=lambda r: (-s[r], r))[:k]
+        out.append(([int(db_ids[cand[r]]) for r in ranked], [s[r] for r in ranked]))
+    return out
+
+
+def index_of(db, ids):
+    index = HammingIndex(db.shape[1], "flat")
+    index.add(np.where(db >= 0, 1, -1), ids)
+    return index
+
+
+def test_asymmetric_scores_are_the_inner_product_with_the_stored_signs(outputs):
+    q, db = outputs
+    b = pack(np.where(db >= 0, 1, -1))
+    cand = np.broadcast_to(b.array, (len(q), *b.array.shape))
+    got = asymmetric_scores(q, cand)
+    assert np.array_equal(got, (q @ unpack(b).T.astype(np.float64)).astype(np.float32))
+
+
+@pytest.mark.parametrize(("k", "oversample"), [(1, 1), (5, 4), (7, 10), (60, 2)])
+def test_asymmetric_reranking_equals_brute_force_ties_included(outputs, k, oversample):
+    q, db = outputs
+    ids = np.arange(100, 100 + len(db)) * 3  # ids that are not positions
+    got_ids, got_scores, got_dist = search_reranked(index_of(db, ids), q, k, "asymmetric", oversample)
+    signs = np.where(db >= 0, 1.0, -1.0)
+    want = brute(q, db, ids, k, k * oversample, lambda i, j: float(q[i] @ signs[j]))
+    n_ties = 0
+    for i, (w_ids, w_scores) in enumerate(want):
+        n = len(w_ids)
+        assert got_ids[i, :n].tolist() == w_ids, i
+        assert np.array_equal(got_scores[i, :n], np.float32(w_scores))
+        assert (got_ids[i, n:] == -1).all() and np.isneginf(got_scores[i, n:]).all()
+        n_ties += len(w_scores) - len(set(w_scores))
+        d = hamming(pack(np.where(q[i : i + 1] >= 0, 1, -1)), pack(signs[(np.array(w_ids) // 3) - 100]))[0]
+        assert got_dist[i, :n].tolist() == d.tolist()  # each hit's own Hamming distance
+    if k * oversample >= 20:
+        assert n_ties > 0  # the case was worth testing: ties were broken by the Hamming order
+
+
+@pytest.mark.parametrize("own", [True, False])
+def test_stored_vector_reranking_equals_brute_force(outputs, tmp_path, own):
+    """Stored vectors: the model's own outputs (``own``), or other features with the query's own (the
+    backbone's, say); cosine by the formula, ties (two items with one vector) in the Hamming order."""
+    q, db = outputs
+    ids = np.arange(len(db)) * 2 + 1
+    rng = np.random.default_rng(0)
+    feats = db.copy() if own else rng.normal(size=(len(db), 24))
+    feats = feats.astype(np.float16).astype(np.float64)  # as stored
+    feats[7] = feats[3]
+    qf = q if own else rng.normal(size=(len(q), 24))
+    vf = VectorFile(write_vectors(tmp_path / "v.hdv", ids, feats))
+    k, over = 6, 5
+    got_ids, got_scores, _ = search_reranked(index_of(db, ids), q, k, "stored", over, vf.lookup, None if own else qf)
+    unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    cos = lambda i, j: float(np.round(qf[i] @ unit[j] / np.linalg.norm(qf[i]), 5))  # (near-ties: 1e-5)
+    tied = 0
+    for i, (w_ids, w_scores) in enumerate(brute(q, db, ids, k, k * over, cos)):
+        assert np.allclose(got_scores[i], w_scores, atol=2e-5)
+        same = got_ids[i].tolist() == w_ids
+        assert same or np.allclose(np.sort(got_scores[i]), np.sort(w_scores), atol=2e-5)  # a near-tie swapped
+        tied += same and 7 in w_ids and 15 in w_ids
+    assert tied > 0  # the shared vector was in some query's results, its tie broken by the Hamming order
+
+
+def test_code_bytes_look_up_ids_added_in_order_or_not(outputs):
+    _, db = outputs
+    signs = np.where(db >= 0, 1, -1)
+    for ids in (np.arange(len(db)) + 5, np.random.default_rng(0).permutation(len(db)) * 7):
+        index = index_of(db, ids)
+        want = pack(signs).array
+        got = index.code_bytes(ids[::-1].reshape(2, -1))
+        assert np.array_equal(got.reshape(-1, 2), want[::-1])
+        assert not index.code_bytes(np.array([-1, 10**9])).any()  # padding and unknown ids: zero bytes
+        index.remove(ids[:10])
+        assert np.array_equal(index.code_bytes(ids[10:]), want[10:]) and not index.code_bytes(ids[:10]).any()
+
+
+def test_reranking_refuses_bad_input_in_one_line(outputs):
+    q, db = outputs
+    index = index_of(db, None)
+    for call, match in [
+        (lambda: search_reranked(index, q, 5, "fancy"), "rerank must be one of none, asymmetric, stored"),
+        (lambda: search_reranked(index, q, 5, "asymmetric", 0), "oversample must be a positive integer"),
+        (lambda: search_reranked(index, q, 5, "stored"), "rerank 'stored' needs the stored vectors"),
+        (lambda: search_reranked(index, q[:, :8], 5), r"expected \(n, 16\) continuous values"),
+        (lambda: search_reranked(index, np.full((1, 16), np.nan), 5), "NaN or infinite"),
+    ]:
+        with pytest.raises(CodesError, match=match):
+            call()
+    ids, scores, dist = search_reranked(index, q, 5, "none")
+    plain_d, plain_ids = index.search(pack(np.where(q >= 0, 1, -1)), 5)
+    assert np.array_equal(ids, plain_ids) and np.array_equal(dist, plain_d) and np.array_equal(scores, -plain_d)
+
+
+def test_vector_file_round_trip_damage_and_bad_input(tmp_path):
+    rng = np.random.default_rng(0)
+    ids, v = np.array([2, 5, 9, 40]), rng.normal(size=(4, 10))
+    path = write_vectors(tmp_path / "v.hdv", ids, v)
+    vf = VectorFile(path)
+    assert len(vf) == 4 and vf.dim == 10
+    got = vf.lookup(np.array([[9, -1], [2, 41]]))
+    assert np.allclose(got[0, 0], v[2], atol=2e-3) and np.allclose(got[1, 0], v[0], atol=2e-3)
+    assert not got[0, 1].any() and not got[1, 1].any()
+    data = path.read_bytes()
+    for name, content, match in [
+        ("cut.hdv", data[:-5], "truncated"),
+        ("long.hdv", data + b"x", "trailing data"),
+        ("flip.hdv", data[:100] + bytes([data[100] ^ 1]) + data[101:], "checksum mismatch"),
+        ("foreign.hdv", b"PK\x03\x04" + data[4:], "not a hashdistill vector file"),
+        ("version.hdv", data[:8] + (7).to_bytes(4, "little") + data[12:], "version 7"),
+    ]:
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(VectorFileError, match=match) as e:
+            VectorFile(tmp_path / name)
+        assert name in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(VectorFileError, match="no such vector file"):
+        VectorFile(tmp_path / "missing.hdv")
+    for ids_, v_, match in [
+        ([3, 2], np.ones((2, 4)), "strictly increasing"),
+        ([1, 2], np.ones((3, 4)), r"expected \(2, dim\)"),
+        ([1], np.array([[np.nan, 1]]), "NaN, infinite"),
+        ([1], np.array([[1e6, 1]]), "float16's range"),
+    ]:
+        with pytest.raises(CodesError, match=match):
+            write_vectors(tmp_path / "bad.hdv", ids_, v_)
+    assert not (tmp_path / "bad.hdv").exists()  # nothing half written
+
+
+def test_a_collection_reranks_continuous_queries_as_brute_force_does(shapes_run, outputs, tmp_path):
+    """``Collection.search_codes`` with continuous outputs (what ``search_image`` passes): the top
+    ``oversample x k`` by Hamming distance (ties by id), filtered or not, rescored; binary queries and
+    ``rerank="none"`` keep the Hamming order; bad settings are one line."""
+    from hashdistill.collection import Collection, CollectionError
+
+    q, db = outputs
+    signs = np.where(db >= 0, 1, -1).astype(np.int8)
+    labels = ["even" if i % 2 == 0 else "odd" for i in range(len(db))]
+    with Collection.create(tmp_path / "c.hdc", shapes_run, engine="torch") as col:
+        ids = col.add_codes(signs, [f"x:{i}" for i in range(len(db))], labels)
+        for where, allowed in [(None, np.ones(len(db), bool)), ({"label": "odd"}, np.arange(len(db)) % 2 == 1)]:
+            got = col.search_codes(q.astype(np.float32), 4, where=where, oversample=3)
+            sub = np.flatnonzero(allowed)
+            kept = signs[sub]
+            want = brute(q, db[sub], ids[sub], 4, 12, lambda i, j, kept=kept: float(q[i] @ kept[j]))
+            assert [[h.id for h in hits] for hits in got] == [w for w, _ in want]
+            assert [[h.score for h in hits] for hits in got] == [[pytest.approx(x) for x in s] for _, s in want]
+        plain = col.search_codes(np.where(q >= 0, 1, -1), 4)
+        assert all(h.score is None for hits in plain for h in hits)
+        assert [[h.id for h in hits] for hits in col.search_codes(q.astype(np.float32), 4, rerank="none")] == [
+            [h.id for h in hits] for hits in plain
+        ]
+        for kw, match in [({"rerank": "stored"}, "rerank must be one of asymmetric, none"),
+                          ({"oversample": 0}, r"oversample must be an integer in 1\.\.100")]:  # fmt: skip
+            with pytest.raises(CollectionError, match=match):
+                col.search_codes(q.astype(np.float32), 4, **kw)
