@@ -178,3 +178,12 @@ def test_rows_read_by_searches_follow_updates_and_removals(shapes_run, tmp_path)
     col.close()
     with Collection.open(tmp_path / "col") as again:
         assert again.get([item]) == [None] and again.get([first[1].id])[0].meta == meta[list(ids).index(first[1].id)]
+
+
+def test_codes_of_more_ids_than_sqlite_binds_at_once(filled):
+    """The item table returns the codes of any number of ids, in their order (chunked under SQLite's limit)."""
+    col, ids, codes, _, _ = filled
+    want = pack(codes).array
+    order = np.random.default_rng(3).permutation(len(ids))  # 1,800 ids, shuffled
+    got = col.store.codes_of(ids[order].tolist(), col.bits // 8).array
+    assert len(ids) > 900 and np.array_equal(got, want[order])

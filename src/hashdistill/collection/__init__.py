@@ -43,7 +43,7 @@ from ..data.images import DEFAULT_MAX_PIXELS, at_size
 from ..data.lists import ImageList
 from ..errors import CodesError, CollectionError
 from ..index import HammingIndex
-from ..index.rerank import asymmetric_scores
+from ..index.rerank import asymmetric_scores, ranking
 from ..progress import progress_bar
 from ..registry import INDEX_BACKENDS
 from . import snapshot
@@ -416,17 +416,13 @@ class Collection:
         ids = np.full((len(per_query), max(width, 1)), -1, np.int64)
         for r, hits in enumerate(per_query):
             ids[r, : len(hits)] = [i for i, _ in hits]
-        if isinstance(self.index, HammingIndex):  # the codes in memory (-1: zero bytes, masked below)
+        if isinstance(self.index, HammingIndex):  # the codes in memory (-1: zero bytes, ranked last)
             cand = self.index.code_bytes(ids)
         else:  # from the item table
             cand = np.zeros((*ids.shape, self.bits // 8), np.uint8)
-            held = ids[ids >= 0].tolist()
-            cand[ids >= 0] = np.concatenate(
-                [self.store.codes_of(held[a : a + 900], self.bits // 8).array for a in range(0, len(held), 900)] or
-                [np.zeros((0, self.bits // 8), np.uint8)]
-            )  # fmt: skip
-        scores = np.where(ids >= 0, asymmetric_scores(h, cand), -np.inf)
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            cand[ids >= 0] = self.store.codes_of(ids[ids >= 0].tolist(), self.bits // 8).array
+        scores = asymmetric_scores(h, cand)
+        order = ranking(ids, scores, k)
         return [
             [(int(hits[j][0]), int(hits[j][1]), float(scores[r, j])) for j in order[r] if j < len(hits)]
             for r, hits in enumerate(per_query)

@@ -79,29 +79,25 @@ class ItemStore:
     def remove(self, ids: np.ndarray) -> list[str]:
         """Delete rows in one transaction; returns the sources of the rows deleted."""
         cur = self.db.cursor()
-        with self._cache_lock:
+        with self._cache_lock:  # (a search filling the cache waits: no removed row goes back in)
             for i in ids:
                 self._cache.pop(int(i), None)
-            return self._remove(cur, ids)
-
-    @staticmethod
-    def _remove(cur: sqlite3.Cursor, ids: np.ndarray) -> list[str]:
-        cur.execute("BEGIN IMMEDIATE")
-        try:
-            marks = ",".join("?" * len(ids))
-            found = cur.execute(f"SELECT source FROM items WHERE id IN ({marks})", [int(i) for i in ids]).fetchall()
-            cur.execute(f"DELETE FROM items WHERE id IN ({marks})", [int(i) for i in ids])
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                marks = ",".join("?" * len(ids))
+                found = cur.execute(f"SELECT source FROM items WHERE id IN ({marks})", [int(i) for i in ids]).fetchall()
+                cur.execute(f"DELETE FROM items WHERE id IN ({marks})", [int(i) for i in ids])
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
         return [r[0] for r in found]
 
     def rows(self, ids: list[int]) -> dict[int, tuple[str, str | None, dict | None]]:
         """id -> (source, label, metadata) for the ids present (an id outside SQLite's integers is absent)."""
         ids = [i for i in ids if -(2**63) <= i < 2**63]
         cache = self._cache
-        found = {i: cache[i] for i in ids if i in cache}
+        found = {i: row for i in ids if (row := cache.get(i)) is not None}  # (get: another thread may clear it)
         missing = [int(i) for i in ids if i not in found]
         with self._cache_lock:
             for a in range(0, len(missing), 900):  # SQLite's bound-parameter limit
@@ -152,8 +148,11 @@ class ItemStore:
 
     def codes_of(self, ids: list[int], width: int) -> PackedCodes:
         """Packed codes of the given ids, in their order (each must exist)."""
-        found = dict(self.db.execute(f"SELECT id, code FROM items WHERE id IN ({','.join('?' * len(ids))})", ids).fetchall())
-        return PackedCodes(np.frombuffer(b"".join(found[i] for i in ids), np.uint8).reshape(len(ids), width))
+        found = {}
+        for a in range(0, len(ids), 900):  # SQLite's bound-parameter limit
+            chunk = [int(i) for i in ids[a : a + 900]]
+            found.update(self.db.execute(f"SELECT id, code FROM items WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+        return PackedCodes(np.frombuffer(b"".join(found[int(i)] for i in ids), np.uint8).reshape(len(ids), width))
 
     def random_id(self) -> int | None:
         row = self.db.execute("SELECT id FROM items ORDER BY RANDOM() LIMIT 1").fetchone()
