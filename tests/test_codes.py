@@ -62,6 +62,17 @@ def test_a_plain_uint8_array_is_never_taken_for_codes_of_another_length():
         PackedCodes(np.zeros((2, 8), np.int8))
 
 
+def test_real_codes_with_nan_or_infinity_are_refused_not_read_as_minus_ones():
+    """NaN >= 0 is False: a NaN output used to pack as -1 bits, silently; now it is one line, as is infinity."""
+    h = np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32)
+    assert (unpack(pack(h)) == np.where(h >= 0, 1, -1)).all()
+    for bad in (np.nan, np.inf, -np.inf):
+        h2 = h.copy()
+        h2[1, 5] = bad
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            pack(h2)
+
+
 def test_pack_with_a_length_refuses_codes_of_another_and_names_them():
     signs = np.ones((3, 16), np.int8)
     assert pack(signs, 16).bits == 16 and pack(PackedCodes(np.zeros((1, 2), np.uint8)), 16).bits == 16

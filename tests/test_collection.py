@@ -47,7 +47,7 @@ def test_from_a_folder_to_a_search_by_image_file(shapes, shapes_run, tmp_path):
     top = [(q.parent.name, res["results"][0]["label"]) for q, res in zip(queries, out["queries"])]
     assert len(top) == 18 and sum(a == b for a, b in top) >= 16  # the nearest item shares the query's shape
     first = out["queries"][0]["results"]
-    assert [h["distance"] for h in first] == sorted(h["distance"] for h in first)
+    assert [h["score"] for h in first] == sorted((h["score"] for h in first), reverse=True)  # re-ranked (stored)
     assert all(os.path.isfile(h["source"]) and h["source"].startswith(str(shapes / "database")) for h in first)
     # the same search from Python, and an item's image is read back from its source
     with Collection.open(col) as c:

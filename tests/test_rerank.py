@@ -168,7 +168,7 @@ def test_a_collection_reranks_continuous_queries_as_brute_force_does(shapes_run,
     with Collection.create(tmp_path / "c.hdc", shapes_run, engine="torch") as col:
         ids = col.add_codes(signs, [f"x:{i}" for i in range(len(db))], labels)
         for where, allowed in [(None, np.ones(len(db), bool)), ({"label": "odd"}, np.arange(len(db)) % 2 == 1)]:
-            got = col.search_codes(q.astype(np.float32), 4, where=where, oversample=3)
+            got = col.search_codes(q.astype(np.float32), 4, where=where, oversample=3, rerank="asymmetric")
             sub = np.flatnonzero(allowed)
             kept = signs[sub]
             want = brute(q, db[sub], ids[sub], 4, 12, lambda i, j, kept=kept: float(q[i] @ kept[j]))
@@ -179,7 +179,87 @@ def test_a_collection_reranks_continuous_queries_as_brute_force_does(shapes_run,
         assert [[h.id for h in hits] for hits in col.search_codes(q.astype(np.float32), 4, rerank="none")] == [
             [h.id for h in hits] for hits in plain
         ]
-        for kw, match in [({"rerank": "stored"}, "rerank must be one of asymmetric, none"),
+        for kw, match in [({"rerank": "cosine"}, "rerank must be one of stored, asymmetric, none"),
                           ({"oversample": 0}, r"oversample must be an integer in 1\.\.100")]:  # fmt: skip
             with pytest.raises(CollectionError, match=match):
                 col.search_codes(q.astype(np.float32), 4, **kw)
+
+
+def test_stored_reranking_in_a_collection_equals_brute_force_and_survives_reopen_and_removal(shapes_run, outputs, tmp_path):
+    """The default ``stored`` re-ranking: the cosine of the query's output and each candidate's stored output
+    (unit length, float16), or its bits over sqrt(bits) where it was added by its bits (a run's saved codes);
+    ties in the Hamming order. The vectors are rows of the item table: kept through a reopen, gone with their
+    item, carried by a snapshot."""
+    from hashdistill.collection import Collection
+
+    q, db = outputs
+    n = len(db)
+    signs = np.where(db >= 0, 1, -1).astype(np.int8)
+    stored = (db / np.linalg.norm(db, axis=1, keepdims=True)).astype(np.float16).astype(np.float64)
+    bare = np.arange(n) % 3 != 0  # two items of three added by their bits
+    kept = np.where(bare[:, None], signs / np.sqrt(db.shape[1]), stored)
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+
+    def cosine(i, j, vectors):  # to six places: float32's precision (a real tie stays a tie in both sums)
+        v = vectors[j]
+        return round(float(qn[i] @ (v / np.linalg.norm(v))), 6)
+
+    with Collection.create(tmp_path / "c.hdc", shapes_run, engine="torch") as col:
+        ids = np.empty(n, np.int64)
+        for j in range(0, n, 50):  # in batches, in order: ids ascend with j
+            part = np.arange(j, min(j + 50, n))
+            for sub in (part[bare[part]], part[~bare[part]]):
+                if len(sub):
+                    codes = signs[sub] if bare[sub[0]] else db[sub].astype(np.float32)
+                    ids[sub] = col.add_codes(codes, [f"x:{i}" for i in sub])
+        order = np.argsort(ids)  # the Hamming ties go by id
+        want = brute(q, db[order], ids[order], 5, 20, lambda i, j: cosine(i, j, kept[order]))
+        got = col.search_codes(q.astype(np.float32), 5, oversample=4)  # rerank="stored": the default
+        assert [[h.id for h in hits] for hits in got] == [w for w, _ in want]
+        assert [[h.score for h in hits] for hits in got] == [[pytest.approx(x, abs=2e-3) for x in s] for _, s in want]
+        found = np.isin(ids, [h.id for hits in got for h in hits])
+        assert found[bare].any() and found[~bare].any()  # both kinds of item are among the results
+        drop = ids[order][::4]
+        col.remove(drop)
+        col.snapshot(tmp_path / "snap")
+    alive = ~np.isin(ids[order], drop)
+    want = brute(q, db[order][alive], ids[order][alive], 5, 20, lambda i, j: cosine(i, j, kept[order][alive]))
+    for path in (tmp_path / "c.hdc", tmp_path / "restored.hdc"):
+        col = Collection.open(path) if path.name == "c.hdc" else Collection.restore(tmp_path / "snap", path)
+        with col:
+            got = col.search_codes(q.astype(np.float32), 5, oversample=4)
+            assert [[h.id for h in hits] for hits in got] == [w for w, _ in want]
+
+
+def test_an_item_table_made_before_vectors_gains_the_column_and_reranks_by_bits(shapes_run, outputs, tmp_path):
+    """A collection whose item table predates stored vectors opens (the column is added), its items re-rank by
+    their bits (the same order as ``asymmetric``), and items added after it carry vectors; a damaged vector is
+    one line naming the table."""
+    import sqlite3
+
+    from hashdistill.collection import Collection, CollectionError
+
+    q, db = outputs
+    signs = np.where(db >= 0, 1, -1).astype(np.int8)
+    with Collection.create(tmp_path / "c.hdc", shapes_run, engine="torch") as col:
+        col.add_codes(signs, [f"x:{i}" for i in range(len(db))])
+    con = sqlite3.connect(tmp_path / "c.hdc" / "items.sqlite")  # as a table made before this column
+    con.execute("ALTER TABLE items DROP COLUMN vec")
+    con.commit()
+    con.close()
+    with Collection.open(tmp_path / "c.hdc") as col:
+        by_stored = col.search_codes(q.astype(np.float32), 5, oversample=4)
+        by_bits = col.search_codes(q.astype(np.float32), 5, oversample=4, rerank="asymmetric")
+        assert [[h.id for h in hits] for hits in by_stored] == [[h.id for h in hits] for hits in by_bits]
+        norm = np.linalg.norm(q, axis=1) * np.sqrt(db.shape[1])
+        for hits_s, hits_b, n in zip(by_stored, by_bits, norm):
+            assert [h.score for h in hits_s] == [pytest.approx(h.score / n, abs=1e-5) for h in hits_b]
+        (new,) = col.add_codes(db[:1].astype(np.float32) * 3, ["x:new"])
+        vec, has = col.store.vectors_of([int(new), 1], db.shape[1])
+        assert has.tolist() == [True, False]
+        assert np.linalg.norm(vec[0]) == pytest.approx(1, abs=1e-3)
+        col.store.db.execute("UPDATE items SET vec = x'0000' WHERE id = ?", (int(new),))
+        with pytest.raises(CollectionError, match=r"items\.sqlite: a stored vector is not 16 float16 values"):
+            col.search_codes(db[:1].astype(np.float32), 5)
+        with pytest.raises(CollectionError, match="NaN or infinite"):
+            col.add_codes(np.full((1, db.shape[1]), np.nan, np.float32), ["x:nan"])

@@ -66,9 +66,12 @@ def test_search_by_image_codes_and_item(client, shapes):
     assert r.status_code == 200, r.text
     body = r.json()
     assert set(body) == {"results", "took_ms"} and len(body["results"]) == 5
-    first = body["results"][0]  # re-ranked by default: <h_q, b> of the top 50 by Hamming distance
+    first = body["results"][0]  # re-ranked by default: the cosine with the stored outputs of the top 50 by Hamming
     assert set(first) == {"id", "distance", "source", "label", "meta", "score"}
     assert first["distance"] == 0 and first["source"].endswith("disc-000.png") and first["label"] == "disc"
+    assert first["score"] == pytest.approx(1, abs=2e-3)  # the item itself: its output was stored when it was added
+    asym = client.post("/search?k=5&rerank=asymmetric", files={"file": ("q.png", query, "image/png")}).json()
+    assert asym["results"][0]["id"] == first["id"] and asym["results"][0]["score"] > 1.5  # <h, b> over 16 bits
     scores = [h["score"] for h in body["results"]]
     assert scores == sorted(scores, reverse=True)
     plain = client.post("/search?k=5&rerank=none", files={"file": ("q.png", query, "image/png")}).json()["results"]

@@ -294,8 +294,13 @@ def search(
         typer.Option("--filter", metavar="JSON", help='only items it allows (a collection): \'{"label": "Shirt"}\''),
     ] = None,
     rerank: Annotated[
-        str, typer.Option(metavar="HOW", help="asymmetric: rescore the top oversample x k by the query's output (images); none")
-    ] = "asymmetric",
+        str,
+        typer.Option(
+            metavar="HOW",
+            help="rescore the top oversample x k by the query image's output: stored (its cosine with each item's "
+            "stored output), asymmetric (with each item's bits) or none",
+        ),
+    ] = "stored",
     oversample: Annotated[int, typer.Option(metavar="N", help="candidates re-ranked per result (1-100)")] = 10,
 ) -> None:
     """Search a collection by image (or codes), or an index file by codes: the k nearest items."""
@@ -306,8 +311,8 @@ def search(
     if (image is None) == (codes is None):
         raise CLIError("give the queries: --image FILE (a collection) or --codes FILE")
     if (target / "collection.json").is_file():
-        if rerank not in ("asymmetric", "none") or not 1 <= oversample <= 100:
-            raise CLIError(f"--rerank must be asymmetric or none and --oversample 1-100, got {rerank} and {oversample}")
+        if rerank not in ("stored", "asymmetric", "none") or not 1 <= oversample <= 100:
+            raise CLIError(f"--rerank must be stored, asymmetric or none and --oversample 1-100, got {rerank} and {oversample}")
         search = {"where": _json_option("--filter", where), "rerank": rerank, "oversample": oversample}
         _search_collection(target, image, codes, k, radius, max_pixels, as_json, search)
         return

@@ -133,6 +133,8 @@ def _pack(codes: Any) -> PackedCodes:
         raise CodesError("integer codes must be -1 or +1 (for 0/1 bits give a bool array)")
     if c.dtype.kind not in "biuf":
         raise CodesError(f"codes must be numbers, got dtype {c.dtype}")
+    if c.dtype.kind == "f" and not np.isfinite(c).all():
+        raise CodesError("real-valued codes hold NaN or infinite values (their signs are not defined)")
     _check_bits(c.shape[1])
     return PackedCodes(np.packbits(c if c.dtype == np.bool_ else c >= 0, axis=1))
 

@@ -3,7 +3,8 @@
 ```
 DIR/collection.json   format, code length, encoding engine, index backend, where the model came from
 DIR/model/            the run's model: config.yaml + checkpoint.pt (tensors only); model.onnx when exported
-DIR/items.sqlite      the item table, the source of truth: id, code, source, label, time added, metadata (SQLite, WAL)
+DIR/items.sqlite      the item table, the source of truth: id, code, source, label, time added, metadata, the
+                      item's continuous output at unit length (float16; what ``stored`` re-ranking reads) (SQLite, WAL)
 DIR/images/           images stored inside the collection (arrays and uploads), named by their content hash
 DIR/token             the bearer token the HTTP service asks for writes (mode 0600; serve/token.py)
 DIR/thumbs/           a small thumbnail of each image that lives outside (files), so nothing outside is read to show it
@@ -43,7 +44,7 @@ from ..data.images import DEFAULT_MAX_PIXELS, at_size
 from ..data.lists import ImageList
 from ..errors import CodesError, CollectionError
 from ..index import HammingIndex
-from ..index.rerank import asymmetric_scores, ranking
+from ..index.rerank import asymmetric_scores, cosine_scores, ranking
 from ..progress import progress_bar
 from ..registry import INDEX_BACKENDS
 from . import snapshot
@@ -63,8 +64,8 @@ __all__ = [
     "STORED", "THUMB_SIDE", "Collection", "CollectionError", "Hit", "ItemStore", "Where", "inside", "read_source",
 ]  # fmt: skip
 MAX_PAGE = 1000  # items in one page of ``items``
-RERANKS = ("asymmetric", "none")  # what a collection's search re-ranks by (docs/search.md "Re-ranking")
-RERANK, OVERSAMPLE = "asymmetric", 10  # the defaults, chosen by benchmarks/frontier.py
+RERANKS = ("stored", "asymmetric", "none")  # what a collection's search re-ranks by (docs/search.md "Re-ranking")
+RERANK, OVERSAMPLE = "stored", 10  # the defaults, chosen by benchmarks/frontier.py (docs/search.md "Defaults")
 
 
 class Collection:
@@ -205,7 +206,8 @@ class Collection:
             if len(labels) != len(sources):
                 raise CollectionError(f"{len(sources)} images but {len(labels)} labels")
             metas = _metadata_list(metadata, len(sources))  # checked before the encoding
-            return self._add(pack(self._encode(batch, sources, thumbs=True)), sources, labels, metas)
+            h = self._encode(batch, sources, thumbs=True)
+            return self._add(pack(h), sources, labels, metas, h)
 
     def _encode(self, images: Any, sources: list[str], thumbs: bool) -> np.ndarray:
         """Continuous codes of images; files are read once, batch by batch, and (``thumbs``) each file's
@@ -234,16 +236,19 @@ class Collection:
         self, codes: Any, sources: list[str], labels: list[str | None] | None = None, metadata: Any = None
     ) -> np.ndarray:
         """Add items whose codes are known (``PackedCodes``, e.g. a run's saved database codes, or ±1 signs, bool
-        bits, real values), with ``metadata`` as ``add`` takes it; returns their ids."""
+        bits, real values), with ``metadata`` as ``add`` takes it; returns their ids. Real values are continuous
+        outputs, stored for ``stored`` re-ranking; an item added by its bits is re-ranked by its bits."""
         packed = self._as_codes(codes)
         labels = [None] * len(sources) if labels is None else labels
         if not len(packed) == len(sources) == len(labels):
             raise CollectionError(f"{len(packed)} codes, {len(sources)} sources and {len(labels)} labels")
-        return self._add(packed, sources, labels, _metadata_list(metadata, len(sources)))
+        return self._add(packed, sources, labels, _metadata_list(metadata, len(sources)), _continuous(codes))
 
-    def _add(self, packed: PackedCodes, sources: list[str], labels: list, metas: list[str | None]) -> np.ndarray:
+    def _add(
+        self, packed: PackedCodes, sources: list[str], labels: list, metas: list[str | None], h: np.ndarray | None = None
+    ) -> np.ndarray:
         with self._lock:
-            ids = self.store.add(packed, sources, labels, metas)  # committed: acknowledged
+            ids = self.store.add(packed, sources, labels, metas, h)  # committed (with its vector): acknowledged
             self.index.add(packed, ids)
             self._filters.added(self.store, ids, packed)
         return ids
@@ -347,9 +352,10 @@ class Collection:
         """The nearest items of each query (images as ``add`` takes them, or ``codes``): at most ``k`` per query,
         ranked by Hamming distance (ties by id), with ``radius`` only those within it, and with ``where`` (a
         filter, ``metadata.py``: ``{"label": "Shirt"}``, ``{"meta.shop": {"in": ["a", "b"]}}``) only the items
-        it allows: exactly the hits of ranking those items alone. ``rerank="asymmetric"`` (the default) then
-        rescores the top ``oversample x k`` by the query's continuous output against their bits, where there is
-        one (an image's; real-valued ``codes``), ties in the Hamming order (docs/search.md)."""
+        it allows: exactly the hits of ranking those items alone. Where the query has a continuous output (an
+        image's; real-valued ``codes``), ``rerank`` then rescores the top ``oversample x k``, ties in the Hamming
+        order (docs/search.md): ``stored`` (the default) by its cosine with each item's stored output (its bits
+        where none was stored), ``asymmetric`` by its inner product with each item's bits, ``none`` not."""
         _check_k_radius(k, radius)
         if (queries is None) == (codes is None):
             raise CollectionError("search takes query images or codes")
@@ -393,7 +399,7 @@ class Collection:
         if strategy not in STRATEGIES:
             raise CollectionError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         q, where = self._as_codes(codes), Where.parse(where)
-        h = _continuous(codes) if rerank == "asymmetric" else None
+        h = _continuous(codes) if rerank != "none" else None
         depth = k * int(oversample) if h is not None else k
         with self._lock:
             if where is not None:
@@ -405,28 +411,45 @@ class Collection:
                 lims, dist, ids = self.index.range_search(q, int(radius))
                 per_query = [list(zip(ids[a:b].tolist(), dist[a:b].tolist()))[:depth] for a, b in zip(lims[:-1], lims[1:])]
             scored = (
-                self._rescored(h, per_query, k) if h is not None else [[(i, d, None) for i, d in hits] for hits in per_query]
+                self._rescored(h, per_query, k, rerank)
+                if h is not None
+                else [[(i, d, None) for i, d in hits] for hits in per_query]
             )
         rows = self.store.rows(sorted({i for hits in scored for i, _, _ in hits}))
         return [[Hit(i, d, *rows[i], s) for i, d, s in hits if i in rows] for hits in scored]
 
-    def _rescored(self, h: np.ndarray, per_query: list, k: int) -> list[list[tuple[int, int, float]]]:
-        """Each query's Hamming candidates rescored by ``<h_q, b>``: the ``k`` best, ties in the Hamming order."""
+    def _rescored(self, h: np.ndarray, per_query: list, k: int, rerank: str) -> list[list[tuple[int, int, float]]]:
+        """Each query's Hamming candidates rescored (``asymmetric``: ``<h_q, b>``; ``stored``: the cosine of
+        ``h_q`` and the stored unit output, or ``b / sqrt(bits)`` where none was stored): the ``k`` best, ties in
+        the Hamming order."""
         width = max((len(hits) for hits in per_query), default=0)
         ids = np.full((len(per_query), max(width, 1)), -1, np.int64)
         for r, hits in enumerate(per_query):
             ids[r, : len(hits)] = [i for i, _ in hits]
-        if isinstance(self.index, HammingIndex):  # the codes in memory (-1: zero bytes, ranked last)
-            cand = self.index.code_bytes(ids)
-        else:  # from the item table
-            cand = np.zeros((*ids.shape, self.bits // 8), np.uint8)
-            cand[ids >= 0] = self.store.codes_of(ids[ids >= 0].tolist(), self.bits // 8).array
-        scores = asymmetric_scores(h, cand)
+        if rerank == "asymmetric":
+            scores = asymmetric_scores(h, self._code_bytes(ids))
+        else:
+            present = ids >= 0
+            vectors, has = np.zeros((*ids.shape, self.bits), np.float32), np.zeros(ids.shape, bool)
+            vectors[present], has[present] = self.store.vectors_of(ids[present].tolist(), self.bits)
+            bare = present & ~has
+            if bare.any():  # items added by their bits: scored by their bits
+                signs = np.unpackbits(self._code_bytes(ids)[bare], axis=-1).astype(np.float32) * 2 - 1
+                vectors[bare] = signs / np.sqrt(self.bits)
+            scores = cosine_scores(h, vectors)
         order = ranking(ids, scores, k)
         return [
             [(int(hits[j][0]), int(hits[j][1]), float(scores[r, j])) for j in order[r] if j < len(hits)]
             for r, hits in enumerate(per_query)
         ]
+
+    def _code_bytes(self, ids: np.ndarray) -> np.ndarray:
+        """The packed codes of candidate ids (any shape; -1: zero bytes): from memory, or the item table."""
+        if isinstance(self.index, HammingIndex):
+            return self.index.code_bytes(ids)
+        cand = np.zeros((*ids.shape, self.bits // 8), np.uint8)
+        cand[ids >= 0] = self.store.codes_of(ids[ids >= 0].tolist(), self.bits // 8).array
+        return cand
 
     # ------------------------------------------------------------------ inputs
     def _as_codes(self, codes: Any) -> PackedCodes:

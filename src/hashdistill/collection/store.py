@@ -1,5 +1,6 @@
-"""A collection's item table, the source of truth: id (never reused), packed code, source, label, time added and
-metadata (JSON text, ``metadata.py``), in SQLite (WAL, synchronous FULL), each write one transaction."""
+"""A collection's item table, the source of truth: id (never reused), packed code, source, label, time added,
+metadata (JSON text, ``metadata.py``) and the item's unit-length continuous output (float16, what ``stored``
+re-ranking reads; NULL where it was not known), in SQLite (WAL, synchronous FULL), each write one transaction."""
 
 from __future__ import annotations
 
@@ -20,7 +21,15 @@ STORED = "collection:"  # the source of an image stored inside the collection: c
 ROW_CACHE = 1 << 16  # rows (source, label, metadata text) kept in memory for search results; cleared when full
 SCHEMA = """CREATE TABLE IF NOT EXISTS items (
     id INTEGER PRIMARY KEY AUTOINCREMENT, code BLOB NOT NULL, source TEXT NOT NULL, label TEXT, added REAL NOT NULL,
-    meta TEXT)"""
+    meta TEXT, vec BLOB)"""
+
+
+def unit_float16(vectors: np.ndarray) -> np.ndarray:
+    """Vectors (n, dim) scaled to unit length (a zero vector stays zero) as little-endian float16: what the
+    table stores, and all a cosine needs."""
+    v = np.asarray(vectors, np.float64)
+    norm = np.linalg.norm(v, axis=1, keepdims=True)
+    return (v / np.where(norm > 0, norm, 1)).astype("<f2")
 
 
 @dataclass(frozen=True)
@@ -48,17 +57,21 @@ class ItemStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute(SCHEMA)
-            if "meta" not in {r[1] for r in self.db.execute("PRAGMA table_info(items)")}:  # a table made before metadata
-                self.db.execute("ALTER TABLE items ADD COLUMN meta TEXT")
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(items)")}
+            for name, kind in (("meta", "TEXT"), ("vec", "BLOB")):  # a table made before metadata, before vectors
+                if name not in columns:
+                    self.db.execute(f"ALTER TABLE items ADD COLUMN {name} {kind}")
         except sqlite3.DatabaseError as e:
             raise CollectionError(f"{path}: not a readable item table ({e})") from None
 
     def add(
-        self, codes: PackedCodes, sources: list[str], labels: list[str | None], metas: list[str | None] | None = None
-    ) -> np.ndarray:
-        """Insert rows in one transaction (``metas``: checked JSON texts); ids continue after the largest ever given
-        (never reused)."""
+        self, codes: PackedCodes, sources: list[str], labels: list[str | None], metas: list[str | None] | None = None,
+        vectors: np.ndarray | None = None,
+    ) -> np.ndarray:  # fmt: skip
+        """Insert rows in one transaction (``metas``: checked JSON texts; ``vectors``: the items' continuous outputs
+        (n, bits), stored at unit length as float16); ids continue after the largest ever given (never reused)."""
         metas = metas or [None] * len(sources)
+        vecs = [None] * len(sources) if vectors is None else [v.tobytes() for v in unit_float16(vectors)]
         now = time.time()
         cur = self.db.cursor()
         cur.execute("BEGIN IMMEDIATE")
@@ -67,8 +80,11 @@ class ItemStore:
             start = (row[0] if row else 0) + 1
             ids = np.arange(start, start + len(codes), dtype=np.int64)
             cur.executemany(
-                "INSERT INTO items (id, code, source, label, added, meta) VALUES (?, ?, ?, ?, ?, ?)",
-                [(int(i), c.tobytes(), s, lab, now, m) for i, c, s, lab, m in zip(ids, codes.array, sources, labels, metas)],
+                "INSERT INTO items (id, code, source, label, added, meta, vec) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (int(i), c.tobytes(), s, lab, now, m, v)
+                    for i, c, s, lab, m, v in zip(ids, codes.array, sources, labels, metas, vecs)
+                ],
             )
             cur.execute("COMMIT")
         except BaseException:
@@ -153,6 +169,23 @@ class ItemStore:
             chunk = [int(i) for i in ids[a : a + 900]]
             found.update(self.db.execute(f"SELECT id, code FROM items WHERE id IN ({','.join('?' * len(chunk))})", chunk))
         return PackedCodes(np.frombuffer(b"".join(found[int(i)] for i in ids), np.uint8).reshape(len(ids), width))
+
+    def vectors_of(self, ids: list[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """The stored unit vectors of the given ids, in their order, as float32 (n, dim), and whether each id has
+        one (an id without a row or a vector: zeros, False)."""
+        found: dict[int, bytes] = {}
+        for a in range(0, len(ids), 900):  # SQLite's bound-parameter limit
+            chunk = [int(i) for i in ids[a : a + 900]]
+            marks = ",".join("?" * len(chunk))
+            found.update(self.db.execute(f"SELECT id, vec FROM items WHERE vec IS NOT NULL AND id IN ({marks})", chunk))
+        has = np.array([int(i) in found for i in ids], bool)
+        out = np.zeros((len(ids), dim), np.float32)
+        raw = b"".join(found[int(i)] for i, h in zip(ids, has) if h)
+        if len(raw) != int(has.sum()) * dim * 2:
+            raise CollectionError(f"items.sqlite: a stored vector is not {dim} float16 values (a damaged item table)")
+        if has.any():
+            out[has] = np.frombuffer(raw, "<f2").reshape(-1, dim)
+        return out, has
 
     def random_id(self) -> int | None:
         row = self.db.execute("SELECT id FROM items ORDER BY RANDOM() LIMIT 1").fetchone()

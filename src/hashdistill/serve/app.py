@@ -69,7 +69,7 @@ def shown_source(source: str) -> str:
     return FilePath(source.replace("\\", "/")).name
 
 
-Rerank = Literal["asymmetric", "none"]  # a search by image's re-ranking (docs/search.md)
+Rerank = Literal["stored", "asymmetric", "none"]  # a search by image's re-ranking (docs/search.md)
 
 
 class Result(BaseModel):
