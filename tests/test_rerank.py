@@ -190,7 +190,7 @@ def test_stored_reranking_in_a_collection_equals_brute_force_and_survives_reopen
     (unit length, float16), or its bits over sqrt(bits) where it was added by its bits (a run's saved codes);
     ties in the Hamming order. The vectors are rows of the item table: kept through a reopen, gone with their
     item, carried by a snapshot."""
-    from hashdistill.collection import Collection
+    from hashdistill.collection import Collection, CollectionError
 
     q, db = outputs
     n = len(db)
@@ -219,6 +219,18 @@ def test_stored_reranking_in_a_collection_equals_brute_force_and_survives_reopen
         assert [[h.score for h in hits] for hits in got] == [[pytest.approx(x, abs=2e-3) for x in s] for _, s in want]
         found = np.isin(ids, [h.id for hits in got for h in hits])
         assert found[bare].any() and found[~bare].any()  # both kinds of item are among the results
+        # more like these items: by each one's code, rescored with its stored output (its bits where none)
+        some = np.array([0, 1, 2, 7, 8])
+        assert bare[some].any() and (~bare[some]).any()
+        qv = kept[some]
+        qvn = qv / np.linalg.norm(qv, axis=1, keepdims=True)
+        want_items = brute(qv, db[order], ids[order], 5, 20,
+                           lambda i, j: round(float(qvn[i] @ (kept[order][j] / np.linalg.norm(kept[order][j]))), 6))  # fmt: skip
+        got_items = col.search_items(ids[some], 5, oversample=4)
+        assert [[h.id for h in hits] for hits in got_items] == [w for w, _ in want_items]
+        assert all(hits[0].distance == 0 for hits in got_items)
+        with pytest.raises(CollectionError, match="no item 99999"):
+            col.search_items([int(ids[0]), 99999])
         drop = ids[order][::4]
         col.remove(drop)
         col.snapshot(tmp_path / "snap")

@@ -76,8 +76,13 @@ def test_search_by_image_codes_and_item(client, shapes):
     assert scores == sorted(scores, reverse=True)
     plain = client.post("/search?k=5&rerank=none", files={"file": ("q.png", query, "image/png")}).json()["results"]
     assert set(plain[0]) == {"id", "distance", "source", "label", "meta"}
-    by_id = client.post("/search", json={"id": first["id"], "k": 5}).json()["results"]
-    assert [h["distance"] for h in by_id] == [h["distance"] for h in plain]
+    by_id = client.post("/search", json={"id": first["id"], "k": 5}).json()["results"]  # re-ranked by its stored output
+    assert [h["id"] for h in by_id] == [h["id"] for h in body["results"]]  # as the search by its image
+    assert [h["score"] for h in by_id] == [pytest.approx(h["score"], abs=2e-3) for h in body["results"]]
+    by_id_plain = client.post("/search", json={"id": first["id"], "k": 5, "rerank": "none"}).json()["results"]
+    assert [h["id"] for h in by_id_plain] == [h["id"] for h in plain]
+    bad = client.post("/search", json={"id": first["id"], "oversample": 0})
+    assert bad.status_code == 422 and "oversample" in bad.text
     assert client.post("/search?rerank=fancy", files={"file": ("q.png", query, "image/png")}).status_code == 422
     code = client.app.state.collection.codes_of([first["id"]])
     signs = np.where(np.unpackbits(code[0]) == 1, 1, -1).tolist()

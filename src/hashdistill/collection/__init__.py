@@ -396,10 +396,40 @@ class Collection:
         (``filtered.py``; the same hits)."""
         _check_k_radius(k, radius)
         _check_rerank(rerank, oversample)
+        q = self._as_codes(codes)
+        h = _continuous(codes) if rerank != "none" else None
+        return self._search(q, h, k, radius, where, strategy, rerank, oversample)
+
+    def search_items(
+        self, ids: Any, k: int = 10, radius: int | None = None, *, where: Any = None, rerank: str = RERANK,
+        oversample: int = OVERSAMPLE,
+    ) -> list[list[Hit]]:  # fmt: skip
+        """``search`` by items already in the collection ("more like this"): by each item's code, re-ranked
+        with its stored output (by its bits over sqrt(bits) where it has none), as a search by its image is."""
+        _check_k_radius(k, radius)
+        _check_rerank(rerank, oversample)
+        try:
+            ids = [int(i) for i in np.asarray(ids, dtype=object).reshape(-1)]
+        except (TypeError, ValueError):
+            raise CollectionError(f"ids must be integers, got {ids!r}"[:200]) from None
+        absent = [i for i, hit in zip(ids, self.get(ids)) if hit is None]
+        if absent:
+            raise CollectionError(f"no item {absent[0]}")
+        q = self.codes_of(ids)
+        h = None
+        if rerank != "none":
+            h, has = self.store.vectors_of(ids, self.bits)
+            h[~has] = (np.unpackbits(q.array[~has], axis=1).astype(np.float32) * 2 - 1) / np.sqrt(self.bits)
+        return self._search(q, h, k, radius, where, "auto", rerank, oversample)
+
+    def _search(
+        self, q: PackedCodes, h: np.ndarray | None, k: int, radius: int | None, where: Any, strategy: str, rerank: str,
+        oversample: int,
+    ) -> list[list[Hit]]:  # fmt: skip
+        """The searches of packed queries ``q``, rescored with their continuous outputs ``h`` (None: Hamming)."""
         if strategy not in STRATEGIES:
             raise CollectionError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-        q, where = self._as_codes(codes), Where.parse(where)
-        h = _continuous(codes) if rerank != "none" else None
+        where = Where.parse(where)
         depth = k * int(oversample) if h is not None else k
         with self._lock:
             if where is not None:

@@ -87,7 +87,8 @@ class SearchResponse(BaseModel):
 
 
 class CodeSearch(BaseModel):
-    """Search by a code (``codes``: the K signs of one code, -1 / +1) or by an item already in the collection (``id``)."""
+    """Search by a code (``codes``: the K signs of one code, -1 / +1) or by an item already in the collection (``id``:
+    by its code, re-ranked with its stored output as a search by its image is; ``rerank``, ``oversample``)."""
 
     model_config = ConfigDict(extra="forbid")
     codes: list[int] | None = None  # K signs, -1 / +1 (checked with numpy: a per-item Literal is slow)
@@ -95,6 +96,8 @@ class CodeSearch(BaseModel):
     k: int = 10
     radius: int | None = None
     filter: dict[str, Any] | None = None  # {"label": "Shirt"}, {"meta.shop": {"in": ["a", "b"]}} (collection/metadata.py)
+    rerank: Rerank = RERANK  # (a search by signs ranks by Hamming distance: any score of its bits repeats it)
+    oversample: int = Field(OVERSAMPLE, ge=1, le=100)
 
 
 class BatchSearch(BaseModel):
@@ -356,9 +359,15 @@ def create_app(
     def by_code(raw: bytes, t0: float) -> JSONResponse:
         """``POST /search`` by a code or an id (JSON), from the route or ``HotSearch``."""
         body = parse_json(raw, CodeSearch, "a JSON object with codes or id (and k, radius), or a multipart image")
+        return respond(search_one(body), t0)
+
+    def search_one(body: CodeSearch) -> list:
+        """The hits of one search by code or id (a fraction of a millisecond unfiltered: no thread hop)."""
         codes, where = query_codes(body), where_of(body.filter)
-        # a search by code is a fraction of a millisecond (unfiltered): no thread hop
-        return respond(collection.search_codes(codes, body.k, body.radius, where=where)[0], t0)
+        if body.id is not None:
+            return collection.search_items([body.id], body.k, body.radius, where=where, rerank=body.rerank,
+                                           oversample=body.oversample)[0]  # fmt: skip
+        return collection.search_codes(codes, body.k, body.radius, where=where)[0]
 
     search_route = next(r for r in app.routes if getattr(r, "path", None) == "/search")
 
@@ -407,12 +416,11 @@ def create_app(
             found = []
             for i, s in enumerate(body.searches):
                 try:
-                    codes, where = query_codes(s), where_of(s.filter)
+                    found.append(search_one(s))
                 except HTTPException as e:
                     raise HTTPException(e.status_code, f"searches.{i}: {e.detail}") from None
                 except CollectionError as e:
                     raise HTTPException(422, f"searches.{i}: {e}") from None
-                found.append(collection.search_codes(codes, s.k, s.radius, where=where)[0])
         took = round((time.perf_counter() - t0) * 1000, 3)
         return JSONResponse({"results": [results(hits) for hits in found], "took_ms": took})
 
