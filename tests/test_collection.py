@@ -191,3 +191,32 @@ def test_onnx_export_and_engine_agree_with_torch(shapes_run, shapes, tmp_path):
     assert onnx_col.meta["engine"] == "onnx" and (tmp_path / "o" / "model" / "model.onnx").is_file()
     folder = shapes / "database"
     assert np.array_equal(torch_col.encode(folder), onnx_col.encode(folder))
+
+
+def test_a_protocol_split_is_added_with_its_outputs_or_by_its_saved_codes(tmp_path):
+    """``add_split`` (``collection create --from-split``) encodes the split, so every item's output is stored for
+    ``stored`` re-ranking, with the same codes the run saved; ``--saved-codes`` takes those codes alone."""
+    cfgfile = tmp_path / "tiny.yaml"
+    cfgfile.write_text("schedule: {epochs: 1}\n")
+    sets = ["data.limit_train=300", "data.limit_query=20", "data.limit_database=400", "model.bits=16",
+            "runtime.num_threads=2"]  # fmt: skip
+    r = runner.invoke(
+        app, ["train", str(cfgfile), "--runs-dir", str(tmp_path), "--quiet", *[a for s in sets for a in ("--set", s)]]
+    )
+    assert r.exit_code == 0, r.output
+    run = Run.load(tmp_path / "tiny")
+    saved = run.codes("database")
+    for flag, stored in (([], True), (["--saved-codes"], False)):
+        folder = tmp_path / f"c{len(flag)}.hdc"
+        r = runner.invoke(app, ["collection", "create", str(folder), "--run", str(run.path), "--from-split", "database", *flag])
+        assert r.exit_code == 0, r.output
+        with Collection.open(folder) as col:
+            ids = np.array([h.id for h in col.items(limit=1000)])
+            assert len(ids) == 400 and np.array_equal(col.codes_of(ids).array, saved.array)
+            assert col.get([ids[7]])[0].source == f"fmnist-1k:database:{int(run.data.split('database').ids[7])}"
+            _, has = col.store.vectors_of(ids.tolist(), 16)
+            assert has.all() == stored and has.any() == stored
+            hits = col.search(run.data.split("database").images[7:8], k=3)[0]
+            assert hits[0].distance == 0
+            if stored:  # the item itself first, its stored output the image's own
+                assert hits[0].id == ids[7] and hits[0].score == pytest.approx(1, abs=2e-3)

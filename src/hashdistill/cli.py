@@ -393,8 +393,11 @@ def collection_create(
     folder: Annotated[Path, typer.Argument(metavar="DIR", help="the new collection's folder")],
     run: Annotated[Path, typer.Option("--run", metavar="RUN", help="a trained run folder (its model encodes the images)")],
     from_split: Annotated[
-        Optional[str], typer.Option(metavar="SPLIT", help="add a protocol split of the run (its saved codes)")
+        Optional[str], typer.Option(metavar="SPLIT", help="add a protocol split of the run (encoded: outputs stored)")
     ] = None,
+    saved_codes: Annotated[
+        bool, typer.Option(help="with --from-split: the run's saved codes alone (faster; re-ranked by their bits)")
+    ] = False,
     add: Annotated[
         Optional[list[Path]], typer.Option("--add", metavar="PATH", help="add a folder, list file or image (repeatable)")
     ] = None,
@@ -416,7 +419,7 @@ def collection_create(
         write_token(folder / "token")  # the service's bearer token, made with the collection
         col.max_pixels = max_pixels
         if from_split:
-            col.add_split(from_split, r)
+            col.add_split(from_split, r, vectors=not saved_codes)
         for path in add or []:
             col.add(path, allow_outside_root=allow_outside_root)
         typer.echo(f"{folder}: {len(col)} items, {col.bits} bits, engine {col.meta['engine']}")

@@ -272,8 +272,10 @@ class Collection:
             raise CollectionError(f"after must be an item id, got {after!r}")
         return [Hit(i, 0, s, lab, m) for i, s, lab, m in self.store.page(int(after), int(limit))]
 
-    def add_split(self, split: str = "database", run: Run | None = None) -> np.ndarray:
-        """Add a protocol split of the run the collection was made from (its saved codes where they match)."""
+    def add_split(self, split: str = "database", run: Run | None = None, *, vectors: bool = True) -> np.ndarray:
+        """Add a protocol split of the run the collection was made from: encoded, so that each item's output is
+        stored for ``stored`` re-ranking (``vectors``), or by the run's saved codes alone (faster; re-ranked by
+        their bits)."""
         from ..run import Run
 
         if run is None:  # the run it was made from (its saved codes), else the model copy (encodes the split)
@@ -285,7 +287,8 @@ class Collection:
         if protocol is None:
             raise CollectionError("add_split takes a protocol split; add your own images with add(FOLDER)")
         sources = [f"{protocol}:{split}:{int(i)}" for i in s.ids]
-        return self.add_codes(run.codes(split), sources, label_names(s.labels, data.class_names, len(s)))
+        codes = run.h(split) if vectors else run.codes(split)
+        return self.add_codes(codes, sources, label_names(s.labels, data.class_names, len(s)))
 
     def remove(self, ids: Any) -> int:
         """Remove items by id; returns how many were removed (stored images of removed items are deleted)."""
