@@ -236,7 +236,8 @@ def _demo_collection(run_dir: Path, p, query: int) -> None:
         typer.echo(f"collection {folder} ({len(col)} items, {col.meta['engine']} encoder); "
                    f"hashdistill search {folder} --image {image} -k 5:")  # fmt: skip
     for h in hits:
-        typer.echo(f"  {h.id:>6}  d={h.distance:<3} {h.label:<12} {h.source}")
+        score = "" if h.score is None else f" score={h.score:.3f}"
+        typer.echo(f"  {h.id:>6}  d={h.distance:<3}{score} {h.label:<12} {h.source}")
 
 
 def _load_codes(path: Path, bits: int | None = None) -> tuple[PackedCodes, np.ndarray | None]:
