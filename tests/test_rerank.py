@@ -234,13 +234,28 @@ def test_stored_reranking_in_a_collection_equals_brute_force_and_survives_reopen
         drop = ids[order][::4]
         col.remove(drop)
         col.snapshot(tmp_path / "snap")
+    vector_file = tmp_path / "c.hdc" / "vectors.hdv"
+    written = vector_file.stat().st_mtime_ns
     alive = ~np.isin(ids[order], drop)
     want = brute(q, db[order][alive], ids[order][alive], 5, 20, lambda i, j: cosine(i, j, kept[order][alive]))
-    for path in (tmp_path / "c.hdc", tmp_path / "restored.hdc"):
-        col = Collection.open(path) if path.name == "c.hdc" else Collection.restore(tmp_path / "snap", path)
+    for step in ("reopened after the removal", "reopened unchanged", "reopened with its file damaged", "restored"):
+        path = tmp_path / ("restored.hdc" if step == "restored" else "c.hdc")
+        col = Collection.restore(tmp_path / "snap", path) if step == "restored" else Collection.open(path)
         with col:
             got = col.search_codes(q.astype(np.float32), 5, oversample=4)
-            assert [[h.id for h in hits] for hits in got] == [w for w, _ in want]
+            assert [[h.id for h in hits] for hits in got] == [w for w, _ in want], step
+        if step == "reopened after the removal":  # the table changed since the file was written: written again
+            assert vector_file.stat().st_mtime_ns != written
+            written = vector_file.stat().st_mtime_ns
+        elif step == "reopened unchanged":  # kept as it was; then damaged
+            assert vector_file.stat().st_mtime_ns == written
+            data = bytearray(vector_file.read_bytes())
+            data[200] ^= 1
+            vector_file.write_bytes(bytes(data))
+        elif step == "reopened with its file damaged":  # written again from the table
+            assert len(VectorFile(vector_file)) == int((alive & ~bare[order]).sum())  # the items with a vector
+    assert (tmp_path / "restored.hdc" / "vectors.hdv").is_file()  # a snapshot does not carry it: derived
+    assert not (tmp_path / "snap" / "vectors.hdv").exists()
 
 
 def test_an_item_table_made_before_vectors_gains_the_column_and_reranks_by_bits(shapes_run, outputs, tmp_path):
@@ -270,8 +285,31 @@ def test_an_item_table_made_before_vectors_gains_the_column_and_reranks_by_bits(
         vec, has = col.store.vectors_of([int(new), 1], db.shape[1])
         assert has.tolist() == [True, False]
         assert np.linalg.norm(vec[0]) == pytest.approx(1, abs=1e-3)
-        col.store.db.execute("UPDATE items SET vec = x'0000' WHERE id = ?", (int(new),))
-        with pytest.raises(CollectionError, match=r"items\.sqlite: a stored vector is not 16 float16 values"):
-            col.search_codes(db[:1].astype(np.float32), 5)
         with pytest.raises(CollectionError, match="NaN or infinite"):
             col.add_codes(np.full((1, db.shape[1]), np.nan, np.float32), ["x:nan"])
+        col.store.db.execute("UPDATE items SET vec = x'0000' WHERE id = ?", (int(new),))
+    with pytest.raises(CollectionError, match=r"items\.sqlite: a stored vector is not 16 float16 values"):
+        Collection.open(tmp_path / "c.hdc")  # the vector file is derived from the table at open
+
+
+def test_a_collection_that_cannot_write_its_vector_file_keeps_the_vectors_in_memory(shapes_run, outputs, tmp_path, monkeypatch):
+    """A folder that cannot be written (a read-only volume: root ignores file modes, so the write is made to
+    fail) re-ranks by the same stored vectors, held in memory."""
+    import hashdistill.collection.vectors as stored_vectors
+    from hashdistill.collection import Collection
+
+    q, db = outputs
+    with Collection.create(tmp_path / "c.hdc", shapes_run, engine="torch") as col:
+        col.add_codes(db.astype(np.float32), [f"x:{i}" for i in range(len(db))])
+        want = col.search_codes(q.astype(np.float32), 5)
+    (tmp_path / "c.hdc" / "vectors.hdv").unlink()
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(stored_vectors, "write_vectors", refuse)
+    with Collection.open(tmp_path / "c.hdc") as col:
+        got = col.search_codes(q.astype(np.float32), 5)
+    assert not (tmp_path / "c.hdc" / "vectors.hdv").exists()
+    assert [[(h.id, h.score) for h in hits] for hits in got] == [[(h.id, h.score) for h in hits] for hits in want]
+    assert all(h.score is not None for hits in got for h in hits)

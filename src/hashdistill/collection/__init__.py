@@ -8,6 +8,7 @@ DIR/items.sqlite      the item table, the source of truth: id, code, source, lab
 DIR/images/           images stored inside the collection (arrays and uploads), named by their content hash
 DIR/token             the bearer token the HTTP service asks for writes (mode 0600; serve/token.py)
 DIR/thumbs/           a small thumbnail of each image that lives outside (files), so nothing outside is read to show it
+DIR/vectors.hdv       the items' stored outputs, memory-mapped, derived from the item table (vectors.py)
 ```
 
 The Hamming index (in memory, or Milvus with ``backend="milvus"``) is derived from the item table when the
@@ -54,6 +55,7 @@ from .filtered import STRATEGIES, FilterCache, search_filtered
 from .inputs import gather, label_names
 from .metadata import Where, check_metadata, merge_metadata
 from .store import STORED, Hit, ItemStore
+from .vectors import StoredVectors
 
 if TYPE_CHECKING:  # (a collection that encodes with ONNX Runtime never loads a run, nor torch)
     from ..run import Run
@@ -84,6 +86,7 @@ class Collection:
         self._lock = threading.RLock()
         self._filters = FilterCache(self.bits)  # kept in step with every write
         self._files_lock = threading.Lock()  # a snapshot copying the files; a removal waits to delete any
+        self.vectors = StoredVectors(path, store, self.bits)  # what ``stored`` re-ranking reads (vectors.py)
 
     # ------------------------------------------------------------------ create / open
     @classmethod
@@ -249,6 +252,8 @@ class Collection:
     ) -> np.ndarray:
         with self._lock:
             ids = self.store.add(packed, sources, labels, metas, h)  # committed (with its vector): acknowledged
+            if h is not None:
+                self.vectors.added(ids, h)
             self.index.add(packed, ids)
             self._filters.added(self.store, ids, packed)
         return ids
@@ -421,7 +426,8 @@ class Collection:
         q = self.codes_of(ids)
         h = None
         if rerank != "none":
-            h, has = self.store.vectors_of(ids, self.bits)
+            with self._lock:
+                h, has = self.vectors.lookup(np.array(ids, np.int64))
             h[~has] = (np.unpackbits(q.array[~has], axis=1).astype(np.float32) * 2 - 1) / np.sqrt(self.bits)
         return self._search(q, h, k, radius, where, "auto", rerank, oversample)
 
@@ -464,7 +470,7 @@ class Collection:
         else:
             present = ids >= 0
             vectors, has = np.zeros((*ids.shape, self.bits), np.float32), np.zeros(ids.shape, bool)
-            vectors[present], has[present] = self.store.vectors_of(ids[present].tolist(), self.bits)
+            vectors[present], has[present] = self.vectors.lookup(ids[present])
             bare = present & ~has
             if bare.any():  # items added by their bits: scored by their bits
                 signs = np.unpackbits(self._code_bytes(ids)[bare], axis=-1).astype(np.float32) * 2 - 1

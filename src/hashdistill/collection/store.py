@@ -170,6 +170,20 @@ class ItemStore:
             found.update(self.db.execute(f"SELECT id, code FROM items WHERE id IN ({','.join('?' * len(chunk))})", chunk))
         return PackedCodes(np.frombuffer(b"".join(found[int(i)] for i in ids), np.uint8).reshape(len(ids), width))
 
+    def state(self) -> dict[str, int]:
+        """What identifies the set of ids: their count and the largest id ever given (ids are never reused, so
+        any add raises ``seq`` and a removal alone lowers ``count``)."""
+        row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()
+        return {"count": len(self), "seq": int(row[0]) if row else 0}
+
+    def all_vectors(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, unit vectors as float16 (n, dim)) of every row that has a vector, by id, read in one transaction."""
+        rows = self.db.execute("SELECT id, vec FROM items WHERE vec IS NOT NULL ORDER BY id").fetchall()
+        raw = b"".join(r[1] for r in rows)
+        if len(raw) != len(rows) * dim * 2:
+            raise CollectionError(f"items.sqlite: a stored vector is not {dim} float16 values (a damaged item table)")
+        return np.array([r[0] for r in rows], np.int64), np.frombuffer(raw, "<f2").reshape(len(rows), dim)
+
     def vectors_of(self, ids: list[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
         """The stored unit vectors of the given ids, in their order, as float32 (n, dim), and whether each id has
         one (an id without a row or a vector: zeros, False)."""

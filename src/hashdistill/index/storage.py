@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,13 @@ import numpy as np
 
 from .._io import atomic_write
 from ..errors import CodesError
+from .prefix import opened, prefix_bytes, read_header
 
 MAGIC = b"HDISTIDX"
 VERSION = 1
 MAX_HEADER = 1 << 20  # bytes: a header is a few dozen
 MAX_BITS = 4096
 INDEX_METHODS = ("flat", "mih", "auto")  # how a HammingIndex searches (not the registry of hashing methods)
-_PREFIX = struct.Struct("<8sII")
 
 
 class IndexFileError(CodesError):
@@ -34,7 +33,7 @@ class IndexFileError(CodesError):
 
 def write_index(path: str | os.PathLike, header: dict[str, Any], packed: np.ndarray, ids: np.ndarray) -> Path:
     head = json.dumps(header, sort_keys=True).encode()
-    body = _PREFIX.pack(MAGIC, VERSION, len(head)) + head
+    body = prefix_bytes(MAGIC, VERSION, head)
     digest = hashlib.sha256(body)
     codes, id_bytes = np.ascontiguousarray(packed).tobytes(), ids.astype("<i8").tobytes()
     digest.update(codes)
@@ -53,32 +52,17 @@ def read_index(path: str | os.PathLike) -> tuple[dict[str, Any], np.ndarray, np.
     """(header, packed codes, ids) of an index file. The magic, version, header fields and file size are checked
     before the codes are read; the checksum after."""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            prefix = f.read(_PREFIX.size)
-            if len(prefix) < _PREFIX.size or prefix[:8] != MAGIC:
-                raise IndexFileError(f"{path}: not a hashdistill index file")
-            _, version, head_len = _PREFIX.unpack(prefix)
-            if version != VERSION:
-                raise IndexFileError(f"{path}: index format version {version}, this hashdistill reads version {VERSION}")
-            if head_len > min(MAX_HEADER, size - _PREFIX.size):
-                raise IndexFileError(f"{path}: damaged index header (length {head_len})")
-            header = _check_header(path, f.read(head_len))
-            n, bits = header["n"], header["bits"]
-            start = _PREFIX.size + head_len
-            expected = start + n * bits // 8 + n * 8 + 32
-            if size != expected:
-                what = "truncated" if size < expected else "has trailing data"
-                raise IndexFileError(f"{path}: index file {what} ({size} bytes, expected {expected})")
-            f.seek(0)
-            data = f.read()
-    except FileNotFoundError:
-        raise IndexFileError(f"{path}: no such index file") from None
-    except IsADirectoryError:
-        raise IndexFileError(f"{path}: a folder, not an index file") from None
-    except OSError as e:
-        raise IndexFileError(f"{path}: unreadable index file ({e.strerror or e})") from None
+    with opened(path, "index", IndexFileError) as f:
+        size = os.fstat(f.fileno()).st_size
+        raw, start = read_header(f, path, MAGIC, VERSION, "index", MAX_HEADER, IndexFileError)
+        header = _check_header(path, raw)
+        n, bits = header["n"], header["bits"]
+        expected = start + n * bits // 8 + n * 8 + 32
+        if size != expected:
+            what = "truncated" if size < expected else "has trailing data"
+            raise IndexFileError(f"{path}: index file {what} ({size} bytes, expected {expected})")
+        f.seek(0)
+        data = f.read()
     if hashlib.sha256(data[:-32]).digest() != data[-32:]:
         raise IndexFileError(f"{path}: index file corrupt (checksum mismatch)")
     code_len = n * bits // 8

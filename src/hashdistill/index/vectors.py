@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,12 @@ import numpy as np
 
 from .._io import atomic_write
 from ..errors import CodesError
+from .prefix import PREFIX, opened, prefix_bytes, read_header
 
 MAGIC = b"HDVECTOR"
 VERSION = 1
 ALIGN = 64
 MAX_HEADER = 1 << 16
-_PREFIX = struct.Struct("<8sII")
 
 
 class VectorFileError(CodesError):
@@ -35,12 +34,13 @@ class VectorFileError(CodesError):
 
 def _layout(head_len: int) -> int:
     """Where the ids start: after the prefix and header, padded to ``ALIGN`` bytes."""
-    end = _PREFIX.size + head_len
+    end = PREFIX.size + head_len
     return -(-end // ALIGN) * ALIGN
 
 
-def write_vectors(path: str | os.PathLike, ids: Any, vectors: Any) -> Path:
-    """Write ``vectors`` (n, dim), stored as float16, for ``ids`` (n, strictly increasing) to ``path``."""
+def write_vectors(path: str | os.PathLike, ids: Any, vectors: Any, meta: dict | None = None) -> Path:
+    """Write ``vectors`` (n, dim), stored as float16, for ``ids`` (n, strictly increasing) to ``path``; ``meta``
+    (a small JSON object) goes into the header, read back as ``VectorFile.meta``."""
     ids = np.asarray(ids, np.int64).reshape(-1)
     v = np.asarray(vectors, np.float32)
     if v.ndim != 2 or len(v) != len(ids):
@@ -49,9 +49,12 @@ def write_vectors(path: str | os.PathLike, ids: Any, vectors: Any) -> Path:
         raise CodesError("vectors: ids must be strictly increasing")
     if not np.isfinite(v).all() or (np.abs(v) > 65504).any():
         raise CodesError("vectors: NaN, infinite or beyond float16's range (65504)")
-    head = json.dumps({"n": len(ids), "dim": int(v.shape[1]), "dtype": "float16"}, sort_keys=True).encode()
+    head = json.dumps({"n": len(ids), "dim": int(v.shape[1]), "dtype": "float16", "meta": meta or {}}, sort_keys=True)
+    head = head.encode()
+    if len(head) > MAX_HEADER:
+        raise CodesError(f"vectors: a header of {len(head)} bytes (meta too large; at most {MAX_HEADER})")
     start = _layout(len(head))
-    body = _PREFIX.pack(MAGIC, VERSION, len(head)) + head + bytes(start - _PREFIX.size - len(head))
+    body = prefix_bytes(MAGIC, VERSION, head) + bytes(start - PREFIX.size - len(head))
     id_bytes, vec_bytes = ids.astype("<i8").tobytes(), v.astype("<f2").tobytes()
     digest = hashlib.sha256(body)
     digest.update(id_bytes)
@@ -70,7 +73,7 @@ class VectorFile:
     def __init__(self, path: str | os.PathLike, verify: bool = True) -> None:
         self.path = Path(path)
         head, start = self._read_header()
-        self.n, self.dim = head["n"], head["dim"]
+        self.n, self.dim, self.meta = head["n"], head["dim"], head.get("meta", {})
         expected = start + self.n * 8 + self.n * self.dim * 2 + 32
         size = self.path.stat().st_size
         if size != expected:
@@ -84,31 +87,18 @@ class VectorFile:
             raise VectorFileError(f"{self.path}: ids out of order (a damaged vector file)")
 
     def _read_header(self) -> tuple[dict, int]:
-        try:
-            with open(self.path, "rb") as f:
-                prefix = f.read(_PREFIX.size)
-                if len(prefix) < _PREFIX.size or prefix[:8] != MAGIC:
-                    raise VectorFileError(f"{self.path}: not a hashdistill vector file")
-                _, version, head_len = _PREFIX.unpack(prefix)
-                if version != VERSION:
-                    raise VectorFileError(f"{self.path}: vector format version {version}, this hashdistill reads {VERSION}")
-                if head_len > MAX_HEADER:
-                    raise VectorFileError(f"{self.path}: damaged header (length {head_len})")
-                raw = f.read(head_len)
-        except FileNotFoundError:
-            raise VectorFileError(f"{self.path}: no such vector file") from None
-        except IsADirectoryError:
-            raise VectorFileError(f"{self.path}: a folder, not a vector file") from None
+        with opened(self.path, "vector", VectorFileError) as f:
+            raw, end = read_header(f, self.path, MAGIC, VERSION, "vector", MAX_HEADER, VectorFileError)
         try:
             head = json.loads(raw)
             ok = isinstance(head, dict) and head.get("dtype") == "float16"
             ok = ok and all(isinstance(head.get(k), int) and not isinstance(head.get(k), bool) for k in ("n", "dim"))
-            ok = ok and head["n"] >= 0 and 0 < head["dim"] <= 1 << 16
+            ok = ok and head["n"] >= 0 and 0 < head["dim"] <= 1 << 16 and isinstance(head.get("meta", {}), dict)
         except (ValueError, UnicodeDecodeError):
             ok = False
         if not ok:
-            raise VectorFileError(f"{self.path}: damaged header")
-        return head, _layout(head_len)
+            raise VectorFileError(f"{self.path}: damaged vector header")
+        return head, _layout(end - PREFIX.size)
 
     def _verify(self, size: int) -> None:
         digest = hashlib.sha256()
