@@ -214,7 +214,7 @@ def test_a_protocol_split_is_added_with_its_outputs_or_by_its_saved_codes(tmp_pa
             ids = np.array([h.id for h in col.items(limit=1000)])
             assert len(ids) == 400 and np.array_equal(col.codes_of(ids).array, saved.array)
             assert col.get([ids[7]])[0].source == f"fmnist-1k:database:{int(run.data.split('database').ids[7])}"
-            _, has = col.store.vectors_of(ids.tolist(), 16)
+            _, has = col.vectors.lookup(ids)
             assert has.all() == stored and has.any() == stored
             hits = col.search(run.data.split("database").images[7:8], k=3)[0]
             assert hits[0].distance == 0

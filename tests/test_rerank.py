@@ -282,7 +282,7 @@ def test_an_item_table_made_before_vectors_gains_the_column_and_reranks_by_bits(
         for hits_s, hits_b, n in zip(by_stored, by_bits, norm):
             assert [h.score for h in hits_s] == [pytest.approx(h.score / n, abs=1e-5) for h in hits_b]
         (new,) = col.add_codes(db[:1].astype(np.float32) * 3, ["x:new"])
-        vec, has = col.store.vectors_of([int(new), 1], db.shape[1])
+        vec, has = col.vectors.lookup(np.array([int(new), 1]))
         assert has.tolist() == [True, False]
         assert np.linalg.norm(vec[0]) == pytest.approx(1, abs=1e-3)
         with pytest.raises(CollectionError, match="NaN or infinite"):

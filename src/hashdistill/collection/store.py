@@ -180,26 +180,9 @@ class ItemStore:
         """(ids, unit vectors as float16 (n, dim)) of every row that has a vector, by id, read in one transaction."""
         rows = self.db.execute("SELECT id, vec FROM items WHERE vec IS NOT NULL ORDER BY id").fetchall()
         raw = b"".join(r[1] for r in rows)
-        if len(raw) != len(rows) * dim * 2:
+        if any(len(r[1]) != dim * 2 for r in rows):
             raise CollectionError(f"items.sqlite: a stored vector is not {dim} float16 values (a damaged item table)")
         return np.array([r[0] for r in rows], np.int64), np.frombuffer(raw, "<f2").reshape(len(rows), dim)
-
-    def vectors_of(self, ids: list[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """The stored unit vectors of the given ids, in their order, as float32 (n, dim), and whether each id has
-        one (an id without a row or a vector: zeros, False)."""
-        found: dict[int, bytes] = {}
-        for a in range(0, len(ids), 900):  # SQLite's bound-parameter limit
-            chunk = [int(i) for i in ids[a : a + 900]]
-            marks = ",".join("?" * len(chunk))
-            found.update(self.db.execute(f"SELECT id, vec FROM items WHERE vec IS NOT NULL AND id IN ({marks})", chunk))
-        has = np.array([int(i) in found for i in ids], bool)
-        out = np.zeros((len(ids), dim), np.float32)
-        raw = b"".join(found[int(i)] for i, h in zip(ids, has) if h)
-        if len(raw) != int(has.sum()) * dim * 2:
-            raise CollectionError(f"items.sqlite: a stored vector is not {dim} float16 values (a damaged item table)")
-        if has.any():
-            out[has] = np.frombuffer(raw, "<f2").reshape(-1, dim)
-        return out, has
 
     def random_id(self) -> int | None:
         row = self.db.execute("SELECT id FROM items ORDER BY RANDOM() LIMIT 1").fetchone()
