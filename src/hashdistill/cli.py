@@ -312,8 +312,11 @@ def search(
     if (image is None) == (codes is None):
         raise CLIError("give the queries: --image FILE (a collection) or --codes FILE")
     if (target / "collection.json").is_file():
-        if rerank not in ("stored", "asymmetric", "none") or not 1 <= oversample <= 100:
-            raise CLIError(f"--rerank must be stored, asymmetric or none and --oversample 1-100, got {rerank} and {oversample}")
+        from .collection import RERANKS
+
+        if rerank not in RERANKS or not 1 <= oversample <= 100:
+            raise CLIError(f"--rerank must be {', '.join(RERANKS[:-1])} or {RERANKS[-1]} and --oversample 1-100, "
+                           f"got {rerank} and {oversample}")  # fmt: skip
         search = {"where": _json_option("--filter", where), "rerank": rerank, "oversample": oversample}
         _search_collection(target, image, codes, k, radius, max_pixels, as_json, search)
         return

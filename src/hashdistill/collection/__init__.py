@@ -54,7 +54,7 @@ from .files import THUMB_SIDE, ImageFiles, inside, read_source
 from .filtered import STRATEGIES, FilterCache, search_filtered
 from .inputs import gather, label_names
 from .metadata import Where, check_metadata, merge_metadata
-from .store import STORED, Hit, ItemStore
+from .store import STORED, Hit, ItemStore, unit_float16
 from .vectors import StoredVectors
 
 if TYPE_CHECKING:  # (a collection that encodes with ONNX Runtime never loads a run, nor torch)
@@ -250,10 +250,11 @@ class Collection:
     def _add(
         self, packed: PackedCodes, sources: list[str], labels: list, metas: list[str | None], h: np.ndarray | None = None
     ) -> np.ndarray:
+        unit = None if h is None else unit_float16(h)
         with self._lock:
-            ids = self.store.add(packed, sources, labels, metas, h)  # committed (with its vector): acknowledged
-            if h is not None:
-                self.vectors.added(ids, h)
+            ids = self.store.add(packed, sources, labels, metas, unit)  # committed (with its vector): acknowledged
+            if unit is not None:
+                self.vectors.added(ids, unit)
             self.index.add(packed, ids)
             self._filters.added(self.store, ids, packed)
         return ids
@@ -428,7 +429,7 @@ class Collection:
         if rerank != "none":
             with self._lock:
                 h, has = self.vectors.lookup(np.array(ids, np.int64))
-            h[~has] = (np.unpackbits(q.array[~has], axis=1).astype(np.float32) * 2 - 1) / np.sqrt(self.bits)
+            h[~has] = _unit_signs(q.array[~has])
         return self._search(q, h, k, radius, where, "auto", rerank, oversample)
 
     def _search(
@@ -473,8 +474,7 @@ class Collection:
             vectors[present], has[present] = self.vectors.lookup(ids[present])
             bare = present & ~has
             if bare.any():  # items added by their bits: scored by their bits
-                signs = np.unpackbits(self._code_bytes(ids)[bare], axis=-1).astype(np.float32) * 2 - 1
-                vectors[bare] = signs / np.sqrt(self.bits)
+                vectors[bare] = _unit_signs(self._code_bytes(ids)[bare])
             scores = cosine_scores(h, vectors)
         order = ranking(ids, scores, k)
         return [
@@ -506,6 +506,13 @@ def _metadata_list(metadata: Any, n: int) -> list[str | None]:
         got = f"{len(metadata)} objects" if isinstance(metadata, list | tuple) else type(metadata).__name__
         raise CollectionError(f"metadata: one JSON object for all {n} items, or a list of {n}; got {got}")
     return [check_metadata(m, f"metadata[{i}]") for i, m in enumerate(metadata)]
+
+
+def _unit_signs(packed: np.ndarray) -> np.ndarray:
+    """Packed codes (n, bits/8) as their signs b / sqrt(bits) (n, bits): unit vectors, what ``stored`` scores an
+    item (or a query) without a stored output by."""
+    signs = np.unpackbits(packed, axis=-1).astype(np.float32) * 2 - 1
+    return signs / np.sqrt(signs.shape[-1])
 
 
 def _check_rerank(rerank: Any, oversample: Any) -> None:

@@ -68,10 +68,10 @@ class ItemStore:
         self, codes: PackedCodes, sources: list[str], labels: list[str | None], metas: list[str | None] | None = None,
         vectors: np.ndarray | None = None,
     ) -> np.ndarray:  # fmt: skip
-        """Insert rows in one transaction (``metas``: checked JSON texts; ``vectors``: the items' continuous outputs
-        (n, bits), stored at unit length as float16); ids continue after the largest ever given (never reused)."""
+        """Insert rows in one transaction (``metas``: checked JSON texts; ``vectors``: the items' outputs at unit
+        length, ``unit_float16``); ids continue after the largest ever given (never reused)."""
         metas = metas or [None] * len(sources)
-        vecs = [None] * len(sources) if vectors is None else [v.tobytes() for v in unit_float16(vectors)]
+        vecs = [None] * len(sources) if vectors is None else [v.astype("<f2").tobytes() for v in vectors]
         now = time.time()
         cur = self.db.cursor()
         cur.execute("BEGIN IMMEDIATE")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..index.vectors import VectorFile, VectorFileError, write_vectors
-from .store import ItemStore, unit_float16
+from .store import ItemStore
 
 FILE = "vectors.hdv"
 
@@ -47,15 +47,16 @@ class StoredVectors:
         self._vectors = np.zeros((1024, dim), np.float16)
         self._n = 0
 
-    def added(self, ids: np.ndarray, h: np.ndarray) -> None:
-        """Record the vectors of items just committed (ids ascending, above every id before them)."""
+    def added(self, ids: np.ndarray, unit: np.ndarray) -> None:
+        """Record the unit vectors (``store.unit_float16``) of items just committed (ids ascending, above every id
+        before them)."""
         ids = np.asarray(ids, np.int64)
         end = self._n + len(ids)
         if end > len(self._ids):
             size = max(end, 2 * len(self._ids))
             self._ids = np.concatenate([self._ids[: self._n], np.zeros(size - self._n, np.int64)])
             self._vectors = np.concatenate([self._vectors[: self._n], np.zeros((size - self._n, self.dim), np.float16)])
-        self._ids[self._n : end], self._vectors[self._n : end] = ids, unit_float16(h)
+        self._ids[self._n : end], self._vectors[self._n : end] = ids, unit
         self._n = end
 
     def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..codes import pack
-from ..collection import MAX_PAGE, OVERSAMPLE, RERANK, STORED, Collection, CollectionError, Where
+from ..collection import MAX_PAGE, OVERSAMPLE, RERANK, RERANKS, STORED, Collection, CollectionError, Where
 from ..data.images import ImageError, decode_image
 from .batcher import MicroBatcher
 from .metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
@@ -69,7 +69,7 @@ def shown_source(source: str) -> str:
     return FilePath(source.replace("\\", "/")).name
 
 
-Rerank = Literal["stored", "asymmetric", "none"]  # a search by image's re-ranking (docs/search.md)
+Rerank = Literal[RERANKS]  # a search's re-ranking: the collection's choices (docs/search.md)
 
 
 class Result(BaseModel):
