@@ -163,6 +163,7 @@ def test_acknowledged_adds_survive_sigkill(shapes_run, tmp_path):
         assert len(col.index) == len(ids)  # the index is derived from every committed row
         d, found = col.index.search(codes, 1)
         assert (d[:, 0] == 0).all()
+        assert col.vectors.lookup(np.array(acked))[1].all()  # and its stored vector (the file written again)
         for s in col.store.sources():  # every committed row's stored image exists, and no file is unnamed
             assert (tmp_path / "d" / s.split(":", 1)[1]).is_file()
         assert len(list((tmp_path / "d" / "images").iterdir())) == len(col.store.sources())

@@ -231,10 +231,13 @@ def test_stored_reranking_in_a_collection_equals_brute_force_and_survives_reopen
         assert all(hits[0].distance == 0 for hits in got_items)
         with pytest.raises(CollectionError, match="no item 99999"):
             col.search_items([int(ids[0]), 99999])
+        col.vectors.flush(col.store)  # the file as the table is now; kept to stand for a stale one below
+        stale = (tmp_path / "c.hdc" / "vectors.hdv").read_bytes()
         drop = ids[order][::4]
         col.remove(drop)
         col.snapshot(tmp_path / "snap")
     vector_file = tmp_path / "c.hdc" / "vectors.hdv"
+    vector_file.write_bytes(stale)  # from before the removal: its header's table state is not the table's
     written = vector_file.stat().st_mtime_ns
     alive = ~np.isin(ids[order], drop)
     want = brute(q, db[order][alive], ids[order][alive], 5, 20, lambda i, j: cosine(i, j, kept[order][alive]))
@@ -287,7 +290,11 @@ def test_an_item_table_made_before_vectors_gains_the_column_and_reranks_by_bits(
         assert np.linalg.norm(vec[0]) == pytest.approx(1, abs=1e-3)
         with pytest.raises(CollectionError, match="NaN or infinite"):
             col.add_codes(np.full((1, db.shape[1]), np.nan, np.float32), ["x:nan"])
-        col.store.db.execute("UPDATE items SET vec = x'0000' WHERE id = ?", (int(new),))
+    con = sqlite3.connect(tmp_path / "c.hdc" / "items.sqlite")
+    con.execute("UPDATE items SET vec = x'0000' WHERE id = ?", (int(new),))
+    con.commit()
+    con.close()
+    (tmp_path / "c.hdc" / "vectors.hdv").unlink()
     with pytest.raises(CollectionError, match=r"items\.sqlite: a stored vector is not 16 float16 values"):
         Collection.open(tmp_path / "c.hdc")  # the vector file is derived from the table at open
 
@@ -313,3 +320,35 @@ def test_a_collection_that_cannot_write_its_vector_file_keeps_the_vectors_in_mem
     assert not (tmp_path / "c.hdc" / "vectors.hdv").exists()
     assert [[(h.id, h.score) for h in hits] for hits in got] == [[(h.id, h.score) for h in hits] for hits in want]
     assert all(h.score is not None for hits in got for h in hits)
+
+
+def test_added_vectors_are_flushed_into_the_file_at_a_bound_and_at_close(shapes_run, outputs, tmp_path):
+    """The vectors of items added since open are held in memory until ``flush_rows`` of them are pending (then
+    the file is written again from the table: memory stays bounded) and when the collection closes (the next
+    open maps the file as it is); the search before and after a flush, and after a reopen, is the same."""
+    from hashdistill.collection import Collection
+    from hashdistill.collection.vectors import StoredVectors
+    from hashdistill.index.vectors import VectorFile
+
+    q, db = outputs
+    vector_file = tmp_path / "c.hdc" / "vectors.hdv"
+    with Collection.create(tmp_path / "c.hdc", shapes_run, engine="torch") as col:
+        col.vectors = StoredVectors(col.path, col.store, col.bits, flush_rows=40)
+        assert len(VectorFile(vector_file)) == 0
+        first = col.add_codes(db[:30].astype(np.float32), [f"x:{i}" for i in range(30)])
+        assert col.vectors.pending == 30 and len(VectorFile(vector_file)) == 0
+        before = col.search_codes(q.astype(np.float32), 5)
+        col.add_codes(db[30:45].astype(np.float32), [f"x:{i}" for i in range(30, 45)])  # 45 >= 40: flushed
+        assert col.vectors.pending == 0 and len(VectorFile(vector_file)) == 45
+        assert col.remove(first[:2]) == 2
+        col.add_codes(db[45:].astype(np.float32), [f"x:{i}" for i in range(45, len(db))])
+        assert col.vectors.pending == len(db) - 45 < 40
+        after = col.search_codes(q.astype(np.float32), 5)
+    assert len(VectorFile(vector_file)) == len(db) - 2  # written at close, without the removed items
+    written = vector_file.stat().st_mtime_ns
+    with Collection.open(tmp_path / "c.hdc") as col:
+        assert col.vectors.pending == 0
+        reopened = col.search_codes(q.astype(np.float32), 5)
+    assert vector_file.stat().st_mtime_ns == written  # mapped as it was, not written again
+    assert [[(h.id, h.score) for h in hits] for hits in reopened] == [[(h.id, h.score) for h in hits] for hits in after]
+    assert before != after  # (the later items change the results: the comparison above is not vacuous)

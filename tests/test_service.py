@@ -440,3 +440,62 @@ def test_the_first_search_after_start_is_as_quick_as_the_next(collection):
     finally:
         col.close()
     assert first < 0.05 and first < 20 * second + 0.01
+
+
+def test_a_graceful_stop_writes_the_added_items_vectors_into_the_vector_file(collection, tmp_path):
+    """``serve`` stopped by SIGTERM closes its collection: the vectors of the items added over HTTP go into
+    ``vectors.hdv`` (the next open maps it as it is, instead of writing it again from the item table)."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from hashdistill.index.vectors import VectorFile
+
+    folder = tmp_path / "c.hdc"
+    shutil.copytree(collection, folder)
+    before = len(VectorFile(folder / "vectors.hdv"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "hashdistill", "serve", str(folder), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "the server did not become ready"
+            time.sleep(0.2)
+        image = png(np.random.default_rng(1).integers(0, 256, (20, 20, 3), dtype=np.uint8))
+        boundary = "hd-boundary"
+        body = (
+            b"".join(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{i}.png"\r\n'
+                f"Content-Type: image/png\r\n\r\n".encode()
+                + image
+                + b"\r\n"
+                for i in range(3)
+            )
+            + f"--{boundary}--\r\n".encode()
+        )
+        key = (folder / "token").read_text().strip()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/items", data=body, method="POST", headers={
+            "Authorization": f"Bearer {key}", "Content-Type": f"multipart/form-data; boundary={boundary}"})  # fmt: skip
+        with urllib.request.urlopen(request, timeout=30) as r:
+            assert r.status == 201
+        assert len(VectorFile(folder / "vectors.hdv")) == before  # held in memory while serving
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM), proc.stderr.read()  # uvicorn re-raises it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert len(VectorFile(folder / "vectors.hdv")) == before + 3
+    written = (folder / "vectors.hdv").stat().st_mtime_ns
+    Collection.open(folder).close()
+    assert (folder / "vectors.hdv").stat().st_mtime_ns == written

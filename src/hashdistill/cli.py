@@ -579,7 +579,10 @@ def serve(
                f"reads: {f'the key in {read_path}' if private else 'open'})", err=True)  # fmt: skip
     # httptools and uvloop (the [serve] extra) where installed: uvicorn's fast HTTP parser and event loop
     config = uvicorn.Config(web, log_level="warning", http="auto", loop="auto")
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:  # (uvicorn re-raises a SIGTERM / Ctrl-C after its shutdown: the app's shutdown flushes the vectors)
+        col.close()
 
 
 def _bound_socket(host: str, port: int):

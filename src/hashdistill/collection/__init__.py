@@ -159,8 +159,17 @@ class Collection:
             col.files.remove_orphans(store.sources(), store.sources(stored=False))
         return col
 
+    def flush(self) -> None:
+        """Write the vectors of the items added since open into ``vectors.hdv`` (``close`` does it too), so
+        that the next open maps the file instead of writing it again from the item table."""
+        with self._lock:
+            self.vectors.flush(self.store)
+
     def close(self) -> None:
-        self.store.close()
+        try:
+            self.flush()
+        finally:
+            self.store.close()
 
     def __enter__(self) -> Collection:
         return self
@@ -254,7 +263,7 @@ class Collection:
         with self._lock:
             ids = self.store.add(packed, sources, labels, metas, unit)  # committed (with its vector): acknowledged
             if unit is not None:
-                self.vectors.added(ids, unit)
+                self.vectors.added(ids, unit, self.store)
             self.index.add(packed, ids)
             self._filters.added(self.store, ids, packed)
         return ids

@@ -4,9 +4,12 @@ The item table holds each item's output at unit length (float16), written in its
 of truth. Searches read them from ``DIR/vectors.hdv``, a memory-mapped ``index.vectors.VectorFile`` derived from
 the table, and from the vectors of items added since the collection opened, held in memory. The file's header
 records the table's state it was written at (``ItemStore.state``); at open a file that is missing, damaged or of
-another state is written again from the table (atomically), as the index is rebuilt from it. A removed item's
-vector stays in the file until then: searches never ask for an id the index no longer holds. Where the folder
-cannot be written (read-only), the vectors are held in memory instead.
+another state is written again from the table (atomically), as the index is rebuilt from it. The vectors of
+items added since are held in memory until ``flush`` writes the file again from the table: when
+``FLUSH_ROWS`` are pending (memory stays bounded in a long-running service) and when the collection closes (the
+next open maps the file instead of writing it). A removed item's vector stays in the file until then: searches
+never ask for an id the index no longer holds. Where the folder cannot be written (read-only), the vectors are
+held in memory instead.
 """
 
 from __future__ import annotations
@@ -21,35 +24,57 @@ from .store import ItemStore
 FILE = "vectors.hdv"
 
 
-class StoredVectors:
-    """The stored unit outputs (dim = the code length) of a collection's items, by id."""
+FLUSH_ROWS = 65_536  # added vectors held in memory before the file is written again (~9 MB at 64 bits)
 
-    def __init__(self, root: Path, store: ItemStore, dim: int) -> None:
-        self.dim = dim
-        state = store.state()
-        path = root / FILE
+
+class StoredVectors:
+    """The stored unit outputs (dim = the code length) of a collection's items, by id. The vectors of items
+    added since the file was written are held in memory until ``flush`` (at ``flush_rows`` of them, and when
+    the collection closes) writes the file again from the table. The collection calls every method under its
+    lock."""
+
+    def __init__(self, root: Path, store: ItemStore, dim: int, flush_rows: int = FLUSH_ROWS) -> None:
+        self.dim, self.path, self.flush_rows = dim, root / FILE, flush_rows
+        self.writable = True
         file = None
         try:
-            file = VectorFile(path)
-            if file.dim != dim or file.meta.get("state") != state:
+            file = VectorFile(self.path)
+            if file.dim != dim or file.meta.get("state") != store.state():
                 file = None
         except VectorFileError:
             pass
         if file is None:
-            ids, vectors = store.all_vectors(dim)
-            try:
-                file = VectorFile(write_vectors(path, ids, vectors, {"state": state}))
-            except OSError:  # a read-only folder: the same vectors, in memory
-                self._base = (ids, vectors)
-        if file is not None:
+            self._write(store)
+        else:
             self._base = (file.ids, file.vectors)
-        self._ids = np.zeros(1024, np.int64)  # the items added since open: ids ascending, a buffer that doubles
-        self._vectors = np.zeros((1024, dim), np.float16)
+        self._empty_buffer()
+
+    def _write(self, store: ItemStore) -> None:
+        """The file written again from the table (atomically) and mapped; in memory where it cannot be."""
+        state = store.state()
+        ids, vectors = store.all_vectors(self.dim)
+        if self.writable:
+            try:
+                file = VectorFile(write_vectors(self.path, ids, vectors, {"state": state}))
+                self._base = (file.ids, file.vectors)
+                return
+            except OSError:  # a read-only folder: the same vectors, in memory
+                self.writable = False
+        self._base = (ids, vectors)
+
+    def _empty_buffer(self) -> None:
+        self._ids = np.zeros(1024, np.int64)  # the items added since the file: ids ascending, a buffer that doubles
+        self._vectors = np.zeros((1024, self.dim), np.float16)
         self._n = 0
 
-    def added(self, ids: np.ndarray, unit: np.ndarray) -> None:
-        """Record the unit vectors (``store.unit_float16``) of items just committed (ids ascending, above every id
-        before them)."""
+    @property
+    def pending(self) -> int:
+        """How many added items' vectors are held in memory only."""
+        return self._n
+
+    def added(self, ids: np.ndarray, unit: np.ndarray, store: ItemStore) -> None:
+        """Record the unit vectors (``store.unit_float16``) of items just committed to ``store`` (ids ascending,
+        above every id before them); at ``flush_rows`` pending, ``flush``."""
         ids = np.asarray(ids, np.int64)
         end = self._n + len(ids)
         if end > len(self._ids):
@@ -58,6 +83,15 @@ class StoredVectors:
             self._vectors = np.concatenate([self._vectors[: self._n], np.zeros((size - self._n, self.dim), np.float16)])
         self._ids[self._n : end], self._vectors[self._n : end] = ids, unit
         self._n = end
+        if self._n >= self.flush_rows and self.writable:
+            self.flush(store)
+
+    def flush(self, store: ItemStore) -> None:
+        """Write the file again from the table (every vector committed so far, none of removed items) and empty
+        the in-memory part; nothing to do where none is pending or the folder is read-only."""
+        if self._n and self.writable:
+            self._write(store)
+            self._empty_buffer()
 
     def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The vectors of ``ids`` (1-D) as float32 (n, dim), and whether each id has one (zeros where not)."""
@@ -73,4 +107,4 @@ class StoredVectors:
         return out, has
 
 
-__all__ = ["FILE", "StoredVectors"]
+__all__ = ["FILE", "FLUSH_ROWS", "StoredVectors"]

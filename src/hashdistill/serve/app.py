@@ -168,6 +168,7 @@ def create_app(
             threading.Thread(target=warm, name="warm-up", daemon=True).start()
         yield
         batcher.close()
+        await run_in_threadpool(collection.flush)  # a graceful stop: the added items' vectors into the file
 
     app = FastAPI(
         title="hashdistill", version="1", description="Search a collection of images by Hamming distance.", lifespan=lifespan
