@@ -2,7 +2,7 @@
 
 The item table holds each item's output at unit length (float16), written in its row's transaction: the source
 of truth. Searches read them from ``DIR/vectors.hdv``, a memory-mapped ``index.vectors.VectorFile`` derived from
-the table, and from the vectors of items added since the collection opened, held in memory. The file's header
+the table, and from the vectors of items added since the file was written, held in memory. The file's header
 records the table's state it was written at (``ItemStore.state``); at open a file that is missing, damaged or of
 another state is written again from the table (atomically), as the index is rebuilt from it. The vectors of
 items added since are held in memory until ``flush`` writes the file again from the table: when
@@ -22,8 +22,6 @@ from ..index.vectors import VectorFile, VectorFileError, write_vectors
 from .store import ItemStore
 
 FILE = "vectors.hdv"
-
-
 FLUSH_ROWS = 65_536  # added vectors held in memory before the file is written again (~9 MB at 64 bits)
 
 
