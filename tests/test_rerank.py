@@ -231,7 +231,7 @@ def test_stored_reranking_in_a_collection_equals_brute_force_and_survives_reopen
         assert all(hits[0].distance == 0 for hits in got_items)
         with pytest.raises(CollectionError, match="no item 99999"):
             col.search_items([int(ids[0]), 99999])
-        col.vectors.flush(col.store)  # the file as the table is now; kept to stand for a stale one below
+        col.flush()  # the file as the table is now; kept to stand for a stale one below
         stale = (tmp_path / "c.hdc" / "vectors.hdv").read_bytes()
         drop = ids[order][::4]
         col.remove(drop)

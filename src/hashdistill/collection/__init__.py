@@ -163,7 +163,7 @@ class Collection:
         """Write the vectors of the items added since open into ``vectors.hdv`` (``close`` does it too), so
         that the next open maps the file instead of writing it again from the item table."""
         with self._lock:
-            self.vectors.flush(self.store)
+            self.vectors.flush()
 
     def close(self) -> None:
         try:
@@ -263,7 +263,7 @@ class Collection:
         with self._lock:
             ids = self.store.add(packed, sources, labels, metas, unit)  # committed (with its vector): acknowledged
             if unit is not None:
-                self.vectors.added(ids, unit, self.store)
+                self.vectors.added(ids, unit)
             self.index.add(packed, ids)
             self._filters.added(self.store, ids, packed)
         return ids

@@ -2,13 +2,12 @@
 
 The item table holds each item's output at unit length (float16), written in its row's transaction: the source
 of truth. Searches read them from ``DIR/vectors.hdv``, a memory-mapped ``index.vectors.VectorFile`` derived from
-the table, and from the vectors of items added since the file was written, held in memory. The file's header
-records the table's state it was written at (``ItemStore.state``); at open a file that is missing, damaged or of
-another state is written again from the table (atomically), as the index is rebuilt from it. The vectors of
-items added since are held in memory until ``flush`` writes the file again from the table: when
-``FLUSH_ROWS`` are pending (memory stays bounded in a long-running service) and when the collection closes (the
-next open maps the file instead of writing it). A removed item's vector stays in the file until then: searches
-never ask for an id the index no longer holds. Where the folder cannot be written (read-only), the vectors are
+the table. The file's header records the table's state it was written at (``ItemStore.state``); at open a file
+that is missing, damaged or of another state is written again from the table (atomically), as the index is
+rebuilt from it. The vectors of items added since are held in memory until ``flush`` writes the file again from
+the table: when ``FLUSH_ROWS`` are pending (memory stays bounded in a long-running service) and when the
+collection closes (the next open maps the file instead of writing it). A removed item's vector stays in the
+file until then: searches never ask for an id the index no longer holds. Where the folder cannot be written (read-only), the vectors are
 held in memory instead.
 """
 
@@ -32,7 +31,7 @@ class StoredVectors:
     lock."""
 
     def __init__(self, root: Path, store: ItemStore, dim: int, flush_rows: int = FLUSH_ROWS) -> None:
-        self.dim, self.path, self.flush_rows = dim, root / FILE, flush_rows
+        self.store, self.dim, self.path, self.flush_rows = store, dim, root / FILE, flush_rows
         self.writable = True
         file = None
         try:
@@ -42,15 +41,15 @@ class StoredVectors:
         except VectorFileError:
             pass
         if file is None:
-            self._write(store)
+            self._write()
         else:
             self._base = (file.ids, file.vectors)
         self._empty_buffer()
 
-    def _write(self, store: ItemStore) -> None:
+    def _write(self) -> None:
         """The file written again from the table (atomically) and mapped; in memory where it cannot be."""
-        state = store.state()
-        ids, vectors = store.all_vectors(self.dim)
+        state = self.store.state()
+        ids, vectors = self.store.all_vectors(self.dim)
         if self.writable:
             try:
                 file = VectorFile(write_vectors(self.path, ids, vectors, {"state": state}))
@@ -70,9 +69,9 @@ class StoredVectors:
         """How many added items' vectors are held in memory only."""
         return self._n
 
-    def added(self, ids: np.ndarray, unit: np.ndarray, store: ItemStore) -> None:
-        """Record the unit vectors (``store.unit_float16``) of items just committed to ``store`` (ids ascending,
-        above every id before them); at ``flush_rows`` pending, ``flush``."""
+    def added(self, ids: np.ndarray, unit: np.ndarray) -> None:
+        """Record the unit vectors (``store.unit_float16``) of items just committed (ids ascending, above every id
+        before them); at ``flush_rows`` pending, ``flush``."""
         ids = np.asarray(ids, np.int64)
         end = self._n + len(ids)
         if end > len(self._ids):
@@ -81,14 +80,14 @@ class StoredVectors:
             self._vectors = np.concatenate([self._vectors[: self._n], np.zeros((size - self._n, self.dim), np.float16)])
         self._ids[self._n : end], self._vectors[self._n : end] = ids, unit
         self._n = end
-        if self._n >= self.flush_rows and self.writable:
-            self.flush(store)
+        if self._n >= self.flush_rows:
+            self.flush()
 
-    def flush(self, store: ItemStore) -> None:
+    def flush(self) -> None:
         """Write the file again from the table (every vector committed so far, none of removed items) and empty
         the in-memory part; nothing to do where none is pending or the folder is read-only."""
         if self._n and self.writable:
-            self._write(store)
+            self._write()
             self._empty_buffer()
 
     def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
