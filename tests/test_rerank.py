@@ -179,7 +179,7 @@ def test_a_collection_reranks_continuous_queries_as_brute_force_does(shapes_run,
         assert [[h.id for h in hits] for hits in col.search_codes(q.astype(np.float32), 4, rerank="none")] == [
             [h.id for h in hits] for hits in plain
         ]
-        for kw, match in [({"rerank": "cosine"}, "rerank must be one of stored, asymmetric, none"),
+        for kw, match in [({"rerank": "cosine"}, "rerank must be one of stored, asymmetric, features, none"),
                           ({"oversample": 0}, r"oversample must be an integer in 1\.\.100")]:  # fmt: skip
             with pytest.raises(CollectionError, match=match):
                 col.search_codes(q.astype(np.float32), 4, **kw)
@@ -295,7 +295,7 @@ def test_an_item_table_made_before_vectors_gains_the_column_and_reranks_by_bits(
     con.commit()
     con.close()
     (tmp_path / "c.hdc" / "vectors.hdv").unlink()
-    with pytest.raises(CollectionError, match=r"items\.sqlite: a stored vector is not 16 float16 values"):
+    with pytest.raises(CollectionError, match=r"items\.sqlite: a stored vector \(vec\) is not 16 float16 values"):
         Collection.open(tmp_path / "c.hdc")  # the vector file is derived from the table at open
 
 
@@ -352,3 +352,95 @@ def test_added_vectors_are_flushed_into_the_file_at_a_bound_and_at_close(shapes_
     assert vector_file.stat().st_mtime_ns == written  # mapped as it was, not written again
     assert [[(h.id, h.score) for h in hits] for hits in reopened] == [[(h.id, h.score) for h in hits] for hits in after]
     assert before != after  # (the later items change the results: the comparison above is not vacuous)
+
+
+def test_features_reranking_in_a_collection_equals_brute_force_and_survives_reopen(shapes_run, shapes, tmp_path):
+    """A collection made with ``features=True`` stores each image's backbone features (the run's backbone on
+    the clean view; unit length, float16) beside its output: ``rerank="features"`` rescores the top
+    ``oversample x k`` by Hamming distance by their cosine with the query's features, ties in the Hamming
+    order; items added by their codes alone come after, unscored. Kept through a reopen and a snapshot."""
+    import torch
+
+    from hashdistill.collection import Collection, CollectionError
+    from hashdistill.data.lists import read_images
+
+    run = Run.load(shapes_run)
+    lists = [read_images(shapes / s).at_size(run.load_size) for s in ("database", "query")]  # as a collection reads
+    db_img, q_img = (lst[np.arange(len(lst))] for lst in lists)
+    with torch.inference_mode():  # the features, from the definition: the backbone over the clean view
+        f_db, f_q = (run.model.features(run.clean(torch.from_numpy(x).permute(0, 3, 1, 2))).numpy() for x in (db_img, q_img))
+    h_db, h_q = run.encode(db_img), run.encode(q_img)
+    stored = (f_db / np.linalg.norm(f_db, axis=1, keepdims=True)).astype(np.float16).astype(np.float64)
+
+    def cosine(fq, i, j):
+        return float(fq[i] @ stored[j]) / float(np.linalg.norm(fq[i]) * np.linalg.norm(stored[j]))
+
+    with Collection.create(tmp_path / "f.hdc", shapes_run, engine="torch", features=True) as col:
+        assert col.feature_dim == f_db.shape[1] == run.model.feature_dim and col.stats()["features"] == col.feature_dim
+        ids = col.add(shapes / "database")
+        assert np.array_equal(ids, np.sort(ids))
+        want = brute(h_q, h_db, ids, 5, 20, lambda i, j: cosine(f_q, i, j))
+        got = col.search(q_img, 5, rerank="features", oversample=4)
+        assert [[h.id for h in hits] for hits in got] == [w for w, _ in want]
+        assert [[h.score for h in hits] for hits in got] == [[pytest.approx(x, abs=2e-3) for x in s] for _, s in want]
+        assert [[h.id for h in hits] for hits in got] != [[h.id for h in hits] for hits in col.search(q_img, 5, oversample=4)]
+        # more like these items: by each one's code, rescored with its stored features
+        want_items = brute(h_db[:4], h_db, ids, 5, 20, lambda i, j: cosine(stored, i, j))
+        got_items = col.search_items(ids[:4], 5, rerank="features", oversample=4)
+        assert [[h.id for h in hits] for hits in got_items] == [w for w, _ in want_items]
+        # an item added by its output alone has no features: after those with, unscored; refused as a query
+        (extra,) = col.add_codes(h_db[:1], ["x:0"])  # the same code as the first database image
+        hits = col.search_codes(h_db[:1], len(ids) + 1, rerank="features", oversample=1, features=f_db[:1])[0]
+        assert hits[-1].id == extra and hits[-1].score is None and all(h.score is not None for h in hits[:-1])
+        with pytest.raises(CollectionError, match=f"item {extra} has no stored features"):
+            col.search_items([extra], 5, rerank="features")
+        for call, match in [
+            (lambda: col.search_codes(h_q, 5, rerank="features"), "needs the queries' backbone features"),
+            (lambda: col.search_codes(h_q, 5, rerank="features", features=f_q[:, :3]), r"features must be 18 rows of \d+"),
+            (lambda: col.add_codes(h_db[:2], ["a", "b"], features=np.full((2, col.feature_dim), np.nan)), "finite"),
+        ]:  # fmt: skip
+            with pytest.raises(CollectionError, match=match):
+                call()
+        col.remove([extra])
+        col.snapshot(tmp_path / "snap")
+    feature_file = tmp_path / "f.hdc" / "features.hdv"
+    assert len(VectorFile(feature_file)) == len(ids)  # written at close: the removed item gone
+    written = feature_file.stat().st_mtime_ns
+    for path, restore in ((tmp_path / "f.hdc", False), (tmp_path / "restored.hdc", True)):
+        col = Collection.restore(tmp_path / "snap", path) if restore else Collection.open(path)
+        with col:
+            got = col.search(q_img, 5, rerank="features", oversample=4)
+            assert [[h.id for h in hits] for hits in got] == [w for w, _ in want]
+    assert feature_file.stat().st_mtime_ns == written  # mapped as it was
+    assert (tmp_path / "restored.hdc" / "features.hdv").is_file() and not (tmp_path / "snap" / "features.hdv").exists()
+    with Collection.create(tmp_path / "plain.hdc", shapes_run, engine="torch") as plain:
+        plain.add(shapes / "query")
+        with pytest.raises(CollectionError, match="stores no features"):
+            plain.search(q_img[:1], 5, rerank="features")
+        with pytest.raises(CollectionError, match="stores none"):
+            plain.add_codes(h_db[:1], ["x"], features=f_db[:1])
+
+
+def test_an_onnx_collection_gives_the_backbone_features_torch_gives(shapes_run, shapes, tmp_path):
+    """The ONNX export of a collection made with ``features=True`` has a second output, the features, checked
+    against torch when it is written; one without it (an older export) cannot open a collection storing them."""
+    from hashdistill.collection import Collection, CollectionError
+    from hashdistill.data.lists import read_images
+
+    run = Run.load(shapes_run)
+    lst = read_images(shapes / "query").at_size(run.load_size)
+    q_img = lst[np.arange(len(lst))]
+    want = run.encode(q_img, features=True)
+    with Collection.create(tmp_path / "o.hdc", shapes_run, engine="onnx", features=True) as col:
+        assert col.meta["engine"] == "onnx" and col.encoder.features == run.model.feature_dim
+        got = col.encode_arrays(q_img)
+        assert got.shape == (len(q_img), run.bits + run.model.feature_dim)
+        np.testing.assert_allclose(got, want, atol=1e-3 * np.abs(want).max())
+        col.add(shapes / "query")
+        hits = col.search(q_img[:2], 3, rerank="features")
+        assert [h[0].score for h in hits] == [pytest.approx(1, abs=2e-3)] * 2  # each query finds itself first
+    from hashdistill.export import export_onnx
+
+    export_onnx(run.model, run.clean, tmp_path / "o.hdc" / "model" / "model.onnx")  # without the features output
+    with pytest.raises(CollectionError, match=r"stores \d+ backbone features per item, but its model gives 0"):
+        Collection.open(tmp_path / "o.hdc")

@@ -93,6 +93,29 @@ def test_search_by_image_codes_and_item(client, shapes):
     assert stats["items"] == 60 and stats["bits"] == 16 and stats["labels"] == {"disc": 20, "hstripes": 20, "vstripes": 20}
 
 
+def test_a_collection_storing_features_searches_by_them_over_http(shapes_run, shapes, client, tmp_path):
+    """``rerank=features`` (a collection made with features): a search by image (one, or a batch) and by id
+    rescore by the backbone features' cosine, as the collection does; a collection without them is a 422."""
+    query = (shapes / "database" / "disc" / "disc-000.png").read_bytes()
+    with Collection.create(tmp_path / "f.hdc", shapes_run, features=True) as col:
+        col.add(shapes / "database")
+        want = col.search([shapes / "database" / "disc" / "disc-000.png"], 5, rerank="features")[0]
+        with TestClient(create_app(col, TOKEN)) as c:
+            r = c.post("/search?k=5&rerank=features", files={"file": ("q.png", query, "image/png")})
+            assert r.status_code == 200, r.text
+            hits = r.json()["results"]
+            assert [h["id"] for h in hits] == [h.id for h in want]
+            assert [h["score"] for h in hits] == [pytest.approx(h.score, abs=1e-5) for h in want]
+            assert hits[0]["score"] == pytest.approx(1, abs=2e-3) and c.get("/stats").json()["features"] > 0
+            files = [("files", ("a.png", query, "image/png"))] * 2
+            batch = c.post("/search/batch?k=5&rerank=features", files=files).json()["results"]
+            assert [[h["id"] for h in b] for b in batch] == [[h["id"] for h in hits]] * 2
+            by_id = c.post("/search", json={"id": hits[0]["id"], "k": 5, "rerank": "features"}).json()["results"]
+            assert [h["id"] for h in by_id] == [h["id"] for h in hits]
+    r = client.post("/search?k=5&rerank=features", files={"file": ("q.png", query, "image/png")})
+    assert r.status_code == 422 and "stores no features" in r.json()["detail"]
+
+
 @pytest.mark.parametrize(
     ("request_", "status", "detail"),
     [

@@ -299,7 +299,8 @@ def search(
         typer.Option(
             metavar="HOW",
             help="rescore the top oversample x k by the query image's output: stored (its cosine with each item's "
-            "stored output), asymmetric (with each item's bits) or none",
+            "stored output), asymmetric (with each item's bits), features (the backbone features' cosine, a "
+            "collection made with --features: by look rather than class) or none",
         ),
     ] = "stored",
     oversample: Annotated[int, typer.Option(metavar="N", help="candidates re-ranked per result (1-100)")] = 10,
@@ -412,6 +413,9 @@ def collection_create(
     ] = None,
     allow_outside_root: Annotated[bool, typer.Option(help=OUTSIDE_ROOT_HELP)] = False,
     max_pixels: Annotated[int, typer.Option(metavar="N", help="refuse images over this many pixels")] = DEFAULT_MAX_PIXELS,
+    features: Annotated[
+        bool, typer.Option("--features", help="also store each item's backbone features, for --rerank features")
+    ] = False,
 ) -> None:
     """Create a collection from a trained run, optionally filled from a split or your images."""
     from .collection import Collection
@@ -419,7 +423,10 @@ def collection_create(
     from .serve.token import write_token
 
     r = Run.load(run)
-    with _io.removed_on_failure(folder), Collection.create(folder, r, engine=engine, backend=backend, uri=uri) as col:
+    with (
+        _io.removed_on_failure(folder),
+        Collection.create(folder, r, engine=engine, backend=backend, uri=uri, features=features) as col,
+    ):
         write_token(folder / "token")  # the service's bearer token, made with the collection
         col.max_pixels = max_pixels
         if from_split:

@@ -1,6 +1,7 @@
 """Encoding engines, one interface (``Encoder``): ``encode(images)`` for a uint8 array (N, H, W) grey or
-(N, H, W, C), or an ``ImageList``, batch by batch, to the continuous codes h (N, bits); ``load_size`` the side
-image files are read at (``None``: their own size), as the run's data was read.
+(N, H, W, C), or an ``ImageList``, batch by batch, to the continuous codes h (N, bits), or with
+``features=True`` to rows [h | f], f the backbone's features (``features`` wide; 0 where the engine has none);
+``load_size`` the side image files are read at (``None``: their own size), as the run's data was read.
 
 ``OnnxEncoder`` runs a model exported by ``export.export_onnx`` (the clean view baked into the graph) in ONNX
 Runtime and needs no torch: a collection that encodes with it opens and searches by image without importing
@@ -21,8 +22,9 @@ from .errors import ModelError
 class Encoder(Protocol):
     load_size: int | None
     bits: int
+    features: int
 
-    def encode(self, images: Any, batch: int = 256) -> np.ndarray: ...
+    def encode(self, images: Any, batch: int = 256, features: bool = False) -> np.ndarray: ...
 
 
 def rgb_batches(images: Any, batch: int) -> Iterator[np.ndarray]:
@@ -48,11 +50,16 @@ class OnnxEncoder:
         except Exception as e:  # onnxruntime raises its own exception types for a bad file
             raise ModelError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
         self.load_size = load_size
+        outputs = {o.name: o for o in self.session.get_outputs()}
         self.bits = int(self.session.get_outputs()[0].shape[1])
+        self.features = int(outputs["features"].shape[1]) if "features" in outputs else 0  # (an export without it)
 
-    def encode(self, images: Any, batch: int = 256) -> np.ndarray:
-        parts = [self.session.run(None, {"images": x})[0] for x in rgb_batches(images, batch)]
-        return np.concatenate(parts) if parts else np.zeros((0, self.bits), np.float32)
+    def encode(self, images: Any, batch: int = 256, features: bool = False) -> np.ndarray:
+        if features and not self.features:
+            raise ModelError("this ONNX model has no features output (export it with features=True)")
+        wanted = ["h", "features"] if features else ["h"]
+        parts = [np.concatenate(self.session.run(wanted, {"images": x}), axis=1) for x in rgb_batches(images, batch)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.bits + (self.features if features else 0)), np.float32)
 
 
 class TorchEncoder:
@@ -60,6 +67,7 @@ class TorchEncoder:
 
     def __init__(self, run: Any) -> None:
         self.run, self.bits, self.load_size = run, run.bits, run.load_size
+        self.features = int(run.model.feature_dim)
 
-    def encode(self, images: Any, batch: int = 256) -> np.ndarray:
-        return self.run.encode(images, batch)
+    def encode(self, images: Any, batch: int = 256, features: bool = False) -> np.ndarray:
+        return self.run.encode(images, batch, features=features)

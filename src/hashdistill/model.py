@@ -74,6 +74,12 @@ class HashModel(nn.Module):
         gives the pre-activation z (h = tanh(z), same signs) for methods that shape it themselves (HashNet)."""
         return self.head(self.features(x), activate)
 
+    def with_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows [h | f]: the continuous codes h (K) followed by the backbone's features f (``feature_dim``), what a
+        collection that stores features keeps of each image (docs/search.md "Stored features")."""
+        f = self.features(x)
+        return torch.cat([self.head(f), f], dim=1)
+
 
 def build_model(cfg: Config, n_proxies: int = 0, feature_dim: int | None = None) -> HashModel:
     """A run's model: the whole backbone + head, or with ``feature_dim`` the head (+ proxies) alone over
@@ -85,18 +91,24 @@ def build_model(cfg: Config, n_proxies: int = 0, feature_dim: int | None = None)
 
 
 @torch.inference_mode()
-def encode_batch(model: nn.Module, transform: nn.Module, x: torch.Tensor, batch: int = 256) -> np.ndarray:
-    """Continuous codes of an in-memory batch of images (uint8 or float in [0, 1]) through ``transform`` and ``model``."""
+def encode_batch(
+    model: nn.Module, transform: nn.Module, x: torch.Tensor, batch: int = 256, features: bool = False
+) -> np.ndarray:
+    """Continuous codes of an in-memory batch of images (uint8 or float in [0, 1]) through ``transform`` and
+    ``model``; with ``features``, rows [h | f] (``HashModel.with_features``)."""
     model.eval()
     device = next(model.parameters()).device
-    chunks = [model(transform(x[a : a + batch].to(device))).float().cpu() for a in range(0, len(x), batch)]
+    forward = model.with_features if features else model
+    chunks = [forward(transform(x[a : a + batch].to(device))).float().cpu() for a in range(0, len(x), batch)]
     return torch.cat(chunks).numpy()
 
 
 def encode_images(
-    model: nn.Module, clean: nn.Module, images: Any, batch: int = 256, progress: bool = False, dist: Distributed | None = None
-) -> np.ndarray:
-    """Continuous codes of images (a uint8 array, or an ``ImageList`` read batch by batch) through a model.
+    model: nn.Module, clean: nn.Module, images: Any, batch: int = 256, progress: bool = False, dist: Distributed | None = None,
+    features: bool = False,
+) -> np.ndarray:  # fmt: skip
+    """Continuous codes of images (a uint8 array, or an ``ImageList`` read batch by batch) through a model (with
+    ``features``, rows [h | f]: ``HashModel.with_features``).
     Under torchrun (``dist``) each rank encodes its batches and every rank gets all the codes, bit for bit those
     of one process (the same batches)."""
     n = len(images)
@@ -104,7 +116,7 @@ def encode_images(
     ranges = [np.arange(i * batch, min((i + 1) * batch, n)) for i in mine]
     bar, parts = progress_bar(enabled=progress, total=sum(map(len, ranges)), desc="encoding", unit="images"), []
     for rows in ranges:
-        parts.append(encode_batch(model, clean, take(images, rows), batch))
+        parts.append(encode_batch(model, clean, take(images, rows), batch, features))
         bar.update(len(rows))
     bar.close()
     return np.concatenate(dist.gather_batches(parts) if dist is not None else parts)

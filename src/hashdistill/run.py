@@ -141,12 +141,15 @@ class Run:
         return None if self.model.proxies is None else self.model.proxies.detach()
 
     def encode(
-        self, images: Any, batch: int | None = None, progress: bool = False, dist: Distributed | None = None
-    ) -> np.ndarray:
+        self, images: Any, batch: int | None = None, progress: bool = False, dist: Distributed | None = None,
+        features: bool = False,
+    ) -> np.ndarray:  # fmt: skip
         """Continuous codes h in [-1, 1]^K (float32, sign = the binary code) of images: a uint8 array
-        (N, H, W) or (N, H, W, C), or an ``ImageList``. Under torchrun (``dist``) the ranks share the batches
-        and each gets every code."""
-        return encode_images(self.model, self.clean, images, batch or self.config.runtime.feature_batch, progress, dist)
+        (N, H, W) or (N, H, W, C), or an ``ImageList``; with ``features``, rows [h | f], f the backbone's
+        features (``HashModel.with_features``). Under torchrun (``dist``) the ranks share the batches and each
+        gets every code."""
+        batch = batch or self.config.runtime.feature_batch
+        return encode_images(self.model, self.clean, images, batch, progress, dist, features)
 
     def h(self, split: str) -> np.ndarray:
         """Continuous codes of one of the run's splits, encoded once."""

@@ -4,11 +4,13 @@
 DIR/collection.json   format, code length, encoding engine, index backend, where the model came from
 DIR/model/            the run's model: config.yaml + checkpoint.pt (tensors only); model.onnx when exported
 DIR/items.sqlite      the item table, the source of truth: id, code, source, label, time added, metadata, the
-                      item's continuous output at unit length (float16; what ``stored`` re-ranking reads) (SQLite, WAL)
+                      item's continuous output at unit length (float16; what ``stored`` re-ranking reads) and,
+                      where the collection stores them, its backbone features (``features``) (SQLite, WAL)
 DIR/images/           images stored inside the collection (arrays and uploads), named by their content hash
 DIR/token             the bearer token the HTTP service asks for writes (mode 0600; serve/token.py)
 DIR/thumbs/           a small thumbnail of each image that lives outside (files), so nothing outside is read to show it
 DIR/vectors.hdv       the items' stored outputs, memory-mapped, derived from the item table (vectors.py)
+DIR/features.hdv      the items' stored backbone features, the same way (a collection made with features=True)
 ```
 
 The Hamming index (in memory, or Milvus with ``backend="milvus"``) is derived from the item table when the
@@ -66,7 +68,7 @@ __all__ = [
     "STORED", "THUMB_SIDE", "Collection", "CollectionError", "Hit", "ItemStore", "Where", "inside", "read_source",
 ]  # fmt: skip
 MAX_PAGE = 1000  # items in one page of ``items``
-RERANKS = ("stored", "asymmetric", "none")  # what a collection's search re-ranks by (docs/search.md "Re-ranking")
+RERANKS = ("stored", "asymmetric", "features", "none")  # what a collection's search re-ranks by (docs/search.md)
 RERANK, OVERSAMPLE = "stored", 10  # the defaults, chosen by benchmarks/frontier.py (docs/search.md "Defaults")
 
 
@@ -87,17 +89,20 @@ class Collection:
         self._filters = FilterCache(self.bits)  # kept in step with every write
         self._files_lock = threading.Lock()  # a snapshot copying the files; a removal waits to delete any
         self.vectors = StoredVectors(path, store, self.bits)  # what ``stored`` re-ranking reads (vectors.py)
+        self.feature_dim = int(meta.get("features") or 0)  # the stored backbone features' width (0: none stored)
+        self.feature_vectors = StoredVectors(path, store, self.feature_dim, column="feat") if self.feature_dim else None
 
     # ------------------------------------------------------------------ create / open
     @classmethod
     def create(
         cls, path: str | os.PathLike, run: Run | str | os.PathLike, *, engine: str = "auto", backend: str = "flat",
-        uri: str | None = None,
+        uri: str | None = None, features: bool = False,
     ) -> Collection:  # fmt: skip
         """A new, empty collection at ``path`` (which must not exist, or be an empty folder) encoding with ``run``'s
         model: ``engine`` ``onnx`` (exported and checked against torch), ``torch``, or ``auto`` (ONNX where
         onnxruntime is installed); ``backend`` ``flat`` (in memory) or ``milvus`` (``uri``: a Milvus Lite file or
-        a server)."""
+        a server); ``features``: also store each item's backbone features (float16 on disk, 2 bytes each) for
+        ``rerank="features"``, a search by look rather than by class (docs/search.md "Stored features")."""
         path = Path(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise CollectionError(f"{path}: already exists (a collection goes into a new or empty folder)")
@@ -115,12 +120,12 @@ class Collection:
         tmp = path.parent / f".{path.name}.creating-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            chosen = write_model(run, tmp / "model", engine)
+            chosen = write_model(run, tmp / "model", engine, features)
             (tmp / "images").mkdir()
             (tmp / "thumbs").mkdir()
             meta = {
                 "format": FORMAT, "bits": run.bits, "engine": chosen, "load_size": run.load_size, "run": str(run.path.resolve()),
-                "backend": backend, "uri": uri, "milvus_collection": f"hd_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]}",
+                "features": int(run.model.feature_dim) if features else 0, "backend": backend, "uri": uri, "milvus_collection": f"hd_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]}",
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }  # fmt: skip
             ItemStore(tmp / "items.sqlite").close()
@@ -151,6 +156,9 @@ class Collection:
         if meta["format"] != FORMAT:
             raise CollectionError(f"{meta_path}: collection format {meta['format']}, this hashdistill reads {FORMAT}")
         encoder = open_encoder(path / "model", meta["engine"], meta["load_size"])
+        if meta.get("features") and encoder.features != meta["features"]:
+            raise CollectionError(f"{path}: the collection stores {meta['features']} backbone features per item, but its "
+                                  f"model gives {encoder.features}")  # fmt: skip
         store = ItemStore(path / "items.sqlite")
         ids, codes = store.codes(int(meta["bits"]) // 8)
         index = INDEX_BACKENDS.get(meta["backend"])(int(meta["bits"]), meta, ids, codes)
@@ -164,6 +172,8 @@ class Collection:
         that the next open maps the file instead of writing it again from the item table."""
         with self._lock:
             self.vectors.flush()
+            if self.feature_vectors is not None:
+                self.feature_vectors.flush()
 
     def close(self) -> None:
         try:
@@ -193,7 +203,7 @@ class Collection:
     def stats(self) -> dict[str, Any]:
         size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
         return {
-            "items": len(self), "bits": self.bits, "engine": self.meta["engine"], "backend": self.meta["backend"],
+            "items": len(self), "bits": self.bits, "features": self.feature_dim, "engine": self.meta["engine"], "backend": self.meta["backend"],
             "index": getattr(self.index, "method", "milvus"), "run": self.meta.get("run"), "created": self.meta.get("created"),
             "labels": self.store.label_counts(), "size_mb": round(size / 2**20, 2),
         }  # fmt: skip
@@ -218,19 +228,20 @@ class Collection:
             if len(labels) != len(sources):
                 raise CollectionError(f"{len(sources)} images but {len(labels)} labels")
             metas = _metadata_list(metadata, len(sources))  # checked before the encoding
-            h = self._encode(batch, sources, thumbs=True)
-            return self._add(pack(h), sources, labels, metas, h)
+            h, f = self._split(self._encode(batch, sources, thumbs=True))
+            return self._add(pack(h), sources, labels, metas, h, f)
 
     def _encode(self, images: Any, sources: list[str], thumbs: bool) -> np.ndarray:
-        """Continuous codes of images; files are read once, batch by batch, and (``thumbs``) each file's
-        thumbnail is written from the array the encoder sees, before the rows are committed."""
+        """Rows [h | f] of images (f, the backbone features, where the collection stores them); files are read
+        once, batch by batch, and (``thumbs``) each file's thumbnail is written from the array the encoder sees,
+        before the rows are committed."""
         if not isinstance(images, ImageList):  # a list of arrays: encoded in groups of one size, in order
-            out = np.empty((len(images), self.bits), np.float32)
+            out = np.empty((len(images), self.bits + self.feature_dim), np.float32)
             by_shape: dict[tuple, list[int]] = {}
             for i, a in enumerate(images):
                 by_shape.setdefault(a.shape, []).append(i)
             for idx in by_shape.values():
-                out[idx] = self.encoder.encode(np.stack([images[i] for i in idx]))
+                out[idx] = self.encode_arrays(np.stack([images[i] for i in idx]))
             return out
         parts, done = [], 0
         bar = progress_bar(total=len(images), desc="encoding", unit="images")
@@ -238,32 +249,61 @@ class Collection:
             if thumbs:
                 for image, source in zip(x, sources[done : done + len(x)]):
                     self.files.write_thumb(source, image)
-            parts.append(self.encoder.encode(x))
+            parts.append(self.encode_arrays(x))
             done += len(x)
             bar.update(len(x))
         bar.close()
         return np.concatenate(parts)
 
+    def _split(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows [h | f] as (h, f), f None where the collection stores no features."""
+        return rows[:, : self.bits], (rows[:, self.bits :] if self.feature_dim else None)
+
     def add_codes(
-        self, codes: Any, sources: list[str], labels: list[str | None] | None = None, metadata: Any = None
-    ) -> np.ndarray:
+        self, codes: Any, sources: list[str], labels: list[str | None] | None = None, metadata: Any = None,
+        features: Any = None,
+    ) -> np.ndarray:  # fmt: skip
         """Add items whose codes are known (``PackedCodes``, e.g. a run's saved database codes, or ±1 signs, bool
         bits, real values), with ``metadata`` as ``add`` takes it; returns their ids. Real values are continuous
-        outputs, stored for ``stored`` re-ranking; an item added by its bits is re-ranked by its bits."""
+        outputs, stored for ``stored`` re-ranking; an item added by its bits is re-ranked by its bits.
+        ``features``: the items' backbone features (n, ``feature_dim``), in a collection that stores them."""
         packed = self._as_codes(codes)
         labels = [None] * len(sources) if labels is None else labels
         if not len(packed) == len(sources) == len(labels):
             raise CollectionError(f"{len(packed)} codes, {len(sources)} sources and {len(labels)} labels")
-        return self._add(packed, sources, labels, _metadata_list(metadata, len(sources)), _continuous(codes))
+        f = self._check_features(features, len(packed))
+        return self._add(packed, sources, labels, _metadata_list(metadata, len(sources)), _continuous(codes), f)
+
+    def _check_stores_features(self) -> None:
+        if not self.feature_dim:
+            raise CollectionError("rerank features: this collection stores no features (create it with features=True)")
+
+    def _check_features(self, features: Any, n: int) -> np.ndarray | None:
+        """Backbone features given with codes, as a float32 (n, ``feature_dim``) array (None stays None)."""
+        if features is None:
+            return None
+        if not self.feature_dim:
+            raise CollectionError("features: this collection stores none (create it with features=True)")
+        try:
+            f = np.asarray(to_numpy(features), np.float32)
+        except (TypeError, ValueError):
+            raise CollectionError(f"features must be a real (n, {self.feature_dim}) array") from None
+        if f.shape != (n, self.feature_dim) or not np.isfinite(f).all():
+            raise CollectionError(f"features must be {n} rows of {self.feature_dim} finite values, got shape {f.shape}")
+        return f
 
     def _add(
-        self, packed: PackedCodes, sources: list[str], labels: list, metas: list[str | None], h: np.ndarray | None = None
-    ) -> np.ndarray:
+        self, packed: PackedCodes, sources: list[str], labels: list, metas: list[str | None], h: np.ndarray | None = None,
+        f: np.ndarray | None = None,
+    ) -> np.ndarray:  # fmt: skip
         unit = None if h is None else unit_float16(h)
+        unit_f = None if f is None else unit_float16(f)
         with self._lock:
-            ids = self.store.add(packed, sources, labels, metas, unit)  # committed (with its vector): acknowledged
+            ids = self.store.add(packed, sources, labels, metas, unit, unit_f)  # committed (with its vectors): acknowledged
             if unit is not None:
                 self.vectors.added(ids, unit)
+            if unit_f is not None:
+                self.feature_vectors.added(ids, unit_f)
             self.index.add(packed, ids)
             self._filters.added(self.store, ids, packed)
         return ids
@@ -288,9 +328,9 @@ class Collection:
         return [Hit(i, 0, s, lab, m) for i, s, lab, m in self.store.page(int(after), int(limit))]
 
     def add_split(self, split: str = "database", run: Run | None = None, *, vectors: bool = True) -> np.ndarray:
-        """Add a protocol split of the run the collection was made from: encoded, so that each item's output is
-        stored for ``stored`` re-ranking (``vectors``), or by the run's saved codes alone (faster; re-ranked by
-        their bits)."""
+        """Add a protocol split of the run the collection was made from: encoded, so that each item's output (and
+        its backbone features, where the collection stores them) is stored for re-ranking (``vectors``), or by
+        the run's saved codes alone (faster; re-ranked by their bits)."""
         from ..run import Run
 
         if run is None:  # the run it was made from (its saved codes), else the model copy (encodes the split)
@@ -302,8 +342,11 @@ class Collection:
         if protocol is None:
             raise CollectionError("add_split takes a protocol split; add your own images with add(FOLDER)")
         sources = [f"{protocol}:{split}:{int(i)}" for i in s.ids]
-        codes = run.h(split) if vectors else run.codes(split)
-        return self.add_codes(codes, sources, label_names(s.labels, data.class_names, len(s)))
+        labels = label_names(s.labels, data.class_names, len(s))
+        if vectors and self.feature_dim:
+            h, f = self._split(run.encode(s.images, features=True))
+            return self.add_codes(h, sources, labels, features=f)
+        return self.add_codes(run.h(split) if vectors else run.codes(split), sources, labels)
 
     def remove(self, ids: Any) -> int:
         """Remove items by id; returns how many were removed (stored images of removed items are deleted)."""
@@ -373,7 +416,8 @@ class Collection:
         it allows: exactly the hits of ranking those items alone. Where the query has a continuous output (an
         image's; real-valued ``codes``), ``rerank`` then rescores the top ``oversample x k``, ties in the Hamming
         order (docs/search.md): ``stored`` (the default) by its cosine with each item's stored output (its bits
-        where none was stored), ``asymmetric`` by its inner product with each item's bits, ``none`` not."""
+        where none was stored), ``asymmetric`` by its inner product with each item's bits, ``features`` (a search
+        by image in a collection that stores them) by the cosine of the backbone features, ``none`` not."""
         _check_k_radius(k, radius)
         if (queries is None) == (codes is None):
             raise CollectionError("search takes query images or codes")
@@ -389,7 +433,12 @@ class Collection:
         _check_k_radius(k, radius)  # before the encoding
         _check_rerank(rerank, oversample)
         where = Where.parse(where)
-        return self.search_codes(self.outputs(images), k, radius, where=where, rerank=rerank, oversample=oversample)
+        return self.search_rows(self.query_rows(images), k, radius, where=where, rerank=rerank, oversample=oversample)
+
+    def search_rows(self, rows: np.ndarray, k: int = 10, radius: int | None = None, **search: Any) -> list[list[Hit]]:
+        """``search_codes`` by rows [h | f] as ``encode_arrays`` gives them (the service's searches by image)."""
+        h, f = self._split(np.asarray(rows, np.float32))
+        return self.search_codes(h, k, radius, features=f, **search)
 
     def prepare_image(self, image: np.ndarray) -> np.ndarray:
         """One decoded image (uint8 (H, W[, C])) as the encoder reads it (at the run's load size)."""
@@ -397,24 +446,36 @@ class Collection:
 
     def outputs(self, images: Any) -> np.ndarray:
         """The continuous outputs h (n, bits) of images (anything ``add`` takes): what re-ranking scores with."""
+        return self.query_rows(images)[:, : self.bits]
+
+    def query_rows(self, images: Any) -> np.ndarray:
+        """Rows [h | f] of images (anything ``add`` takes), as ``encode_arrays`` gives them."""
         batch, sources, _ = gather(images, self.encoder.load_size, self.max_pixels)
         return self._encode(batch, sources, thumbs=False)
 
-    def encode_arrays(self, images: np.ndarray) -> np.ndarray:
-        """Continuous codes h of a batch of prepared images of one size (the service's micro-batches)."""
-        return self.encoder.encode(images)
+    def encode_arrays(self, images: Any) -> np.ndarray:
+        """Rows [h | f] of a batch of prepared images of one size (the service's micro-batches): the continuous
+        codes h, then the backbone features f where the collection stores them (``search_rows`` takes them)."""
+        return self.encoder.encode(images, features=bool(self.feature_dim))
 
     def search_codes(
         self, codes: Any, k: int = 10, radius: int | None = None, *, where: Any = None, strategy: str = "auto",
-        rerank: str = RERANK, oversample: int = OVERSAMPLE,
+        rerank: str = RERANK, oversample: int = OVERSAMPLE, features: Any = None,
     ) -> list[list[Hit]]:  # fmt: skip
         """``search`` by codes: ``PackedCodes`` (n, bits/8), or ±1 signs, bool bits or real values (n, bits):
         real values are continuous outputs, which ``rerank`` uses (binary queries rank by Hamming alone, which
-        their asymmetric score would repeat). ``strategy`` of a filtered search: ``auto``, ``mask`` or ``scan``
-        (``filtered.py``; the same hits)."""
+        their asymmetric score would repeat); ``features`` (n, ``feature_dim``), the queries' backbone features,
+        are what ``rerank="features"`` scores with. ``strategy`` of a filtered search: ``auto``, ``mask`` or
+        ``scan`` (``filtered.py``; the same hits)."""
         _check_k_radius(k, radius)
         _check_rerank(rerank, oversample)
         q = self._as_codes(codes)
+        if rerank == "features":
+            self._check_stores_features()
+            f = self._check_features(features, len(q))
+            if f is None:
+                raise CollectionError("rerank features needs the queries' backbone features: search by image or by item")
+            return self._search(q, f, k, radius, where, strategy, rerank, oversample)
         h = _continuous(codes) if rerank != "none" else None
         return self._search(q, h, k, radius, where, strategy, rerank, oversample)
 
@@ -423,7 +484,8 @@ class Collection:
         oversample: int = OVERSAMPLE,
     ) -> list[list[Hit]]:  # fmt: skip
         """``search`` by items already in the collection ("more like this"): by each item's code, re-ranked
-        with its stored output (by its bits over sqrt(bits) where it has none), as a search by its image is."""
+        with its stored output (by its bits over sqrt(bits) where it has none), as a search by its image is;
+        ``rerank="features"`` with its stored backbone features (each item must have them)."""
         _check_k_radius(k, radius)
         _check_rerank(rerank, oversample)
         try:
@@ -435,7 +497,13 @@ class Collection:
             raise CollectionError(f"no item {absent[0]}")
         q = self.codes_of(ids)
         h = None
-        if rerank != "none":
+        if rerank == "features":
+            self._check_stores_features()
+            with self._lock:
+                h, has = self.feature_vectors.lookup(np.array(ids, np.int64))
+            if not has.all():
+                raise CollectionError(f"item {ids[int(np.argmin(has))]} has no stored features (added by its codes)")
+        elif rerank != "none":
             with self._lock:
                 h, has = self.vectors.lookup(np.array(ids, np.int64))
             h[~has] = _unit_signs(q.array[~has])
@@ -445,7 +513,8 @@ class Collection:
         self, q: PackedCodes, h: np.ndarray | None, k: int, radius: int | None, where: Any, strategy: str, rerank: str,
         oversample: int,
     ) -> list[list[Hit]]:  # fmt: skip
-        """The searches of packed queries ``q``, rescored with their continuous outputs ``h`` (None: Hamming)."""
+        """The searches of packed queries ``q``, rescored with their continuous outputs ``h`` (their backbone
+        features where ``rerank`` is ``features``; None: Hamming)."""
         if strategy not in STRATEGIES:
             raise CollectionError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         where = Where.parse(where)
@@ -467,16 +536,22 @@ class Collection:
         rows = self.store.rows(sorted({i for hits in scored for i, _, _ in hits}))
         return [[Hit(i, d, *rows[i], s) for i, d, s in hits if i in rows] for hits in scored]
 
-    def _rescored(self, h: np.ndarray, per_query: list, k: int, rerank: str) -> list[list[tuple[int, int, float]]]:
+    def _rescored(self, h: np.ndarray, per_query: list, k: int, rerank: str) -> list[list[tuple[int, int, float | None]]]:
         """Each query's Hamming candidates rescored (``asymmetric``: ``<h_q, b>``; ``stored``: the cosine of
-        ``h_q`` and the stored unit output, or ``b / sqrt(bits)`` where none was stored): the ``k`` best, ties in
-        the Hamming order."""
+        ``h_q`` and the stored unit output, or ``b / sqrt(bits)`` where none was stored; ``features``: the cosine
+        of the backbone features, after them the items without, unscored): the ``k`` best, ties in the Hamming
+        order."""
         width = max((len(hits) for hits in per_query), default=0)
         ids = np.full((len(per_query), max(width, 1)), -1, np.int64)
         for r, hits in enumerate(per_query):
             ids[r, : len(hits)] = [i for i, _ in hits]
         if rerank == "asymmetric":
             scores = asymmetric_scores(h, self._code_bytes(ids))
+        elif rerank == "features":
+            present = ids >= 0
+            vectors, has = np.zeros((*ids.shape, self.feature_dim), np.float32), np.zeros(ids.shape, bool)
+            vectors[present], has[present] = self.feature_vectors.lookup(ids[present])
+            scores = np.where(has, cosine_scores(h, vectors), -np.inf)  # (items added by their codes: last)
         else:
             present = ids >= 0
             vectors, has = np.zeros((*ids.shape, self.bits), np.float32), np.zeros(ids.shape, bool)
@@ -487,7 +562,7 @@ class Collection:
             scores = cosine_scores(h, vectors)
         order = ranking(ids, scores, k)
         return [
-            [(int(hits[j][0]), int(hits[j][1]), float(scores[r, j])) for j in order[r] if j < len(hits)]
+            [(int(hits[j][0]), int(hits[j][1]), _score(scores[r, j])) for j in order[r] if j < len(hits)]
             for r, hits in enumerate(per_query)
         ]
 
@@ -515,6 +590,11 @@ def _metadata_list(metadata: Any, n: int) -> list[str | None]:
         got = f"{len(metadata)} objects" if isinstance(metadata, list | tuple) else type(metadata).__name__
         raise CollectionError(f"metadata: one JSON object for all {n} items, or a list of {n}; got {got}")
     return [check_metadata(m, f"metadata[{i}]") for i, m in enumerate(metadata)]
+
+
+def _score(value: float) -> float | None:
+    """A hit's re-ranking score; None for an item the score could not be computed for (no stored features)."""
+    return float(value) if np.isfinite(value) else None
 
 
 def _unit_signs(packed: np.ndarray) -> np.ndarray:

@@ -14,11 +14,13 @@ from ..encoders import OnnxEncoder, TorchEncoder
 from ..errors import CollectionError
 
 ENGINES = ("auto", "onnx", "torch")
+FEATURES_TOLERANCE = 1e-3  # the largest difference of the two engines' features, relative to their largest value
 
 
-def write_model(run: Any, folder: Path, engine: str) -> str:
+def write_model(run: Any, folder: Path, engine: str, features: bool = False) -> str:
     """Copy ``run``'s model into ``folder`` (``engine``: onnx, torch, or auto: ONNX where onnxruntime is
-    installed and the export agrees with torch); returns the engine chosen."""
+    installed and the export agrees with torch; ``features``: the export gives the backbone features too);
+    returns the engine chosen."""
     import torch
 
     from ..config import dump_config
@@ -28,7 +30,7 @@ def write_model(run: Any, folder: Path, engine: str) -> str:
     state = {"model": run.model.state_dict()}
     _io.atomic_write(folder / "checkpoint.pt", lambda f: torch.save(state, f))
     if engine in ("auto", "onnx") and _onnx_available(engine == "onnx"):
-        return _export_checked(run, folder / "model.onnx", required=engine == "onnx")
+        return _export_checked(run, folder / "model.onnx", engine == "onnx", features)
     return "torch"
 
 
@@ -52,17 +54,20 @@ def _onnx_available(required: bool) -> bool:
     return True
 
 
-def _export_checked(run: Any, path: Path, required: bool) -> str:
-    """Export to ONNX and check the signs on a fixed batch of images; ``torch`` where they differ."""
+def _export_checked(run: Any, path: Path, required: bool, features: bool) -> str:
+    """Export to ONNX and check the signs (and the features, within ``FEATURES_TOLERANCE`` of their largest
+    value) on a fixed batch of images; ``torch`` where they differ."""
     from ..export import export_onnx, verify_onnx
 
-    export_onnx(run.model, run.clean, path)
+    export_onnx(run.model, run.clean, path, features)
     side = run.load_size or run.clean.pre
     probe = np.random.default_rng(0).integers(0, 256, (16, side, side, 3), dtype=np.uint8)
     check = verify_onnx(run, path, probe)
-    if check["sign_mismatches"]:
+    drift = check.get("features_relative_difference", 0.0)
+    if check["sign_mismatches"] or drift > FEATURES_TOLERANCE:
         if required:
-            raise CollectionError(f"the ONNX export differs from torch in {check['sign_mismatches']} bits of a probe batch")
+            raise CollectionError(f"the ONNX export differs from torch in {check['sign_mismatches']} bits of a probe batch "
+                                  f"(features by {drift:.1e} of their largest value)")  # fmt: skip
         path.unlink()
         return "torch"
     return "onnx"

@@ -1,6 +1,7 @@
 """A collection's item table, the source of truth: id (never reused), packed code, source, label, time added,
-metadata (JSON text, ``metadata.py``) and the item's unit-length continuous output (float16, what ``stored``
-re-ranking reads; NULL where it was not known), in SQLite (WAL, synchronous FULL), each write one transaction."""
+metadata (JSON text, ``metadata.py``), the item's unit-length continuous output (float16, what ``stored``
+re-ranking reads; NULL where it was not known) and, in a collection that stores them, its unit-length backbone
+features (``features`` re-ranking), in SQLite (WAL, synchronous FULL), each write one transaction."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ STORED = "collection:"  # the source of an image stored inside the collection: c
 ROW_CACHE = 1 << 16  # rows (source, label, metadata text) kept in memory for search results; cleared when full
 SCHEMA = """CREATE TABLE IF NOT EXISTS items (
     id INTEGER PRIMARY KEY AUTOINCREMENT, code BLOB NOT NULL, source TEXT NOT NULL, label TEXT, added REAL NOT NULL,
-    meta TEXT, vec BLOB)"""
+    meta TEXT, vec BLOB, feat BLOB)"""
+VECTOR_COLUMNS = ("vec", "feat")  # the stored vectors: the continuous output h, the backbone's features
 
 
 def unit_float16(vectors: np.ndarray) -> np.ndarray:
@@ -58,7 +60,7 @@ class ItemStore:
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute(SCHEMA)
             columns = {r[1] for r in self.db.execute("PRAGMA table_info(items)")}
-            for name, kind in (("meta", "TEXT"), ("vec", "BLOB")):  # a table made before metadata, before vectors
+            for name, kind in (("meta", "TEXT"), ("vec", "BLOB"), ("feat", "BLOB")):  # a table made before them
                 if name not in columns:
                     self.db.execute(f"ALTER TABLE items ADD COLUMN {name} {kind}")
         except sqlite3.DatabaseError as e:
@@ -66,12 +68,15 @@ class ItemStore:
 
     def add(
         self, codes: PackedCodes, sources: list[str], labels: list[str | None], metas: list[str | None] | None = None,
-        vectors: np.ndarray | None = None,
+        vectors: np.ndarray | None = None, features: np.ndarray | None = None,
     ) -> np.ndarray:  # fmt: skip
-        """Insert rows in one transaction (``metas``: checked JSON texts; ``vectors``: the items' outputs at unit
-        length, ``unit_float16``); ids continue after the largest ever given (never reused)."""
+        """Insert rows in one transaction (``metas``: checked JSON texts; ``vectors``, ``features``: the items'
+        outputs and backbone features at unit length, ``unit_float16``); ids continue after the largest ever
+        given (never reused)."""
         metas = metas or [None] * len(sources)
-        vecs = [None] * len(sources) if vectors is None else [v.astype("<f2").tobytes() for v in vectors]
+        vecs, feats = (
+            [None] * len(sources) if v is None else [r.astype("<f2").tobytes() for r in v] for v in (vectors, features)
+        )
         now = time.time()
         cur = self.db.cursor()
         cur.execute("BEGIN IMMEDIATE")
@@ -80,10 +85,10 @@ class ItemStore:
             start = (row[0] if row else 0) + 1
             ids = np.arange(start, start + len(codes), dtype=np.int64)
             cur.executemany(
-                "INSERT INTO items (id, code, source, label, added, meta, vec) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO items (id, code, source, label, added, meta, vec, feat) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (int(i), c.tobytes(), s, lab, now, m, v)
-                    for i, c, s, lab, m, v in zip(ids, codes.array, sources, labels, metas, vecs)
+                    (int(i), c.tobytes(), s, lab, now, m, v, f)
+                    for i, c, s, lab, m, v, f in zip(ids, codes.array, sources, labels, metas, vecs, feats)
                 ],
             )
             cur.execute("COMMIT")
@@ -176,12 +181,17 @@ class ItemStore:
         row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()
         return {"count": len(self), "seq": int(row[0]) if row else 0}
 
-    def all_vectors(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, unit vectors as float16 (n, dim)) of every row that has a vector, by id, read in one transaction."""
-        rows = self.db.execute("SELECT id, vec FROM items WHERE vec IS NOT NULL ORDER BY id").fetchall()
+    def all_vectors(self, dim: int, column: str = "vec") -> tuple[np.ndarray, np.ndarray]:
+        """(ids, unit vectors as float16 (n, dim)) of every row that has one in ``column`` (``VECTOR_COLUMNS``),
+        by id, read in one transaction."""
+        if column not in VECTOR_COLUMNS:
+            raise CollectionError(f"no vector column {column!r} (one of {', '.join(VECTOR_COLUMNS)})")
+        rows = self.db.execute(f"SELECT id, {column} FROM items WHERE {column} IS NOT NULL ORDER BY id").fetchall()
         raw = b"".join(r[1] for r in rows)
         if any(len(r[1]) != dim * 2 for r in rows):
-            raise CollectionError(f"items.sqlite: a stored vector is not {dim} float16 values (a damaged item table)")
+            raise CollectionError(
+                f"items.sqlite: a stored vector ({column}) is not {dim} float16 values (a damaged item table)"
+            )
         return np.array([r[0] for r in rows], np.int64), np.frombuffer(raw, "<f2").reshape(len(rows), dim)
 
     def random_id(self) -> int | None:

@@ -1,7 +1,8 @@
-"""The items' stored outputs as ``stored`` re-ranking reads them (docs/search.md "Stored vectors in a collection").
+"""The items' stored vectors as re-ranking reads them (docs/search.md "Stored vectors in a collection"): their
+outputs h (``stored``) and, in a collection that stores them, their backbone features (``features``).
 
-The item table holds each item's output at unit length (float16), written in its row's transaction: the source
-of truth. Searches read them from ``DIR/vectors.hdv``, a memory-mapped ``index.vectors.VectorFile`` derived from
+The item table holds each item's vectors at unit length (float16), written in its row's transaction: the source
+of truth. Searches read them from ``DIR/vectors.hdv`` (h) and ``DIR/features.hdv``, each a memory-mapped ``index.vectors.VectorFile`` derived from
 the table. The file's header records the table's state it was written at (``ItemStore.state``); at open a file
 that is missing, damaged or of another state is written again from the table (atomically), as the index is
 rebuilt from it. The vectors of items added since are held in memory until ``flush`` writes the file again from
@@ -21,17 +22,20 @@ from ..index.vectors import VectorFile, VectorFileError, write_vectors
 from .store import ItemStore
 
 FILE = "vectors.hdv"
+FILES = {"vec": FILE, "feat": "features.hdv"}  # the file of each of the table's vector columns
 FLUSH_ROWS = 65_536  # added vectors held in memory before the file is written again (~9 MB at 64 bits)
 
 
 class StoredVectors:
-    """The stored unit outputs (dim = the code length) of a collection's items, by id. The vectors of items
+    """The stored unit vectors of one of the table's vector columns (``vec``: the outputs, dim = the code length;
+    ``feat``: the backbone features) of a collection's items, by id. The vectors of items
     added since the file was written are held in memory until ``flush`` (at ``flush_rows`` of them, and when
     the collection closes) writes the file again from the table. The collection calls every method under its
     lock."""
 
-    def __init__(self, root: Path, store: ItemStore, dim: int, flush_rows: int = FLUSH_ROWS) -> None:
-        self.store, self.dim, self.path, self.flush_rows = store, dim, root / FILE, flush_rows
+    def __init__(self, root: Path, store: ItemStore, dim: int, flush_rows: int = FLUSH_ROWS, column: str = "vec") -> None:
+        self.store, self.dim, self.path, self.flush_rows = store, dim, root / FILES[column], flush_rows
+        self.column = column
         self.writable = True
         file = None
         try:
@@ -49,7 +53,7 @@ class StoredVectors:
     def _write(self) -> None:
         """The file written again from the table (atomically) and mapped; in memory where it cannot be."""
         state = self.store.state()
-        ids, vectors = self.store.all_vectors(self.dim)
+        ids, vectors = self.store.all_vectors(self.dim, self.column)
         if self.writable:
             try:
                 file = VectorFile(write_vectors(self.path, ids, vectors, {"state": state}))
@@ -104,4 +108,4 @@ class StoredVectors:
         return out, has
 
 
-__all__ = ["FILE", "FLUSH_ROWS", "StoredVectors"]
+__all__ = ["FILE", "FILES", "FLUSH_ROWS", "StoredVectors"]

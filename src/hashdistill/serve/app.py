@@ -353,7 +353,7 @@ def create_app(
                 code = await run_in_threadpool(batcher.encode, image)
             finally:
                 batcher.left()
-            found = collection.search_codes(code[None], k, radius, where=where, rerank=rerank, oversample=oversample)
+            found = collection.search_rows(code[None], k, radius, where=where, rerank=rerank, oversample=oversample)
             return respond(found[0], t0)
         return by_code(await request.body(), t0)
 
@@ -408,8 +408,8 @@ def create_app(
             if not uploads:
                 raise HTTPException(422, "files: one or more image uploads are required (multipart fields 'files')")
             images = [collection.prepare_image(decode(await read_upload(f), f.filename or "file")) for f in uploads]
-            h = await run_in_threadpool(collection.outputs, images)
-            found = collection.search_codes(h, k, radius, where=where, rerank=rerank, oversample=oversample)
+            rows = await run_in_threadpool(collection.query_rows, images)
+            found = collection.search_rows(rows, k, radius, where=where, rerank=rerank, oversample=oversample)
         else:
             body = await json_body(request, BatchSearch, 'a JSON object {"searches": [{"codes": [...]}, ...]}')
             if not 0 < len(body.searches) <= limits.max_batch:
