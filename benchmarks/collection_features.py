@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
                     row[f"ms_k10_x{oversample}"] = round((time.perf_counter() - t0) * 1000 / len(rows), 3)
                 out.append(row)
                 print(row, flush=True)
+        col.flush()  # the memory-mapped files are written from the item table on flush
         disk = {name: (Path(tmp) / "c.hdc" / name).stat().st_size / len(col) for name in ("vectors.hdv", "features.hdv")}
         stats = col.stats()
         col.close()
