@@ -1,0 +1,89 @@
+"""Which score should re-rank by the stored outputs h? The cosine a collection uses (``stored``) against the inner
+product with the item's h kept at its length (its confidence: tanh outputs near +-1 are long), beside faiss PQ 8x8
+of the unit h (``frontier.py``'s strongest rival at 8 bytes), on DHD runs of ``frontier.py``.
+
+For each run (a cached-mode DHD run: its head over the protocol's frozen features gives h): the top R by Hamming
+distance rescored by cos(h_q, h) or <h_q / |h_q|, h> (h as float16), the rest in Hamming order, at R = 100, 1000
+and every item (``all``: the ranking a search for the whole database returns). Class mAP@K, mAP@all and the
+instance mAP where the protocol has families. Writes ``benchmarks/results/rerank-scores.{json,md}``.
+
+    python benchmarks/rerank_scores.py runs/frontier-l2/openmoji/dhd-64 runs/frontier-seed1/openmoji/dhd-64 ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from hashdistill import _io
+from hashdistill.codes import pack
+from hashdistill.data import load_protocol
+from hashdistill.features import feature_name
+from hashdistill.run import Run
+from hashdistill.shallow import split_features
+from hashdistill.tables import provenance, results_table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from frontier import Problem, hamming_order, head_outputs, reranked_order, score_order, unit
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEPTHS = (100, 1000, None)  # None: every item
+
+
+def rows_of(path: Path) -> list[dict]:
+    run = Run.load(path)
+    m, p = run.config.model, load_protocol(run.config.data.protocol)
+    spec = feature_name({"backbone": m.backbone, "input_size": m.input_size, "layer": m.layer})
+    prob = Problem(p)
+    H = {s: head_outputs(run, split_features(p, s, spec)) for s in ("train", "query", "database")}
+    hq, hdb = H["query"], H["database"]
+    qp, dbp = pack(np.where(hq >= 0, 1, -1)), pack(np.where(hdb >= 0, 1, -1))
+    base = {"run": str(path), "protocol": p.name, "seed": run.config.runtime.seed, "lambda2": run.config.method.lambda2}
+    out = [{**base, "score": "hamming", "R": None, **prob.scores(hamming_order(qp, dbp))}]
+    fit = np.unique(np.concatenate([unit(H["train"]), unit(hdb)]), axis=0)  # as frontier.py trains its PQ
+    pq = faiss.index_factory(hq.shape[1], "PQ8")
+    pq.train(fit)
+    pq.add(unit(hdb))
+    rec = pq.sa_decode(pq.sa_encode(unit(hdb)))
+    norms, qu = (rec**2).sum(1), unit(hq)
+    out.append(
+        {**base, "score": "faiss pq 8x8 of unit h", "R": None, **prob.scores(score_order(lambda r: 2 * qu[r] @ rec.T - norms))}
+    )
+    stored = {
+        "cosine": unit(hdb).astype(np.float16).astype(np.float32),
+        "inner product": hdb.astype(np.float16).astype(np.float32),
+    }
+    for name, v in stored.items():
+        for depth in DEPTHS:
+            order = reranked_order(qp, dbp, depth or len(hdb), lambda r, t, v=v: np.einsum("qd,qrd->qr", qu[r], v[t]))
+            out.append({**base, "score": name, "R": depth or "all", **prob.scores(order)})
+    for row in out:
+        print({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items() if k != "run"}, flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", type=Path, nargs="+", help="DHD run folders (cached mode), as frontier.py trains them")
+    ap.add_argument("--out-dir", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    rows = [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for path in args.runs for r in rows_of(path)]
+    result = {**provenance(__file__, argv), "rows": rows}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    _io.write_json(args.out_dir / "rerank-scores.json", result)
+    cols = ["protocol", "seed", "lambda2", "score", "R", "map_at_k", "map_all", "map_siblings"]
+    _io.write_text(args.out_dir / "rerank-scores.md", (
+        "# Re-ranking by stored h: cosine or inner product\n\n"
+        f"`{result['command']}` at commit `{result['commit']}` on {result['machine']}. `R`: the Hamming top R "
+        "rescored, the rest in Hamming order (`all`: every item); `map_at_k`: the protocol's mAP@K; "
+        "`map_siblings`: the instance level.\n\n" + results_table(rows, cols)
+    ))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
