@@ -2,7 +2,7 @@
 against the same collection's other re-rankings, through the public API, on a protocol with families (openmoji:
 a query's skin-tone siblings are its instance-level matches).
 
-A DHD run (``runs/frontier/openmoji/dhd-64``, what ``benchmarks/frontier.py --config configs/compare-openmoji.yaml``
+A DHD run (``runs/frontier-l2/openmoji/dhd-64``, what ``benchmarks/frontier.py --config configs/compare-openmoji.yaml --runs-dir runs/frontier-l2``
 trains) goes into a new collection with ``Collection.create(..., features=True)``; its database split is added
 (``add_split``: encoded, h and the backbone features stored). Each query image is encoded once
 (``query_rows``), then searched with ``search_rows`` at R = k x oversample for ``rerank`` none / asymmetric /
@@ -11,7 +11,7 @@ class mAP@all and the instance mAP (``map_siblings``). Timed: the search of one 
 oversample 10, and 50), every query in turn, and the encoding of the queries. Writes
 ``benchmarks/results/collection-features.{json,md}``.
 
-    python benchmarks/collection_features.py --run runs/frontier/openmoji/dhd-64
+    python benchmarks/collection_features.py --run runs/frontier-l2/openmoji/dhd-64
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ RERANKS = ("none", "asymmetric", "stored", "features")
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", type=Path, default=Path("runs/frontier/openmoji/dhd-64"))
+    ap.add_argument("--run", type=Path, default=Path("runs/frontier-l2/openmoji/dhd-64"))
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if not (args.run / "checkpoint.pt").is_file():
