@@ -62,6 +62,33 @@ def test_from_a_folder_to_a_search_by_image_file(shapes, shapes_run, tmp_path):
         assert len(list((col / "thumbs").iterdir())) == 59
 
 
+def test_the_cli_makes_a_collection_with_features_and_searches_by_them(shapes, shapes_run, tmp_path):
+    """``collection create --features`` stores the backbone features; ``search --rerank features`` rescores by
+    them, as the library does; a collection made without them says so in one line."""
+    col, plain = tmp_path / "f", tmp_path / "p"
+    for folder, flags in ((col, ["--features"]), (plain, [])):
+        r = runner.invoke(
+            app, ["collection", "create", str(folder), "--run", str(shapes_run), "--add", str(shapes / "database"), *flags]
+        )
+        assert r.exit_code == 0, r.output
+    query = sorted((shapes / "query").rglob("*.png"))[0]
+    search = ["--image", str(query), "-k", "5", "--rerank", "features", "--oversample", "4", "--json"]
+    r = runner.invoke(app, ["search", str(col), *search])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output)["queries"][0]["results"]
+    with Collection.open(col) as c:
+        assert c.feature_dim > 0 and (col / "model" / "model.onnx").is_file() == (c.meta["engine"] == "onnx")
+        want = c.search(str(query), k=5, rerank="features", oversample=4)[0]
+        stored = c.search(str(query), k=5, oversample=4)[0]
+    assert [(h["id"], h["score"]) for h in got] == [(h.id, pytest.approx(h.score, abs=1e-6)) for h in want]
+    assert [h.score for h in want] != [h.score for h in stored]  # features, not the stored outputs
+    r = subprocess.run([sys.executable, "-m", "hashdistill", "search", str(plain), *search], capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "hashdistill: error: rerank features: this collection stores no features (create it with features=True, "
+        "or collection create --features)"
+    ]
+
+
 def test_an_unlabelled_folder_trains_an_unsupervised_method_without_evaluation(shapes, tmp_path):
     base = ["data.protocol=null", f"data.train={shapes}/train/disc", *FAST, "schedule.epochs=3"]
     with pytest.raises(ValueError, match=r"method dhd reads labels, but data.train \(.*disc\) is an unlabelled folder"):

@@ -276,7 +276,9 @@ class Collection:
 
     def _check_stores_features(self) -> None:
         if not self.feature_dim:
-            raise CollectionError("rerank features: this collection stores no features (create it with features=True)")
+            raise CollectionError(
+                "rerank features: this collection stores no features (create it with features=True, or collection create --features)"
+            )
 
     def _check_features(self, features: Any, n: int) -> np.ndarray | None:
         """Backbone features given with codes, as a float32 (n, ``feature_dim``) array (None stays None)."""
