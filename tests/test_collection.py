@@ -199,13 +199,21 @@ def test_acknowledged_adds_survive_sigkill(shapes_run, tmp_path):
 def test_milvus_backend_keeps_the_same_api(shapes_run, shapes, tmp_path):
     pytest.importorskip("pymilvus")
     uri = str(tmp_path / "milvus.db")
-    with Collection.create(tmp_path / "m", shapes_run, engine="torch", backend="milvus", uri=uri) as col:
+    query = str(shapes / "query" / "disc" / "disc-000.png")
+    with (
+        Collection.create(tmp_path / "m", shapes_run, engine="torch", backend="milvus", uri=uri, features=True) as col,
+        Collection.create(tmp_path / "flat", shapes_run, engine="torch", features=True) as flat,
+    ):
         ids = col.add(shapes / "database")
-        first = col.search(str(shapes / "query" / "disc" / "disc-000.png"), k=3)[0]
+        flat.add(shapes / "database")
+        first = col.search(query, k=3)[0]
         assert len(ids) == 60 and len(first) == 3 and all(h.label == "disc" for h in first)
+        # the stored features re-rank the Milvus backend's candidates as the flat index's (all 60: no ties left)
+        by_features = col.search(query, k=5, rerank="features", oversample=12)[0]
+        assert [h.id for h in by_features] == [h.id for h in flat.search(query, k=5, rerank="features", oversample=12)[0]]
         assert col.remove(ids[:10]) == 10
     with Collection.open(tmp_path / "m") as col:
-        again = col.search(str(shapes / "query" / "disc" / "disc-000.png"), k=3)[0]
+        again = col.search(query, k=3)[0]
         assert len(col) == 50 and all(h.label == "disc" and h.id > 10 for h in again)
 
 
