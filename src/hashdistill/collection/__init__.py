@@ -550,15 +550,11 @@ class Collection:
         if rerank == "asymmetric":
             scores = asymmetric_scores(h, self._code_bytes(ids))
         elif rerank == "features":
-            present = ids >= 0
-            vectors, has = np.zeros((*ids.shape, self.feature_dim), np.float32), np.zeros(ids.shape, bool)
-            vectors[present], has[present] = self.feature_vectors.lookup(ids[present])
+            vectors, has = self.feature_vectors.lookup(ids)
             scores = np.where(has, cosine_scores(h, vectors), -np.inf)  # (items added by their codes: last)
         else:
-            present = ids >= 0
-            vectors, has = np.zeros((*ids.shape, self.bits), np.float32), np.zeros(ids.shape, bool)
-            vectors[present], has[present] = self.vectors.lookup(ids[present])
-            bare = present & ~has
+            vectors, has = self.vectors.lookup(ids)
+            bare = (ids >= 0) & ~has
             if bare.any():  # items added by their bits: scored by their bits
                 vectors[bare] = _unit_signs(self._code_bytes(ids)[bare])
             scores = cosine_scores(h, vectors)

@@ -95,8 +95,10 @@ class StoredVectors:
             self._empty_buffer()
 
     def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The vectors of ``ids`` (1-D) as float32 (n, dim), and whether each id has one (zeros where not)."""
-        ids = np.asarray(ids, np.int64)
+        """The vectors of ``ids`` (any shape; -1, padding, has none) as float32 (*ids.shape, dim), and whether each
+        id has one (zeros where not)."""
+        shape = np.shape(ids)
+        ids = np.asarray(ids, np.int64).reshape(-1)
         out = np.zeros((len(ids), self.dim), np.float32)
         has = np.zeros(len(ids), bool)
         for known, vectors in (self._base, (self._ids[: self._n], self._vectors[: self._n])):
@@ -105,7 +107,7 @@ class StoredVectors:
                 found = (known[pos] == ids) & ~has
                 out[found] = vectors[pos[found]]
                 has |= found
-        return out, has
+        return out.reshape(*shape, self.dim), has.reshape(shape)
 
 
 __all__ = ["FILE", "FILES", "FLUSH_ROWS", "StoredVectors"]
