@@ -7,11 +7,13 @@ student) and ``dhd-hp-bceq-ts`` (on T_S, no SdH), under ``<runs-dir>/seed<s>/<va
 over ``--seeds`` of mAP@all and of mAP@K, the deformations' own randomness fixed by ``--seed``; the
 deformations are the paper's seven (geometric, dropout, noise) and four colour ones (``deform.COLOUR``, which
 change nothing on grey images). Fig. 6 and the report are on the first seed's runs. Writes
-``benchmarks/results/robustness-<protocol>.{json,md}`` and the report (HTML, Markdown, figures) under
-``benchmarks/results/robustness-<protocol>/``.
+``benchmarks/results/robustness-<protocol>[-<label>].{json,md}`` (with ``benchmarks/notes/`` of the same name
+appended) and the report (HTML, Markdown, figures) under ``benchmarks/results/robustness-<protocol>[-<label>]/``.
 
     python benchmarks/robustness.py --config configs/dhd-fmnist-small-cnn.yaml
     python benchmarks/robustness.py --config configs/compare-openmoji.yaml --seeds 0,1,2
+    python benchmarks/robustness.py --config configs/compare-openmoji.yaml --seeds 0,1,2 --label end-to-end \
+        --set model.mode=end-to-end --set optim.backbone_lr_mult=0.05 --set schedule.epochs=30
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs-dir", type=Path, default=Path("runs/robustness"))
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     ap.add_argument("--reuse", action="store_true", help="read runs already trained under --runs-dir")
+    ap.add_argument("--label", help="a suffix of the results' names (robustness-<protocol>-<label>) and of their notes")
     args = ap.parse_args(argv)
     seeds = [int(x) for x in args.seeds.split(",")]
     names = list(VARIANTS)
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     table_all, table_k = table("map_all"), table("map")
     fig6 = [{"s": s, **{r["run"]: r["mean_hamming"] for r in sens if r["s"] == s}} for s in SENSITIVITY_GRID]
-    stem = f"robustness-{protocol}"
+    stem = f"robustness-{protocol}" + (f"-{args.label}" if args.label else "")
     report = write_report(first, args.out_dir / stem, list(DEFORMATIONS), SENSITIVITY_GRID, args.seed,
                           title=f"DHD with and without SdH on {protocol}, {args.bits} bits")  # fmt: skip
     command = "python benchmarks/" + " ".join(shlex.quote(a) for a in [Path(__file__).name, *(argv or sys.argv[1:])])
