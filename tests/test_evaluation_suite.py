@@ -108,6 +108,17 @@ def test_robustness_and_sensitivity_on_trained_runs(runs):
     assert 0 <= sens[0]["mean_hamming"] <= sens[1]["mean_hamming"] <= 16  # stronger transforms move codes more
 
 
+def test_a_proxy_heatmap_of_many_classes_stays_a_readable_size(tmp_path):
+    """76 classes (openmoji's subgroups) used to make a 43-inch figure, 2.5 MB of PNG with 5,776 numbers in it."""
+    import matplotlib.image
+
+    names = [f"subgroup-{i}" for i in range(76)]
+    png = plots.proxy_heatmap(np.random.default_rng(0).normal(size=(76, 64)), names, tmp_path / "proxies")[0]
+    height, width = matplotlib.image.imread(png).shape[:2]
+    assert max(height, width) < 2600  # 14 in at 120 dpi plus labels; 0.55 in a class would be over 5,000 px
+    assert png.stat().st_size < 1_000_000
+
+
 def test_plots_write_png_and_svg(tmp_path):
     rng = np.random.default_rng(0)
     made = []

@@ -18,6 +18,9 @@ matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt
 import numpy as np
 
+ANNOTATED_CLASSES = 20  # a proxy heatmap writes each cell's value up to this many classes; beyond, colours only
+HEATMAP_INCHES = 14.0  # the most a proxy heatmap's side grows to (0.55 in a class until then)
+
 
 def _save(fig: plt.Figure, stem: str | os.PathLike) -> list[Path]:
     """Write ``stem``.png and ``stem``.svg (each via a temp file, then renamed) and close the figure."""
@@ -57,16 +60,18 @@ def topm_curves(curves: Mapping[str, tuple[Sequence[int], np.ndarray]], stem: st
 
 
 def proxy_heatmap(proxies: np.ndarray, class_names: Sequence[str], stem: str | os.PathLike, title: str = "") -> list[Path]:
-    """Pairwise cosine similarity of the trained proxies (classes x K) as an annotated heatmap."""
+    """Pairwise cosine similarity of the trained proxies (classes x K) as a heatmap: each cell carries its value
+    up to ``ANNOTATED_CLASSES`` classes, and the map grows with the classes up to ``HEATMAP_INCHES`` a side."""
     p = np.asarray(proxies, np.float64)
     p = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
     sim = p @ p.T
     n = len(sim)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
+    cell = min(0.55, HEATMAP_INCHES / n)
+    fig, ax = plt.subplots(figsize=(1.0 + cell * n, 0.8 + 0.9 * cell * n))
     im = ax.imshow(sim, cmap="RdBu_r", vmin=-1, vmax=1)
-    ax.set_xticks(range(n), class_names, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(n), class_names, fontsize=8)
-    for i in range(n):
+    ax.set_xticks(range(n), class_names, rotation=60, ha="right", fontsize=8 if cell >= 0.3 else 5)
+    ax.set_yticks(range(n), class_names, fontsize=8 if cell >= 0.3 else 5)
+    for i in range(n if n <= ANNOTATED_CLASSES else 0):
         for j in range(n):
             ax.text(
                 j,
