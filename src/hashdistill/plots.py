@@ -71,17 +71,11 @@ def proxy_heatmap(proxies: np.ndarray, class_names: Sequence[str], stem: str | o
     im = ax.imshow(sim, cmap="RdBu_r", vmin=-1, vmax=1)
     ax.set_xticks(range(n), class_names, rotation=60, ha="right", fontsize=8 if cell >= 0.3 else 5)
     ax.set_yticks(range(n), class_names, fontsize=8 if cell >= 0.3 else 5)
-    for i in range(n if n <= ANNOTATED_CLASSES else 0):
-        for j in range(n):
-            ax.text(
-                j,
-                i,
-                f"{sim[i, j]:.2f}",
-                ha="center",
-                va="center",
-                fontsize=6,
-                color="white" if abs(sim[i, j]) > 0.6 else "black",
-            )
+    if n <= ANNOTATED_CLASSES:
+        for i in range(n):
+            for j in range(n):
+                colour = "white" if abs(sim[i, j]) > 0.6 else "black"
+                ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=6, color=colour)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     ax.set_title(title or "cosine similarity of the hash proxies", fontsize=9)
     return _save(fig, stem)
