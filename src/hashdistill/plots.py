@@ -69,8 +69,9 @@ def proxy_heatmap(proxies: np.ndarray, class_names: Sequence[str], stem: str | o
     cell = min(0.55, HEATMAP_INCHES / n)
     fig, ax = plt.subplots(figsize=(1.0 + cell * n, 0.8 + 0.9 * cell * n))
     im = ax.imshow(sim, cmap="RdBu_r", vmin=-1, vmax=1)
-    ax.set_xticks(range(n), class_names, rotation=60, ha="right", fontsize=8 if cell >= 0.3 else 5)
-    ax.set_yticks(range(n), class_names, fontsize=8 if cell >= 0.3 else 5)
+    ticks = 8 if cell >= 0.3 else 5  # class names' font size: smaller once the cells shrink
+    ax.set_xticks(range(n), class_names, rotation=60, ha="right", fontsize=ticks)
+    ax.set_yticks(range(n), class_names, fontsize=ticks)
     if n <= ANNOTATED_CLASSES:
         for i in range(n):
             for j in range(n):
