@@ -41,7 +41,7 @@ from hashdistill.data import PROTOCOLS, load_protocol
 from hashdistill.features import feature_name
 from hashdistill.methods.distillhash import DistillHashParams
 from hashdistill.shallow import FLOAT_METHOD, SHALLOW_METHODS, run_float, run_shallow
-from hashdistill.tables import git_commit, results_table
+from hashdistill.tables import git_commit, result_label, results_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import paper_tables
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="", help="with --config: train once per seed (comma-separated), e.g. 0,1,2")
     ap.add_argument("--config", type=Path, help="train a deep method from this config instead of shallow methods")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
-    ap.add_argument("--label", help="the rows' method name (default: the config's method), for variants")
+    ap.add_argument("--label", type=result_label, help="the rows' method name (default: the config's method), for variants")
     ap.add_argument("--compare", type=Path, help="run the paper's Table 2 / 3 comparison on this config's features")
     ap.add_argument("--force", action="store_true", help="with --compare: retrain rows already in the results")
     ap.add_argument("--only", help="with --compare: retrain only these methods' rows (comma-separated, e.g. dpn)")

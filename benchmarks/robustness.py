@@ -33,7 +33,7 @@ from hashdistill.deform import COLOUR, DEFORMATIONS, GEOMETRIC
 from hashdistill.report import write_report
 from hashdistill.robustness import SENSITIVITY_GRID, robustness, sensitivity
 from hashdistill.run import Run
-from hashdistill.tables import git_commit, results_table
+from hashdistill.tables import git_commit, result_label, results_table
 from hashdistill.train import train
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs-dir", type=Path, default=Path("runs/robustness"))
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     ap.add_argument("--reuse", action="store_true", help="read runs already trained under --runs-dir")
-    ap.add_argument("--label", help="a suffix of the results' names (robustness-<protocol>-<label>) and of their notes")
+    ap.add_argument(
+        "--label", type=result_label, help="a suffix of the results' names (robustness-<protocol>-<label>) and of their notes"
+    )
     args = ap.parse_args(argv)
     seeds = [int(x) for x in args.seeds.split(",")]
     names = list(VARIANTS)

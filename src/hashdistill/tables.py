@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -37,6 +39,19 @@ def results_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
     head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
     return head + "".join("| " + " | ".join(fmt(c, r.get(c)) for c in columns) + " |\n" for r in rows)
+
+
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=,-]{0,99}")
+
+
+def result_label(text: str) -> str:
+    """A benchmark's ``--label`` (``type=`` for argparse): it names result files, run folders and rows, so it is
+    one file name of letters, digits and ``. _ + = , -`` (at most 100, starting with a letter or digit), never a path."""
+    if not LABEL.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a label: use up to 100 letters, digits or . _ + = , - (no '/' or space), starting with a letter or digit"
+        )
+    return text
 
 
 def provenance(script: str | Path, argv: list[str] | None = None) -> dict[str, str]:
