@@ -12,7 +12,7 @@ component by sqrt(eigenvalue + eps x the mean eigenvalue). Writes ``benchmarks/r
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,9 @@ from hashdistill.tables import provenance, results_table
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def transforms(train: np.ndarray, dims: list[int], eps: list[float]) -> Iterator[tuple[str, object]]:
+def transforms(
+    train: np.ndarray, dims: list[int], eps: list[float]
+) -> Iterator[tuple[str, Callable[[np.ndarray], np.ndarray]]]:
     """(name, f) pairs: f maps features to the transformed rows whose cosine ranks."""
     mu = train.mean(0)
     w, v = np.linalg.eigh(np.cov((train - mu).T))
