@@ -4,7 +4,8 @@ the transforms a practitioner would try first (mean-centring, PCA, PCA-whitening
 The rows are the training-free bar of the unsupervised goal (``float-cosine`` in ``quality.py``: the raw features)
 and the ceiling of the stored-features re-ranking (``rerank="features"``, docs/search.md) on the protocol's
 instance level. Centring, PCA and whitening are fitted on the training split only; whitening divides each
-component by sqrt(eigenvalue + eps x the mean eigenvalue). Writes ``benchmarks/results/feature-transforms.{json,md}``.
+component by sqrt(eigenvalue + eps x the mean eigenvalue). Writes
+``benchmarks/results/feature-transforms-<protocol>.{json,md}``.
 
     python benchmarks/feature_transforms.py --protocol openmoji --features mobilenet_v2@64/14,mobilenet_v2@128/14
 """
@@ -52,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     p = load_protocol(args.protocol)
-    labels, family = p.labels, p.extra.get("family")
-    fam = {} if family is None else {"query_family": family[p.query], "db_family": family[p.database]}
+    labels, fam = p.labels, p.families()
     dims, eps = [int(d) for d in args.dims.split(",")], [float(e) for e in args.eps.split(",")]
     rows = []
     for spec in args.features.split(","):

@@ -66,8 +66,7 @@ class Problem:
     def __init__(self, protocol) -> None:
         p = protocol
         self.ql, self.dl, self.topk = p.labels[p.query], p.labels[p.database], p.spec.topk
-        family = p.extra.get("family")
-        self.fam = {} if family is None else {"query_family": family[p.query], "db_family": family[p.database]}
+        self.fam = p.families()
 
     def scores(self, order_of) -> dict:
         out = ranking_scores(order_of, self.ql, self.dl, self.topk, block=BLOCK, **self.fam)

@@ -107,6 +107,12 @@ class Protocol:
         x = self.images[self.indices(split)]
         return x.reshape(len(x), -1).astype(np.float32) / 255.0
 
+    def families(self) -> dict[str, np.ndarray]:
+        """The query's and the database's families where the protocol has them (``metrics.score``'s instance
+        level, as ``query_family`` and ``db_family``); empty where it has none."""
+        family = self.extra.get("family")
+        return {} if family is None else {"query_family": family[self.query], "db_family": family[self.database]}
+
     def class_counts(self, split: str) -> np.ndarray:
         y = self.labels[self.indices(split)]
         return y.sum(axis=0) if self.multilabel else np.bincount(y, minlength=len(self.class_names))

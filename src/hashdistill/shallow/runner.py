@@ -44,7 +44,7 @@ def run_shallow(
         "bits": bits,
         "features": features,
         "seed": seed,
-        **score(q, db, labels[protocol.query], labels[protocol.database], protocol.spec.topk, **_families(protocol)),
+        **score(q, db, labels[protocol.query], labels[protocol.database], protocol.spec.topk, **protocol.families()),
         "train_seconds": round(train_seconds, 3),
         "encode_seconds": round(encode_seconds, 3),
         "params": {k: v for k, v in hasher.get_params().items() if k not in ("n_bits", "random_state")},
@@ -61,7 +61,7 @@ def run_float(protocol: Protocol, features: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     q, db = split_features(protocol, "query", features), split_features(protocol, "database", features)
     labels = protocol.labels
-    scores = float_scores(q, db, labels[protocol.query], labels[protocol.database], protocol.spec.topk, **_families(protocol))
+    scores = float_scores(q, db, labels[protocol.query], labels[protocol.database], protocol.spec.topk, **protocol.families())
     return {
         "method": FLOAT_METHOD,
         "bits": 32 * q.shape[1],
@@ -71,9 +71,3 @@ def run_float(protocol: Protocol, features: str) -> dict[str, Any]:
         "train_seconds": 0.0,
         "encode_seconds": round(time.perf_counter() - t0, 3),
     }
-
-
-def _families(protocol: Protocol) -> dict[str, np.ndarray]:
-    """The query and database families where the protocol has them (``score``'s instance metric)."""
-    family = protocol.extra.get("family")
-    return {} if family is None else {"query_family": family[protocol.query], "db_family": family[protocol.database]}
