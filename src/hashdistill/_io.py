@@ -18,6 +18,8 @@ import numpy as np
 
 from .errors import ModelError
 
+TEMPORARY = ".*.tmp"  # the glob of atomic_path's temporaries: a file still being written, not yet in place
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -26,7 +28,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     with removed_on_failure(path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # TEMPORARY
         os.close(fd)
         tmp_path = Path(tmp)
         os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; results are meant to be shared

@@ -8,7 +8,8 @@ against the manifest (none missing, none added, none changed) before it writes a
 collection into a temporary folder renamed into place.
 
 Stored images are written before the row that names them and deleted only after it (``Collection.remove``
-waits for a snapshot before it deletes files), so every row in the backup finds its image.
+waits for a snapshot before it deletes files), so every row in the backup finds its image. An image still
+being written (``_io.TEMPORARY``, renamed into place a moment later) is not copied.
 """
 
 from __future__ import annotations
@@ -52,7 +53,10 @@ def take(root: Path, out: Path) -> dict[str, Any]:
             dst.close()
         for name in COPIED:
             if (root / name).is_dir():
-                shutil.copytree(root / name, tmp / name, copy_function=_link_or_copy)
+                # an image still being written (a temporary that is renamed or gone a moment later) is not copied
+                shutil.copytree(
+                    root / name, tmp / name, copy_function=_link_or_copy, ignore=shutil.ignore_patterns(_io.TEMPORARY)
+                )
             elif (root / name).is_file():
                 shutil.copy2(root / name, tmp / name)
         files = {rel: _sha256(tmp / rel) for rel in _listing(tmp)}
