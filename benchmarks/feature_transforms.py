@@ -134,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     _io.write_json(args.out_dir / f"{stem}.json", result)
     cols = ["features", "transform", *(k for k in rows[0] if k not in ("features", "transform"))]
     _io.write_text(args.out_dir / f"{stem}.md", (
-        f"# The frozen features' cosine after centring, PCA and whitening on `{p.name}`\n\n"
-        f"`{result['command']}` at commit `{result['commit']}` on {result['machine']}. Fitted on the training split; "
+        f"# The frozen features' cosine after centring, PCA, whitening and learnt linear maps on `{p.name}`\n\n"
+        f"`{result['command']}` at commit `{result['commit']}` on {result['machine']}. Fitted on the training split; `lda (labels)` uses its labels, every other row none; "
         "`map_siblings`: the instance level, where the protocol has it.\n\n" + results_table(rows, cols)
     ))  # fmt: skip
     return 0
