@@ -63,6 +63,29 @@ def test_resume_after_a_kill_mid_epoch_finishes_identically(tmp_path):
         assert torch.allclose(a["model"][k].float(), b["model"][k].float(), atol=1e-5), k
 
 
+def test_min_steps_lengthens_a_small_sets_run_and_its_schedule_and_resumes(tmp_path):
+    # 300 images in batches of 100: 3 steps an epoch, so at least 7 steps take 3 epochs, not the 1 configured
+    cfg = load_config(None, SMALL + ["name=m", "schedule.epochs=1", "schedule.min_steps=7", "data.limit_train=300"])
+    m = train(cfg, tmp_path / "full", progress=False)
+    full = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    assert m["epochs"] == 3 and [r["epoch"] for r in _log(tmp_path / "full")] == [1, 2, 3]
+    # warm-up over the first epoch's 3 steps, then the cosine decays over the other 6: lr 1e-3, 5e-4, 0 at the ends
+    assert [r["lr"] for r in _log(tmp_path / "full")] == pytest.approx([1e-3, 5e-4, 0.0], abs=1e-9)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed", progress=False, callback=lambda e, s: _raise() if (e, s) == (1, 1) else None)
+    train(cfg, tmp_path / "killed", resume=True, progress=False)
+    b = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
+    assert b["epoch"] == 3
+    for k in full["model"]:
+        assert torch.allclose(full["model"][k].float(), b["model"][k].float(), atol=1e-5), k
+    few = train(cfg.replace(["schedule.min_steps=2", "name=few"]), tmp_path / "few", progress=False)
+    assert few["epochs"] == 1  # already reached in the configured epoch
+
+
+def _raise():
+    raise KeyboardInterrupt
+
+
 def test_validation_split_never_uses_queries(tmp_path):
     cfg = load_config(None, SMALL + ["name=v", "schedule.epochs=1", "data.val_fraction=0.2", "schedule.select=best"])
     t = Trainer(cfg, tmp_path / "v", progress=False)
@@ -103,7 +126,7 @@ def test_validation_split_never_uses_queries(tmp_path):
         (["optim.lr=fast"], "optim.lr: Input should be a valid number, unable to parse string as a number, got 'fast'"),
         (["optim.momentum=0.9"], "unknown key optim.momentum; known: lr, backbone_lr_mult, weight_decay, batch_size"),
         (["schedule.select=best"], "schedule.select: best needs data.val_fraction > 0 (selection never looks at the queries)"),
-        (["schedule.epoch=3"], "unknown key schedule.epoch; known: epochs, warmup_epochs, select"),
+        (["schedule.epoch=3"], "unknown key schedule.epoch; known: epochs, min_steps, warmup_epochs, select"),
         (["runtime.device=gpu"], "runtime.device: must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
         (["runtime.sed=1"], "unknown key runtime.sed; known: seed, device, amp, num_threads, feature_batch"),
         (["model.mode=cached"], "model.mode: cached freezes the backbone: use a pretrained one (small-cnn trains end to end)"),

@@ -218,6 +218,9 @@ class ScheduleConfig(Section):
 
     epochs: PositiveInt = 30
     """training epochs"""
+    min_steps: NonNegativeInt = 0
+    """at least this many optimisation steps: on a training set too small for them, the run trains
+    ceil(min_steps / steps per epoch) epochs instead (0: exactly ``epochs``; under torchrun, steps per process)"""
     warmup_epochs: NonNegativeInt = 1
     """linear learning-rate warm-up before the cosine decay"""
     select: Literal["last", "best"] = "last"

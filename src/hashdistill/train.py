@@ -124,6 +124,7 @@ class Trainer:
             if self.dist.active
             else self.method.steps_per_epoch(n, batch)
         )
+        self.epochs = max(cfg.schedule.epochs, -(-cfg.schedule.min_steps // self.steps_per_epoch))
         torch.manual_seed(seed)  # the initial weights (backbone, head, proxies) follow the seed
         self.opt = self._optimisation(self.new_model(), self.steps_per_epoch, wrap=True)
         self._ready = True
@@ -159,9 +160,10 @@ class Trainer:
 
     def _optimisation(self, model: torch.nn.Module, steps_per_epoch: int, wrap: bool = False) -> Optimisation:
         """``model``'s optimiser (Adam, the backbone at ``backbone_lr_mult`` x lr), per-step schedule (over
-        ``schedule.epochs``) and AMP scaler; ``wrap``: in ``DistributedDataParallel`` under torchrun."""
+        the run's epochs, ``schedule.epochs`` or more for ``min_steps``) and AMP scaler; ``wrap``: in
+        ``DistributedDataParallel`` under torchrun."""
         o, sched = self.cfg.optim, self.cfg.schedule
-        total = steps_per_epoch * sched.epochs
+        total = steps_per_epoch * self.epochs
         warmup = min(total, steps_per_epoch * sched.warmup_epochs)
         backbone = [p for p in (model.backbone.parameters() if model.backbone is not None else []) if p.requires_grad]
         ids = {id(p) for p in backbone}
@@ -241,7 +243,7 @@ class Trainer:
         ctx = self.context()
         self.reports.update(self._whole_set(lambda: self.method.prepare(ctx)))
         state = self._start(resume)
-        for epoch in range(state.epoch, c.schedule.epochs):
+        for epoch in range(state.epoch, self.epochs):
             self.reports.update(self._whole_set(lambda epoch=epoch: self.method.on_epoch(epoch, ctx)))
             t0 = time.perf_counter()
             sums = self._epoch(epoch, callback)
@@ -283,7 +285,7 @@ class Trainer:
             enabled=self._bars,
             announce=False,
             total=self.steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{c.schedule.epochs}",
+            desc=f"epoch {epoch + 1}/{self.epochs}",
         )  # its end is the epoch's log line
         for step, (idx, weight) in enumerate(zip(bar, weights)):
             self.method.on_step(epoch * self.steps_per_epoch + step)
@@ -392,7 +394,7 @@ class Trainer:
             "name": c.run_name, "protocol": c.data.protocol, "method": c.method.name, "bits": c.model.bits,
             "backbone": c.model.backbone, "mode": c.model.mode, **scores, "evaluated": data.evaluated,
             "train_seconds": round(train_seconds, 1), "features_seconds": round(self.features_seconds, 1),
-            "encode_seconds": round(encode_seconds, 1), "epochs": c.schedule.epochs, "seed": c.runtime.seed,
+            "encode_seconds": round(encode_seconds, 1), "epochs": self.epochs, "seed": c.runtime.seed,
             **({"world_size": d.world, "global_batch": c.optim.batch_size * d.world} if d.active else {}),
             **self.reports,
         }  # fmt: skip
