@@ -83,7 +83,7 @@ def run_deep(config: Path, protocol: str, bits: int, overrides: list[str], runs_
         "method": label or cfg.method.name, "bits": bits, "features": features_of(cfg), **extra,
         **{k: m[k] for k in PROTOCOLS[protocol].metrics if k in m},
         "train_seconds": m["train_seconds"], "features_seconds": m["features_seconds"],
-        "encode_seconds": m["encode_seconds"], "epochs": cfg.schedule.epochs, "seed": cfg.runtime.seed,
+        "encode_seconds": m["encode_seconds"], "epochs": m["epochs"], "seed": cfg.runtime.seed,
         "train_view": cfg.method.train_view, "self_distill": cfg.method.self_distill, "config": str(config),
         "overrides": overrides,
     }  # fmt: skip
