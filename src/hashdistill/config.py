@@ -398,10 +398,10 @@ def _explain(section: BaseModel, depth: int, lines: list[str]) -> None:
     for name, field in type(section).model_fields.items():
         value = getattr(section, name)
         if isinstance(value, BaseModel):
-            lines.append(f"{pad}{name}:  # {SECTION_HELP.get(name, field.description or '')}")
+            lines.append(f"{pad}{name}:  # {' '.join(SECTION_HELP.get(name, field.description or '').split())}")
             _explain(value, depth + 1, lines)
             continue
-        note = field.description or ""
+        note = " ".join((field.description or "").split())  # a docstring over several lines: one comment line
         if not field.is_required() and name != "name":
             note += f" (default {_inline(field.get_default(call_default_factory=True))})"
         lines.append(f"{pad}{name}: {_inline(values[name])}" + (f"  # {note.strip()}" if note.strip() else ""))
