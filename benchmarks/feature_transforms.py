@@ -120,10 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     p = load_protocol(args.protocol)
     labels, fam = p.labels, p.families()
     dims, eps = [int(d) for d in args.dims.split(",")], [float(e) for e in args.eps.split(",")]
+    graph_k, clusters = [int(k) for k in args.graph_k.split(",")], [int(c) for c in args.clusters.split(",")]
     rows = []
     for spec in args.features.split(","):
         train, q, db = (split_features(p, s, spec) for s in ("train", "query", "database"))
-        graph_k, clusters = [int(k) for k in args.graph_k.split(",")], [int(c) for c in args.clusters.split(",")]
         for name, f in chain(transforms(train, dims, eps), learnt(train, labels[p.train], dims, graph_k, clusters)):
             s = float_scores(f(q), f(db), labels[p.query], labels[p.database], p.spec.topk, **fam)
             rows.append({"features": spec, "transform": name, **{k: round(v, 4) for k, v in s.items()}})
