@@ -27,6 +27,7 @@ import scipy.linalg
 
 from hashdistill import _io
 from hashdistill.data import PROTOCOLS, load_protocol
+from hashdistill.methods.distillhash.pairs import knn_graph, normalise
 from hashdistill.metrics import float_scores
 from hashdistill.shallow import split_features
 from hashdistill.tables import provenance, results_table
@@ -70,12 +71,10 @@ def _fisher(x: np.ndarray, y: np.ndarray, d: int, reg: float) -> np.ndarray:
 
 
 def _lpp(x: np.ndarray, k: int, d: int) -> np.ndarray:
-    """Locality preserving projections of centred rows x over their symmetrised cosine k-NN graph."""
-    u = x / np.linalg.norm(x, axis=1, keepdims=True)
-    sim = u @ u.T
-    np.fill_diagonal(sim, -np.inf)
-    w = np.zeros_like(sim)
-    np.put_along_axis(w, np.argpartition(-sim, k, axis=1)[:, :k], 1.0, axis=1)
+    """Locality preserving projections of centred rows x over their symmetrised cosine k-NN graph (DistillHash's
+    ``knn_graph``, the neighbours its initial pairs take)."""
+    w = np.zeros((len(x), len(x)))
+    np.put_along_axis(w, knn_graph(normalise(x), k).numpy(), 1.0, axis=1)
     w = np.maximum(w, w.T)
     deg = w.sum(1)
     return _eig(x.T @ (deg[:, None] * x) - x.T @ w @ x, x.T @ (deg[:, None] * x), d, largest=False)
