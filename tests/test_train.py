@@ -8,7 +8,9 @@ import torch
 from typer.testing import CliRunner
 
 from hashdistill.cli import app
+from hashdistill.codes import pack
 from hashdistill.config import ConfigError, load_config
+from hashdistill.run import Run, RunError
 from hashdistill.train import Trainer, train
 
 SMALL = ["data.limit_train=600", "data.limit_query=100", "data.limit_database=1500", "optim.batch_size=100",
@@ -61,6 +63,37 @@ def test_resume_after_a_kill_mid_epoch_finishes_identically(tmp_path):
     assert b["epoch"] == 3 and [r["epoch"] for r in _log(tmp_path / "killed")] == [1, 2, 3]
     for k in a["model"]:
         assert torch.allclose(a["model"][k].float(), b["model"][k].float(), atol=1e-5), k
+
+
+def test_feature_norm_tracks_the_training_features_and_a_loaded_run_encodes_item_by_item_as_it_trained(tmp_path):
+    """model.feature_norm=batch: the head normalises its input by the batch in training (301 images in batches
+    of 100 end with a batch of one image, one view, which takes the running statistics) and by running estimates of the training
+    features' statistics when encoding, which the checkpoint carries: a loaded run encodes one image alone as it
+    did in the saved codes, and without those statistics it does not load."""
+    sets = ["model.mode=cached", "model.backbone=mobilenet_v2", "model.pretrained=true", "model.input_size=32",
+            "augment.views=2", "optim.backbone_lr_mult=0", "schedule.epochs=6", "data.limit_train=301",
+            "model.feature_norm=batch", "method=dhd-hp-bceq", "name=fn"]  # fmt: skip
+    cfg = load_config(None, SMALL + sets)
+    m = train(cfg, tmp_path / "fn", progress=False)
+    assert m["map_at_1000"] > 0.3
+    teacher = np.asarray(Trainer(cfg, tmp_path / "probe", progress=False).setup().source.teacher, np.float64)
+    stats = torch.load(tmp_path / "fn" / "checkpoint.pt", weights_only=True)["model"]
+    mean, var = (stats[f"head.pre.running_{k}"].double().numpy() for k in ("mean", "var"))
+    f = teacher.reshape(-1, teacher.shape[-1])
+    spread = f.std(0).mean()
+    assert np.abs(mean - f.mean(0)).mean() < 0.1 * spread  # the running mean is the features' mean
+    assert 0.5 < np.median(var / np.maximum(f.var(0), 1e-12)) < 1.5
+    run = Run.load(tmp_path / "fn")
+    images, _, _ = run.split_images("query")
+    one_by_one = np.concatenate([run.encode(images[i : i + 1]) for i in range(0, 100, 7)])
+    assert np.array_equal(pack(np.where(one_by_one >= 0, 1, -1)).array, run.codes("query").array[::7])
+    ckpt = torch.load(tmp_path / "fn" / "checkpoint.pt", weights_only=True)
+    del ckpt["model"]["head.pre.running_var"]
+    torch.save(ckpt, tmp_path / "fn" / "checkpoint.pt")
+    with pytest.raises(
+        RunError, match=r"checkpoint.pt: the weights do not fit the run's config \(missing head.pre.running_var\)"
+    ):
+        Run.load(tmp_path / "fn")
 
 
 def test_min_steps_lengthens_a_small_sets_run_and_its_schedule_and_resumes(tmp_path):
@@ -120,7 +153,7 @@ def test_validation_split_never_uses_queries(tmp_path):
         (["data.protocol=null"], "data: without data.protocol, data.train is needed (a list file or a folder of images)"),
         (["model.bits=12"], "model.bits: must be a multiple of 8, got 12"),
         (["model.mode=fast"], "model.mode: Input should be 'end-to-end' or 'cached', got 'fast'"),
-        (["model.bitz=8"], "unknown key model.bitz; known: bits, backbone, pretrained, layer, head_hidden, mode, input_size"),
+        (["model.bitz=8"], "unknown key model.bitz; known: bits, backbone, pretrained, layer, head_hidden, feature_norm, mode, input_size"),
         (["augment.crop_scale=abc"], "augment.crop_scale: Input should be a valid tuple, got 'abc'"),
         (["augment.crop_scale=[0.9,0.5]"], "augment.crop_scale: must be [low, high] with 0 < low <= high <= 1, got [0.9, 0.5]"),
         (["optim.lr=fast"], "optim.lr: Input should be a valid number, unable to parse string as a number, got 'fast'"),

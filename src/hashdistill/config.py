@@ -144,8 +144,8 @@ def same_params(a: str, b: str) -> bool:
 
 
 class ModelConfig(Section):
-    """backbone -> hash head (Linear, no bias -> LayerNorm -> tanh; a hidden ReLU layer of ``head_hidden``
-    units first when > 0) -> ``bits``. ``mode: cached`` freezes a pretrained backbone and trains the head
+    """backbone -> hash head (``feature_norm``; a hidden ReLU layer of ``head_hidden`` units when > 0; Linear, no
+    bias -> LayerNorm -> tanh) -> ``bits``. ``mode: cached`` freezes a pretrained backbone and trains the head
     over cached features of many views."""
 
     bits: PositiveInt = 64
@@ -158,6 +158,9 @@ class ModelConfig(Section):
     """mobilenet_v2: cut after this block (pooled block features)"""
     head_hidden: NonNegativeInt = 0
     """a hidden ReLU layer of this width before the hash layer (0: none)"""
+    feature_norm: Literal["none", "batch"] = "none"
+    """batch: centre and scale each feature before the head (BatchNorm without affine; when encoding, by the
+    average of the training batches' statistics: meant for a frozen backbone); none: the features as they are"""
     mode: Literal["end-to-end", "cached"] = "end-to-end"
     """end-to-end trains the backbone; cached freezes a pretrained one over cached features of many views"""
     input_size: PositiveInt = 28

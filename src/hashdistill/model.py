@@ -1,5 +1,5 @@
-"""``HashModel``: backbone -> Linear (no bias) -> LayerNorm -> tanh, K bits; trainable hash proxies; and
-encoding images through it."""
+"""``HashModel``: backbone -> (feature normalisation) -> Linear (no bias) -> LayerNorm -> tanh, K bits; trainable
+hash proxies; and encoding images through it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .backbones import create_backbone
@@ -19,18 +20,38 @@ if TYPE_CHECKING:
     from .config import Config
 
 
+class FeatureNorm(nn.BatchNorm1d):
+    """Each feature centred and scaled (BatchNorm without its affine part): by the batch's statistics in
+    training, by the average of every training batch's statistics when encoding (a cumulative average, not
+    BatchNorm's exponential one: exact from the first epoch for a frozen backbone's features, which do not drift),
+    so that an item's code never depends on its batch. A training batch of one image (the tail of an epoch) is
+    normalised by the running statistics too."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim, affine=False, momentum=None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] < 2:
+            return F.batch_norm(x, self.running_mean, self.running_var, training=False, eps=self.eps)
+        return super().forward(x)
+
+
 class HashHead(nn.Module):
     """The hash function H: features -> h in [-1, 1]^K (docs/algorithms/dhd.md: Linear without bias, LayerNorm, tanh),
-    optionally after a hidden Linear + ReLU layer of width ``hidden`` (for frozen features)."""
+    optionally after a hidden Linear + ReLU layer of width ``hidden`` (for frozen features), and with
+    ``feature_norm="batch"`` each input feature normalised first (``FeatureNorm``; docs/config.md)."""
 
-    def __init__(self, in_dim: int, bits: int, hidden: int = 0) -> None:
+    def __init__(self, in_dim: int, bits: int, hidden: int = 0, feature_norm: str = "none") -> None:
         super().__init__()
+        if feature_norm not in ("none", "batch"):
+            raise ModelError(f"feature_norm must be none or batch, got {feature_norm!r}")
+        self.pre = FeatureNorm(in_dim) if feature_norm == "batch" else nn.Identity()
         self.hidden = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU()) if hidden else nn.Identity()
         self.fc = nn.Linear(hidden or in_dim, bits, bias=False)
         self.norm = nn.LayerNorm(bits)
 
     def forward(self, features: torch.Tensor, activate: bool = True) -> torch.Tensor:
-        z = self.norm(self.fc(self.hidden(features)))
+        z = self.norm(self.fc(self.hidden(self.pre(features))))
         return torch.tanh(z) if activate else z
 
 
@@ -52,6 +73,7 @@ class HashModel(nn.Module):
         layer: int | None = None,
         hidden: int = 0,
         input_size: int | None = None,
+        feature_norm: str = "none",
     ) -> None:
         super().__init__()
         if backbone is None:
@@ -61,7 +83,7 @@ class HashModel(nn.Module):
         else:
             self.backbone, dim = create_backbone(backbone, pretrained, layer=layer, input_size=input_size)
         self.bits, self.feature_dim = bits, dim
-        self.head = HashHead(dim, bits, hidden)
+        self.head = HashHead(dim, bits, hidden, feature_norm)
         self.proxies = nn.Parameter(torch.empty(n_proxies, bits)) if n_proxies else None
         if self.proxies is not None:
             nn.init.xavier_uniform_(self.proxies)
@@ -85,9 +107,10 @@ def build_model(cfg: Config, n_proxies: int = 0, feature_dim: int | None = None)
     """A run's model: the whole backbone + head, or with ``feature_dim`` the head (+ proxies) alone over
     cached features of a frozen backbone (training in cached mode)."""
     m = cfg.model
+    head = {"n_proxies": n_proxies, "hidden": m.head_hidden, "feature_norm": m.feature_norm}
     if feature_dim is not None:
-        return HashModel(m.bits, None, n_proxies=n_proxies, feature_dim=feature_dim, hidden=m.head_hidden)
-    return HashModel(m.bits, m.backbone, m.pretrained, n_proxies, layer=m.layer, hidden=m.head_hidden, input_size=m.input_size)
+        return HashModel(m.bits, None, feature_dim=feature_dim, **head)
+    return HashModel(m.bits, m.backbone, m.pretrained, layer=m.layer, input_size=m.input_size, **head)
 
 
 @torch.inference_mode()
