@@ -67,9 +67,10 @@ def test_resume_after_a_kill_mid_epoch_finishes_identically(tmp_path):
 
 def test_feature_norm_tracks_the_training_features_and_a_loaded_run_encodes_item_by_item_as_it_trained(tmp_path):
     """model.feature_norm=batch: the head normalises its input by the batch in training (301 images in batches
-    of 100 end with a batch of one image, one view, which takes the running statistics) and by running estimates of the training
-    features' statistics when encoding, which the checkpoint carries: a loaded run encodes one image alone as it
-    did in the saved codes, and without those statistics it does not load."""
+    of 100 end with a batch of one image, one view, which takes the running statistics) and by running estimates
+    of the training features' statistics when encoding, which the checkpoint carries: a loaded run encodes one
+    image alone as it did in the saved codes; without those statistics, or with its config set to
+    feature_norm: none, it does not load."""
     sets = ["model.mode=cached", "model.backbone=mobilenet_v2", "model.pretrained=true", "model.input_size=32",
             "augment.views=2", "optim.backbone_lr_mult=0", "schedule.epochs=6", "data.limit_train=301",
             "model.feature_norm=batch", "method=dhd-hp-bceq", "name=fn"]  # fmt: skip
@@ -87,12 +88,17 @@ def test_feature_norm_tracks_the_training_features_and_a_loaded_run_encodes_item
     images, _, _ = run.split_images("query")
     one_by_one = np.concatenate([run.encode(images[i : i + 1]) for i in range(0, 100, 7)])
     assert np.array_equal(pack(np.where(one_by_one >= 0, 1, -1)).array, run.codes("query").array[::7])
-    ckpt = torch.load(tmp_path / "fn" / "checkpoint.pt", weights_only=True)
-    del ckpt["model"]["head.pre.running_var"]
-    torch.save(ckpt, tmp_path / "fn" / "checkpoint.pt")
+    path = tmp_path / "fn" / "checkpoint.pt"
+    good = torch.load(path, weights_only=True)
+    torch.save({**good, "model": {k: v for k, v in good["model"].items() if k != "head.pre.running_var"}}, path)
     with pytest.raises(
         RunError, match=r"checkpoint.pt: the weights do not fit the run's config \(missing head.pre.running_var\)"
     ):
+        Run.load(tmp_path / "fn")
+    torch.save(good, path)
+    config = tmp_path / "fn" / "config.yaml"
+    config.write_text(config.read_text().replace("feature_norm: batch", "feature_norm: none"))
+    with pytest.raises(RunError, match=r"the weights do not fit the run's config \(unexpected head.pre.running_mean, "):
         Run.load(tmp_path / "fn")
 
 

@@ -83,14 +83,16 @@ class Run:
         proxies = weights.get("proxies")
         model = build_model(config, proxies.shape[0] if isinstance(proxies, torch.Tensor) else 0)
         try:  # cached mode: the checkpoint holds the head (and proxies); the backbone is the frozen one
-            missing = model.load_state_dict(weights, strict=config.model.mode != "cached").missing_keys
+            keys = model.load_state_dict(weights, strict=config.model.mode != "cached")
         except RuntimeError as e:  # torch's first line is a heading; the second says what differs
             lines = [x.strip() for x in str(e).splitlines() if x.strip()]
             detail = (lines[1] if len(lines) > 1 else lines[0] if lines else "")[:160]
             raise RunError(f"{ckpt}: the weights do not fit the run's config ({detail})") from None
-        head_missing = [k for k in missing if not k.startswith("backbone.")]
-        if head_missing:  # a cached run's head must come whole from its checkpoint (its feature_norm statistics too)
-            raise RunError(f"{ckpt}: the weights do not fit the run's config (missing {', '.join(head_missing[:3])})")
+        # a cached run's head comes whole from its checkpoint, and nothing in it goes unused (feature_norm's statistics)
+        for what, names in (("missing", [k for k in keys.missing_keys if not k.startswith("backbone.")]),
+                            ("unexpected", keys.unexpected_keys)):  # fmt: skip
+            if names:
+                raise RunError(f"{ckpt}: the weights do not fit the run's config ({what} {', '.join(names[:3])})")
         return cls(path, config, model.to(device).eval(), device)
 
     @property
