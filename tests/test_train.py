@@ -78,8 +78,9 @@ def test_feature_norm_tracks_the_training_features_and_a_loaded_run_encodes_item
     m = train(cfg, tmp_path / "fn", progress=False)
     assert m["map_at_1000"] > 0.3
     teacher = np.asarray(Trainer(cfg, tmp_path / "probe", progress=False).setup().source.teacher, np.float64)
-    stats = torch.load(tmp_path / "fn" / "checkpoint.pt", weights_only=True)["model"]
-    mean, var = (stats[f"head.pre.running_{k}"].double().numpy() for k in ("mean", "var"))
+    path = tmp_path / "fn" / "checkpoint.pt"
+    good = torch.load(path, weights_only=True)
+    mean, var = (good["model"][f"head.pre.running_{k}"].double().numpy() for k in ("mean", "var"))
     f = teacher.reshape(-1, teacher.shape[-1])
     spread = f.std(0).mean()
     assert np.abs(mean - f.mean(0)).mean() < 0.1 * spread  # the running mean is the features' mean
@@ -88,8 +89,6 @@ def test_feature_norm_tracks_the_training_features_and_a_loaded_run_encodes_item
     images, _, _ = run.split_images("query")
     one_by_one = np.concatenate([run.encode(images[i : i + 1]) for i in range(0, 100, 7)])
     assert np.array_equal(pack(np.where(one_by_one >= 0, 1, -1)).array, run.codes("query").array[::7])
-    path = tmp_path / "fn" / "checkpoint.pt"
-    good = torch.load(path, weights_only=True)
     torch.save({**good, "model": {k: v for k, v in good["model"].items() if k != "head.pre.running_var"}}, path)
     with pytest.raises(
         RunError, match=r"checkpoint.pt: the weights do not fit the run's config \(missing head.pre.running_var\)"
