@@ -4,7 +4,8 @@ import torch
 from hashdistill._torchvision import ensure_torchvision
 from hashdistill.augment import ViewTransform, view_groups
 from hashdistill.backbones import BACKBONES, create_backbone
-from hashdistill.model import HashModel
+from hashdistill.config import load_config
+from hashdistill.model import HashModel, build_model
 
 
 def test_small_cnn_and_hash_model_shapes():
@@ -14,6 +15,17 @@ def test_small_cnn_and_hash_model_shapes():
     assert m.proxies.shape == (10, 32) and m.head.fc.bias is None
     head = HashModel(16, None, n_proxies=3, feature_dim=20)
     assert head(torch.randn(5, 20)).shape == (5, 16)
+
+
+def test_proxies_start_uniform_up_to_the_xavier_bound_of_model_proxy_gain():
+    """model.proxy_gain scales the proxies' Xavier-uniform start: every value within gain * sqrt(6 / (N + K)),
+    the largest of 76 x 16 near it (a uniform draw leaves the top 5 % empty with probability 0.95^1216)."""
+    for gain in (1.0, 0.02):
+        torch.manual_seed(0)
+        cfg = load_config(None, ["model.bits=16", f"model.proxy_gain={gain}"])
+        p = build_model(cfg, n_proxies=76, feature_dim=20).proxies.detach().abs()
+        bound = gain * (6 / (76 + 16)) ** 0.5
+        assert bound * 0.95 < p.max() <= bound
 
 
 def test_offline_imagenet_weights_load():

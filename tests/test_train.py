@@ -160,7 +160,7 @@ def test_validation_split_never_uses_queries(tmp_path):
         (["model.mode=fast"], "model.mode: Input should be 'end-to-end' or 'cached', got 'fast'"),
         (
             ["model.bitz=8"],
-            "unknown key model.bitz; known: bits, backbone, pretrained, layer, head_hidden, feature_norm, mode, input_size",
+            "unknown key model.bitz; known: bits, backbone, pretrained, layer, head_hidden, feature_norm, proxy_gain, mode, input_size",
         ),
         (["augment.crop_scale=abc"], "augment.crop_scale: Input should be a valid tuple, got 'abc'"),
         (["augment.crop_scale=[0.9,0.5]"], "augment.crop_scale: must be [low, high] with 0 < low <= high <= 1, got [0.9, 0.5]"),

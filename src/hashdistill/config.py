@@ -161,6 +161,9 @@ class ModelConfig(Section):
     feature_norm: Literal["none", "batch"] = "none"
     """batch: centre and scale each feature before the head (BatchNorm without affine; when encoding, by the
     average of the training batches' statistics: meant for a frozen backbone); none: the features as they are"""
+    proxy_gain: float = Field(1.0, gt=0, le=10)
+    """the Xavier gain of the trainable proxies' initial values, where a method has proxies (DHD's official code:
+    5/3, tanh's gain)"""
     mode: Literal["end-to-end", "cached"] = "end-to-end"
     """end-to-end trains the backbone; cached freezes a pretrained one over cached features of many views"""
     input_size: PositiveInt = 28

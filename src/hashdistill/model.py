@@ -56,7 +56,7 @@ class HashHead(nn.Module):
 
 
 class HashModel(nn.Module):
-    """Backbone + hash head (+ ``n_proxies`` Xavier-initialised trainable proxies, classes x K).
+    """Backbone + hash head (+ ``n_proxies`` trainable proxies, classes x K, Xavier-initialised with ``proxy_gain``).
 
     ``backbone=None`` builds a head-only model over precomputed features of width ``feature_dim``
     (the cached, frozen-backbone mode); ``layer`` cuts the backbone after a block and ``input_size`` is the side
@@ -74,6 +74,7 @@ class HashModel(nn.Module):
         hidden: int = 0,
         input_size: int | None = None,
         feature_norm: str = "none",
+        proxy_gain: float = 1.0,
     ) -> None:
         super().__init__()
         if backbone is None:
@@ -86,7 +87,7 @@ class HashModel(nn.Module):
         self.head = HashHead(dim, bits, hidden, feature_norm)
         self.proxies = nn.Parameter(torch.empty(n_proxies, bits)) if n_proxies else None
         if self.proxies is not None:
-            nn.init.xavier_uniform_(self.proxies)
+            nn.init.xavier_uniform_(self.proxies, gain=proxy_gain)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.backbone is None else self.backbone(x)
@@ -107,7 +108,7 @@ def build_model(cfg: Config, n_proxies: int = 0, feature_dim: int | None = None)
     """A run's model: the whole backbone + head, or with ``feature_dim`` the head (+ proxies) alone over
     cached features of a frozen backbone (training in cached mode)."""
     m = cfg.model
-    head = {"n_proxies": n_proxies, "hidden": m.head_hidden, "feature_norm": m.feature_norm}
+    head = {"n_proxies": n_proxies, "hidden": m.head_hidden, "feature_norm": m.feature_norm, "proxy_gain": m.proxy_gain}
     if feature_dim is not None:
         return HashModel(m.bits, None, feature_dim=feature_dim, **head)
     return HashModel(m.bits, m.backbone, m.pretrained, layer=m.layer, input_size=m.input_size, **head)
