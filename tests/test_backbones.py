@@ -5,6 +5,7 @@ from hashdistill._torchvision import ensure_torchvision
 from hashdistill.augment import ViewTransform, view_groups
 from hashdistill.backbones import BACKBONES, create_backbone
 from hashdistill.config import load_config
+from hashdistill.errors import ModelError
 from hashdistill.model import HashModel, build_model
 
 
@@ -26,6 +27,8 @@ def test_proxies_start_uniform_up_to_the_xavier_bound_of_model_proxy_gain():
         p = build_model(cfg, n_proxies=76, feature_dim=20).proxies.detach().abs()
         bound = gain * (6 / (76 + 16)) ** 0.5
         assert bound * 0.95 < p.max() <= bound
+    with pytest.raises(ModelError, match="proxy_gain must be > 0, got nan"):
+        HashModel(16, None, n_proxies=3, feature_dim=20, proxy_gain=float("nan"))
 
 
 def test_offline_imagenet_weights_load():

@@ -85,6 +85,8 @@ class HashModel(nn.Module):
             self.backbone, dim = create_backbone(backbone, pretrained, layer=layer, input_size=input_size)
         self.bits, self.feature_dim = bits, dim
         self.head = HashHead(dim, bits, hidden, feature_norm)
+        if not proxy_gain > 0:  # also NaN
+            raise ModelError(f"proxy_gain must be > 0, got {proxy_gain}")
         self.proxies = nn.Parameter(torch.empty(n_proxies, bits)) if n_proxies else None
         if self.proxies is not None:
             nn.init.xavier_uniform_(self.proxies, gain=proxy_gain)
