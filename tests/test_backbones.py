@@ -20,7 +20,7 @@ def test_small_cnn_and_hash_model_shapes():
 
 def test_proxies_start_uniform_up_to_the_xavier_bound_of_model_proxy_gain():
     """model.proxy_gain scales the proxies' Xavier-uniform start: every value within gain * sqrt(6 / (N + K)),
-    the largest of 76 x 16 near it (a uniform draw leaves the top 5 % empty with probability 0.95^1216)."""
+    the largest of the 76 x 16 near it (1,216 uniform draws all miss the top 5 % with probability 0.95^1216)."""
     for gain in (1.0, 0.02):
         torch.manual_seed(0)
         cfg = load_config(None, ["model.bits=16", f"model.proxy_gain={gain}"])
