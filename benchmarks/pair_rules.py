@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from hashdistill.data import PROTOCOLS, load_protocol
 from hashdistill.methods.distillhash import pair_features
 from hashdistill.methods.distillhash.pairs import InitialPairs, knn_graph, purity
 from hashdistill.shallow import split_features
-from hashdistill.tables import git_commit, results_table
+from hashdistill.tables import provenance, results_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RULES = [
@@ -59,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         })  # fmt: skip
         print(f"{rule:>13} {rows[-1]['params']:<24} similar {r['similar']:>10,} at {r['similar_purity']:.3f}  "
               f"dissimilar at {r['dissimilar_purity']:.3f}", flush=True)  # fmt: skip
-    command = "python benchmarks/" + " ".join(shlex.quote(a) for a in [Path(__file__).name, *(argv or sys.argv[1:])])
-    commit = git_commit(Path(__file__).parent)
+    prov = provenance(__file__, argv)
+    command, commit = prov["command"], prov["commit"]
     for row in rows:
         row["command"], row["commit"] = command, commit
     path = args.out_dir / f"pair-rules-{args.protocol}.json"

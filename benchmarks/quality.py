@@ -28,9 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shlex
 import sys
 from pathlib import Path
 
@@ -41,7 +38,7 @@ from hashdistill.data import PROTOCOLS, load_protocol
 from hashdistill.features import feature_name
 from hashdistill.methods.distillhash import DistillHashParams
 from hashdistill.shallow import FLOAT_METHOD, SHALLOW_METHODS, run_float, run_shallow
-from hashdistill.tables import git_commit, result_label, results_table
+from hashdistill.tables import git_commit, provenance, result_label, results_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import paper_tables
@@ -117,9 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     old_path = args.out_dir / f"quality-{args.protocol}.json"
     old = json.loads(old_path.read_text()) if old_path.is_file() else {"runs": []}
     rows = {_key(r): r for r in old["runs"]}
-    command = "python benchmarks/" + " ".join(shlex.quote(a) for a in [Path(__file__).name, *(argv or sys.argv[1:])])
-    machine = f"{platform.machine()}, {os.cpu_count()} cores"
-    commit = git_commit(Path(__file__).parent)
+    prov = provenance(__file__, argv)
+    command, machine, commit = prov["command"], prov["machine"], prov["commit"]
     for m in methods:
         for b in [0] if m == FLOAT_METHOD else bits:
             row = (

@@ -19,9 +19,6 @@ appended) and the report (HTML, Markdown, figures) under ``benchmarks/results/ro
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import shlex
 import sys
 from pathlib import Path
 
@@ -33,7 +30,7 @@ from hashdistill.deform import COLOUR, DEFORMATIONS, GEOMETRIC
 from hashdistill.report import write_report
 from hashdistill.robustness import SENSITIVITY_GRID, robustness, sensitivity
 from hashdistill.run import Run
-from hashdistill.tables import git_commit, result_label, results_table
+from hashdistill.tables import provenance, result_label, results_table
 from hashdistill.train import train
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -94,12 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     stem = f"robustness-{protocol}" + (f"-{args.label}" if args.label else "")
     report = write_report(first, args.out_dir / stem, list(DEFORMATIONS), SENSITIVITY_GRID, args.seed,
                           title=f"DHD with and without SdH on {protocol}, {args.bits} bits")  # fmt: skip
-    command = "python benchmarks/" + " ".join(shlex.quote(a) for a in [Path(__file__).name, *(argv or sys.argv[1:])])
     result = {
         "protocol": protocol, "bits": args.bits, "config": str(args.config), "overrides": args.overrides,
         "seed": args.seed, "seeds": seeds, "runs": names, "robustness": per_seed, "sensitivity": sens,
-        "command": command, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "commit": git_commit(Path(__file__).parent),
+        **provenance(__file__, argv),
     }  # fmt: skip
     _io.write_json(args.out_dir / f"{stem}.json", result)
     cols = ["deformation", *names, "SdH - T_T", "SdH - T_S", "seeds SdH > T_T"]
@@ -107,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     md = [f"# Robustness and sensitivity on `{protocol}`, {args.bits} bits", "",
           f"Runs from `{args.config}` ({' '.join(args.overrides) or 'no overrides'}), training seeds "
           f"{', '.join(map(str, seeds))}; `dhd` trains with SdH, `dhd-hp-bceq` the same loss without it on T_T, "
-          f"`dhd-hp-bceq-ts` without it on T_S. Produced by `{command}` at commit `{result['commit']}`.", "",
+          f"`dhd-hp-bceq-ts` without it on T_S. Produced by `{result['command']}` at commit `{result['commit']}`.", "",
           f"SdH ahead of plain T_T training (mean mAP@all): {wins(table_all, GEOMETRIC)} of the {len(GEOMETRIC)} "
           f"deformations of the paper's Table 4, {wins(table_all, COLOUR)} of the {len(COLOUR)} colour ones; "
           f"ahead of T_S-only: {wins(table_all, GEOMETRIC, 'SdH - T_S')} and {wins(table_all, COLOUR, 'SdH - T_S')}.", "",
