@@ -59,9 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{rule:>13} {rows[-1]['params']:<24} similar {r['similar']:>10,} at {r['similar_purity']:.3f}  "
               f"dissimilar at {r['dissimilar_purity']:.3f}", flush=True)  # fmt: skip
     prov = provenance(__file__, argv)
-    command, commit = prov["command"], prov["commit"]
     for row in rows:
-        row["command"], row["commit"] = command, commit
+        row["command"], row["commit"] = prov["command"], prov["commit"]
     path = args.out_dir / f"pair-rules-{args.protocol}.json"
     old = json.loads(path.read_text()) if path.is_file() else {"rows": []}
     rows = [r for r in old["rows"] if r["features"] != features] + rows

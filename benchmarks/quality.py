@@ -38,7 +38,7 @@ from hashdistill.data import PROTOCOLS, load_protocol
 from hashdistill.features import feature_name
 from hashdistill.methods.distillhash import DistillHashParams
 from hashdistill.shallow import FLOAT_METHOD, SHALLOW_METHODS, run_float, run_shallow
-from hashdistill.tables import git_commit, provenance, result_label, results_table
+from hashdistill.tables import provenance, result_label, results_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import paper_tables
@@ -114,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     old_path = args.out_dir / f"quality-{args.protocol}.json"
     old = json.loads(old_path.read_text()) if old_path.is_file() else {"runs": []}
     rows = {_key(r): r for r in old["runs"]}
-    prov = provenance(__file__, argv)
-    command, machine, commit = prov["command"], prov["machine"], prov["commit"]
+    prov = provenance(__file__, argv)  # every row's command, machine and commit
     for m in methods:
         for b in [0] if m == FLOAT_METHOD else bits:
             row = (
@@ -123,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 if m == FLOAT_METHOD
                 else run_shallow(protocol, m, b, args.features, args.seed)[0]
             )
-            row["command"], row["machine"], row["commit"] = command, machine, commit
+            row.update(prov)
             rows[_key(row)] = row
             print(
                 f"{m:>6} {row['bits']:>3} bits  " + "  ".join(f"{k} {row[k]:.4f}" for k in protocol.spec.metrics if k in row)
@@ -136,9 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         for b, seed in ((b, s) for s in seeds for b in bits):
             sets = [*args.overrides, *([f"runtime.seed={seed}"] if seed is not None else [])]
             row = run_deep(args.config, args.protocol, b, sets, args.runs_dir, args.label)
-            row["command"], row["machine"], row["commit"] = command, machine, commit
+            row.update(prov)
             rows[_key(row)] = row
-            save(args, protocol, rows)  # after every row: an interrupted series keeps what it made
+            save(args, protocol, rows, prov["commit"])  # after every row: an interrupted series keeps what it made
             print(f"{row['method']:>6} {b:>3} bits  seed {row['seed']}  " + "  ".join(f"{k} {row[k]:.4f}" for k in protocol.spec.metrics if k in row)
                   + f"  train {row['train_seconds']:.0f}s  features {row['features_seconds']:.0f}s", flush=True)  # fmt: skip
 
@@ -159,12 +158,12 @@ def main(argv: list[str] | None = None) -> int:
                 row, _, _ = run_shallow(protocol, label, b, compare_features, args.seed)
             else:
                 row = run_deep(args.compare, args.protocol, b, [*args.overrides, *sets], args.runs_dir, label)
-            row["command"], row["machine"], row["commit"] = command, machine, commit
+            row.update(prov)
             rows[_key(row)] = row
             print(f"[{n}/{len(todo)}] {label:>18} {b:>3} bits  " + "  ".join(f"{k} {row[k]:.4f}" for k in protocol.spec.metrics if k in row),
                   flush=True)  # fmt: skip
-            save(args, protocol, rows)  # after every row: an interrupted comparison resumes
-    save(args, protocol, rows)
+            save(args, protocol, rows, prov["commit"])  # after every row: an interrupted comparison resumes
+    save(args, protocol, rows, prov["commit"])
     return 0
 
 
@@ -186,12 +185,12 @@ def seed_summary(runs: list[dict], metrics: list[str]) -> str:
     return "\n## Mean ± sd over seeds\n\n" + results_table(rows, ["method", "bits", "features", "seeds", *metrics])
 
 
-def save(args: argparse.Namespace, protocol, rows: dict) -> None:
+def save(args: argparse.Namespace, protocol, rows: dict, commit: str) -> None:
     """The JSON and Markdown of every row, with the paper's tables for each feature set that has them."""
     json_path = args.out_dir / f"quality-{args.protocol}.json"
     order = {m: i for i, m in enumerate(SHALLOW_METHODS)}
     runs = sorted(rows.values(), key=lambda r: (r["features"], order.get(r["method"], 99), r["method"], r["bits"]))
-    result = {"protocol": args.protocol, "commit": git_commit(Path(__file__).parent), "runs": runs}
+    result = {"protocol": args.protocol, "commit": commit, "runs": runs}
     _io.write_json(json_path, result)
     cols = ["method", "bits", "features", "seed", *protocol.spec.metrics, "train_seconds", "features_seconds", "encode_seconds"]
     md = (
