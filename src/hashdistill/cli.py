@@ -312,6 +312,10 @@ def search(
         raise CLIError(f"--radius must be 0 or more, got {radius}")
     if (image is None) == (codes is None):
         raise CLIError("give the queries: --image FILE (a collection) or --codes FILE")
+    if not target.exists():
+        raise CLIError(f"{target}: no such collection folder or index file")
+    if target.is_dir() and not (target / "collection.json").is_file():
+        raise CLIError(f"{target}: a folder without collection.json, not a collection")
     if (target / "collection.json").is_file():
         from .collection import RERANKS
 
