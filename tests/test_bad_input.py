@@ -240,7 +240,7 @@ CASES = [
     ("search: radius < 0", "search {d}/db.hidx --codes {d}/good.npy --radius -1", "--radius must be 0 or more", 1, ""),
     ("index: not an index", "search {d}/text.png --codes {d}/good.npy", "text.png: not a hashdistill index file", 1, ""),
     ("search: no such target", "search {d}/absent --image {d}/disc-000.png", "absent: no such collection folder or index file", 1, ""),
-    ("search: a plain folder", "search {d} --image {d}/disc-000.png", ": a folder without collection.json, not a collection", 1, ""),
+    ("search: a plain folder", "search {d} --image {d}/disc-000.png", ": not a collection (no collection.json)", 1, ""),
     ("index: n", "search {d}/n.hidx --codes {d}/good.npy", "n.hidx: damaged index header (n: -1)", 1, ""),
     ("index: bits", "search {d}/bits.hidx --codes {d}/good.npy", "bits.hidx: damaged index header (bits: 12)", 1, ""),
     ("index: method", "search {d}/method.hidx --codes {d}/good.npy", "method.hidx: damaged index header (method: 'nope')", 1, ""),

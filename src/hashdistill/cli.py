@@ -315,7 +315,7 @@ def search(
     if not target.exists():
         raise CLIError(f"{target}: no such collection folder or index file")
     if target.is_dir() and not (target / "collection.json").is_file():
-        raise CLIError(f"{target}: a folder without collection.json, not a collection")
+        raise CLIError(f"{target}: not a collection (no collection.json)")
     if (target / "collection.json").is_file():
         from .collection import RERANKS
 
