@@ -142,6 +142,8 @@ class Collection:
         """Open a collection folder; the index is rebuilt from the item table."""
         path = Path(path)
         meta_path = path / "collection.json"
+        if not path.exists():
+            raise CollectionError(f"{path}: no such collection folder")
         if not meta_path.is_file():
             raise CollectionError(f"{path}: not a collection (no collection.json)")
         try:

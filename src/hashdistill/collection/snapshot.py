@@ -73,6 +73,8 @@ def verify(snapshot: Path) -> dict[str, Any]:
     """The manifest of a snapshot whose every file matches it; ``CollectionError`` naming the first that does not."""
     snapshot = Path(snapshot)
     path = snapshot / MANIFEST
+    if not snapshot.exists():
+        raise CollectionError(f"{snapshot}: no such snapshot folder")
     if not path.is_file():
         raise CollectionError(f"{snapshot}: not a snapshot (no {MANIFEST})")
     try:
