@@ -6,7 +6,8 @@ centred outputs (h minus the mean h of the run's training images), beside faiss 
 For each run (a cached-mode DHD run: its head over the protocol's frozen features gives h): the top R by Hamming
 distance rescored by cos(h_q, h), <h_q / |h_q|, h> or cos(h_q - m, h - m) (h as float16), the rest in Hamming
 order, at R = 100, 1000 and every item (``all``: the ranking a search for the whole database returns). Class
-mAP@K, mAP@all and the instance mAP where the protocol has families. Writes ``benchmarks/results/rerank-scores.{json,md}``.
+mAP@K, mAP@all and the instance mAP where the protocol has families. Writes
+``benchmarks/results/rerank-scores.{json,md}``.
 
     python benchmarks/rerank_scores.py runs/frontier-l2/openmoji/dhd-64 runs/frontier-seed1/openmoji/dhd-64 ...
 """
