@@ -314,9 +314,7 @@ def search(
         raise CLIError("give the queries: --image FILE (a collection) or --codes FILE")
     if not target.exists():
         raise CLIError(f"{target}: no such collection folder or index file")
-    if target.is_dir() and not (target / "collection.json").is_file():
-        raise CLIError(f"{target}: not a collection (no collection.json)")
-    if (target / "collection.json").is_file():
+    if target.is_dir():  # a collection folder; Collection.open names a folder that is not one
         from .collection import RERANKS
 
         if rerank not in RERANKS or not 1 <= oversample <= 100:
