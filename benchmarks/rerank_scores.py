@@ -1,13 +1,15 @@
 """Which score should re-rank by the stored outputs h? The cosine a collection uses (``stored``) against the inner
 product with the item's h kept at its length (its confidence: tanh outputs near +-1 are long) and the cosine of
-centred outputs (h minus the mean h of the run's training images), beside faiss PQ 8x8 of the unit h
-(``frontier.py``'s strongest rival at 8 bytes), on DHD runs of ``frontier.py``.
+centred outputs (h minus the mean h of the run's training images), and the cosine with query expansion
+(``index/rerank.py``'s ``expanded_scores``: the query plus its n best candidates, n = 1, 2, 3; the collection's
+``expand``), beside faiss PQ 8x8 of the unit h (``frontier.py``'s strongest rival at 8 bytes), with and without
+the same expansion, on DHD runs of ``frontier.py``.
 
 For each run (a cached-mode DHD run: its head over the protocol's frozen features gives h): the top R by Hamming
 distance rescored by cos(h_q, h), <h_q / |h_q|, h> or cos(h_q - m, h - m) (h as float16), the rest in Hamming
 order, at R = 100, 1000 and every item (``all``: the ranking a search for the whole database returns). Class
 mAP@K, mAP@all and the instance mAP where the protocol has families. Writes
-``benchmarks/results/rerank-scores.{json,md}``.
+``benchmarks/results/rerank-scores.{json,md}``, with the means over the runs of each protocol.
 
     python benchmarks/rerank_scores.py runs/frontier-l2/openmoji/dhd-64 runs/frontier-seed1/openmoji/dhd-64 ...
 """
@@ -25,6 +27,7 @@ from hashdistill import _io
 from hashdistill.codes import pack
 from hashdistill.data import load_protocol
 from hashdistill.features import feature_name
+from hashdistill.index.rerank import cosine_scores, expanded_scores
 from hashdistill.run import Run
 from hashdistill.shallow import split_features
 from hashdistill.tables import provenance, results_table
@@ -34,6 +37,7 @@ from frontier import Problem, hamming_order, head_outputs, reranked_order, score
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEPTHS = (100, 1000, None)  # None: every item
+EXPANSIONS = (1, 2, 3)  # query expansion's n
 
 
 def rows_of(path: Path) -> list[dict]:
@@ -55,6 +59,13 @@ def rows_of(path: Path) -> list[dict]:
     out.append(
         {**base, "score": "faiss pq 8x8 of unit h", "R": None, **prob.scores(score_order(lambda r: 2 * qu[r] @ rec.T - norms))}
     )
+    # the same expansion on PQ: the query plus its 2 best by PQ's score, each reconstruction weighted by its cosine
+    top = np.argsort(-(2 * qu @ rec.T - norms), axis=1, kind="stable")[:, :2]
+    qe = unit(qu + np.einsum("qn,qnd->qd", np.einsum("qd,qnd->qn", qu, unit(rec)[top]).clip(0), unit(rec)[top]))
+    out.append(
+        {**base, "score": "faiss pq 8x8 of unit h + expansion 2", "R": None,
+         **prob.scores(score_order(lambda r: 2 * qe[r] @ rec.T - norms))}
+    )  # fmt: skip
     mean = H["train"].mean(0)
     stored = {  # score name: (the query's vector, the stored one)
         "cosine": (qu, unit(hdb)),
@@ -66,8 +77,29 @@ def rows_of(path: Path) -> list[dict]:
         for depth in DEPTHS:
             order = reranked_order(qp, dbp, depth or len(hdb), lambda r, t, vq=vq, v=v: np.einsum("qd,qrd->qr", vq[r], v[t]))
             out.append({**base, "score": name, "R": depth or "all", **prob.scores(order)})
+    v = unit(hdb).astype(np.float16).astype(np.float32)
+    for n in EXPANSIONS:
+        for depth in DEPTHS:
+            rescore = lambda r, t, n=n: expanded_scores(qu[r], v[t], cosine_scores(qu[r], v[t]), t >= 0, n)
+            order = reranked_order(qp, dbp, depth or len(hdb), rescore)
+            out.append({**base, "score": f"cosine + expansion {n}", "R": depth or "all", **prob.scores(order)})
     for row in out:
         print({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items() if k != "run"}, flush=True)
+    return out
+
+
+def means(rows: list[dict]) -> list[dict]:
+    """One row per (protocol, score, R): the mean of each metric over the runs (seeds) that have it."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["protocol"], r["score"], r["R"]), []).append(r)
+    out = []
+    for (protocol, score, depth), rs in groups.items():
+        row = {"protocol": protocol, "runs": len(rs), "score": score, "R": depth}
+        for m in ("map_at_k", "map_all", "map_siblings"):
+            vals = [r[m] for r in rs if r.get(m) is not None]
+            row[m] = round(float(np.mean(vals)), 4) if vals else None
+        out.append(row)
     return out
 
 
@@ -82,10 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     _io.write_json(args.out_dir / "rerank-scores.json", result)
     cols = ["protocol", "seed", "lambda2", "score", "R", "map_at_k", "map_all", "map_siblings"]
     _io.write_text(args.out_dir / "rerank-scores.md", (
-        "# Re-ranking by stored h: cosine, inner product or centred cosine\n\n"
+        "# Re-ranking by stored h: cosine, inner product, centred cosine, query expansion\n\n"
         f"`{result['command']}` at commit `{result['commit']}` on {result['machine']}. `R`: the Hamming top R "
         "rescored, the rest in Hamming order (`all`: every item); `map_at_k`: the protocol's mAP@K; "
-        "`map_siblings`: the instance level.\n\n" + results_table(rows, cols)
+        "`map_siblings`: the instance level.\n\n## Means over the runs of each protocol\n\n"
+        + results_table(means(rows), ["protocol", "runs", *cols[3:]]) + "\n## Each run\n\n" + results_table(rows, cols)
     ))  # fmt: skip
     return 0
 

@@ -241,6 +241,8 @@ CASES = [
     ("index: not an index", "search {d}/text.png --codes {d}/good.npy", "text.png: not a hashdistill index file", 1, ""),
     ("search: no such target", "search {d}/absent --image {d}/disc-000.png", "absent: no such collection folder or index file", 1, ""),
     ("search: a plain folder", "search {d} --image {d}/disc-000.png", ": not a collection (no collection.json)", 1, ""),
+    ("search: expand 11", "search {d} --image {d}/disc-000.png --expand 11",
+     "--oversample 1-100 and --expand 0-10, got stored, 10 and 11", 1, ""),
     ("collection: no such folder", "collection info {d}/absent", "absent: no such collection folder", 1, ""),
     ("snapshot: no such folder", "collection restore {d}/absent {d}/restored", "absent: no such snapshot folder", 1, ""),
     ("snapshot: a plain folder", "collection restore {d} {d}/restored", ": not a snapshot (no snapshot.json)", 1, ""),

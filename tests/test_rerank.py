@@ -33,6 +33,25 @@ def brute(q, db, db_ids, k, depth, score):
     return out
 
 
+def brute_expanded(q, db, db_ids, k, depth, vectors, n):
+    """``brute`` for query expansion, from its formula: each query's Hamming candidates scored by cosine, its ``n``
+    best (ties in the Hamming order) added to the unit query, each times max(its cosine, 0), and the candidates
+    scored again by the cosine of that sum; the ``k`` best, ties in the Hamming order."""
+    d = hamming(pack(np.where(q >= 0, 1, -1)), pack(np.where(db >= 0, 1, -1)))
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    out = []
+    for i in range(len(q)):
+        cand = sorted(range(len(db)), key=lambda j: (d[i, j], j))[:depth]
+        qn = q[i] / np.linalg.norm(q[i])
+        first = [float(qn @ unit[j]) for j in cand]
+        best = sorted(range(len(cand)), key=lambda r: (-first[r], r))[:n]
+        qe = qn + sum(max(first[r], 0.0) * unit[cand[r]] for r in best)
+        s = [float(qe @ unit[j] / np.linalg.norm(qe)) for j in cand]
+        ranked = sorted(range(len(cand)), key=lambda r: (-s[r], r))[:k]
+        out.append(([int(db_ids[cand[r]]) for r in ranked], [s[r] for r in ranked]))
+    return out
+
+
 def index_of(db, ids):
     index = HammingIndex(db.shape[1], "flat")
     index.add(np.where(db >= 0, 1, -1), ids)
@@ -80,7 +99,7 @@ def test_stored_vector_reranking_equals_brute_force(outputs, tmp_path, own):
     qf = q if own else rng.normal(size=(len(q), 24))
     vf = VectorFile(write_vectors(tmp_path / "v.hdv", ids, feats))
     k, over = 6, 5
-    got_ids, got_scores, _ = search_reranked(index_of(db, ids), q, k, "stored", over, vf.lookup, None if own else qf)
+    got_ids, got_scores, _ = search_reranked(index_of(db, ids), q, k, "stored", over, vf.lookup, None if own else qf, 0)
     unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)
     cos = lambda i, j: float(np.round(qf[i] @ unit[j] / np.linalg.norm(qf[i]), 5))  # (near-ties: 1e-5)
     tied = 0
@@ -90,6 +109,28 @@ def test_stored_vector_reranking_equals_brute_force(outputs, tmp_path, own):
         assert same or np.allclose(np.sort(got_scores[i]), np.sort(w_scores), atol=2e-5)  # a near-tie swapped
         tied += same and 7 in w_ids and 15 in w_ids
     assert tied > 0  # the shared vector was in some query's results, its tie broken by the Hamming order
+
+
+@pytest.mark.parametrize(("n", "k", "over"), [(1, 6, 5), (2, 5, 4), (10, 3, 2)])
+def test_query_expansion_equals_brute_force(outputs, tmp_path, n, k, over):
+    """``expand = n``: the unit query plus its n best candidates' unit vectors, each weighted by its cosine, rescores
+    the candidates; against the formula computed here, and different from the plain cosine's order."""
+    q, db = outputs
+    ids = np.arange(len(db)) * 2 + 1
+    stored = db.astype(np.float16).astype(np.float64)
+    vf = VectorFile(write_vectors(tmp_path / "v.hdv", ids, stored))
+    index = index_of(db, ids)
+    got_ids, got_scores, _ = search_reranked(index, q, k, "stored", over, vf.lookup, None, n)
+    changed = 0
+    for i, (w_ids, w_scores) in enumerate(brute_expanded(q, db, ids, k, k * over, stored, n)):
+        assert np.allclose(got_scores[i], w_scores, atol=2e-5)
+        same = got_ids[i].tolist() == w_ids
+        assert same or np.allclose(np.sort(got_scores[i]), np.sort(w_scores), atol=2e-5)  # a near-tie swapped
+    plain_ids, _, _ = search_reranked(index, q, k, "stored", over, vf.lookup, None, 0)
+    changed = (plain_ids != got_ids).any(axis=1).sum()
+    assert changed > 0  # the expansion reordered some query's results
+    default_ids, _, _ = search_reranked(index, q, k, "stored", over, vf.lookup)
+    assert np.array_equal(default_ids, got_ids) == (n == 2)  # 2: the default
 
 
 def test_code_bytes_look_up_ids_added_in_order_or_not(outputs):
@@ -111,6 +152,8 @@ def test_reranking_refuses_bad_input_in_one_line(outputs):
     for call, match in [
         (lambda: search_reranked(index, q, 5, "fancy"), "rerank must be one of none, asymmetric, stored"),
         (lambda: search_reranked(index, q, 5, "asymmetric", 0), "oversample must be a positive integer"),
+        (lambda: search_reranked(index, q, 5, "stored", 2, None, None, -1), r"expand must be an integer in 0\.\.10"),
+        (lambda: search_reranked(index, q, 5, "stored", 2, None, None, 11), r"expand must be an integer in 0\.\.10"),
         (lambda: search_reranked(index, q, 5, "stored"), "rerank 'stored' needs the stored vectors"),
         (lambda: search_reranked(index, q[:, :8], 5), r"expected \(n, 16\) continuous values"),
         (lambda: search_reranked(index, np.full((1, 16), np.nan), 5), "NaN or infinite"),
@@ -180,7 +223,9 @@ def test_a_collection_reranks_continuous_queries_as_brute_force_does(shapes_run,
             [h.id for h in hits] for hits in plain
         ]
         for kw, match in [({"rerank": "cosine"}, "rerank must be one of stored, asymmetric, features, none"),
-                          ({"oversample": 0}, r"oversample must be an integer in 1\.\.100")]:  # fmt: skip
+                          ({"oversample": 0}, r"oversample must be an integer in 1\.\.100"),
+                          ({"expand": True}, r"expand must be an integer in 0\.\.10, got True"),
+                          ({"expand": 11}, r"expand must be an integer in 0\.\.10, got 11")]:  # fmt: skip
             with pytest.raises(CollectionError, match=match):
                 col.search_codes(q.astype(np.float32), 4, **kw)
 
@@ -214,9 +259,15 @@ def test_stored_reranking_in_a_collection_equals_brute_force_and_survives_reopen
                     ids[sub] = col.add_codes(codes, [f"x:{i}" for i in sub])
         order = np.argsort(ids)  # the Hamming ties go by id
         want = brute(q, db[order], ids[order], 5, 20, lambda i, j: cosine(i, j, kept[order]))
-        got = col.search_codes(q.astype(np.float32), 5, oversample=4)  # rerank="stored": the default
+        got = col.search_codes(q.astype(np.float32), 5, oversample=4, expand=0)  # rerank="stored": the default
         assert [[h.id for h in hits] for hits in got] == [w for w, _ in want]
         assert [[h.score for h in hits] for hits in got] == [[pytest.approx(x, abs=2e-3) for x in s] for _, s in want]
+        # the default expansion (2): the query plus its two best candidates' stored outputs
+        want_qe = brute_expanded(q, db[order], ids[order], 5, 20, kept[order], 2)
+        got_qe = col.search_codes(q.astype(np.float32), 5, oversample=4)
+        assert [[h.score for h in hits] for hits in got_qe] == [[pytest.approx(x, abs=2e-3) for x in s] for _, s in want_qe]
+        assert sum(a == b for a, b in zip([[h.id for h in hits] for hits in got_qe], [w for w, _ in want_qe])) >= 0.95 * len(q)
+        assert [[h.id for h in hits] for hits in got_qe] != [w for w, _ in want]  # not the plain cosine's order
         found = np.isin(ids, [h.id for hits in got for h in hits])
         assert found[bare].any() and found[~bare].any()  # both kinds of item are among the results
         # more like these items: by each one's code, rescored with its stored output (its bits where none)
@@ -226,7 +277,7 @@ def test_stored_reranking_in_a_collection_equals_brute_force_and_survives_reopen
         qvn = qv / np.linalg.norm(qv, axis=1, keepdims=True)
         want_items = brute(qv, db[order], ids[order], 5, 20,
                            lambda i, j: round(float(qvn[i] @ (kept[order][j] / np.linalg.norm(kept[order][j]))), 6))  # fmt: skip
-        got_items = col.search_items(ids[some], 5, oversample=4)
+        got_items = col.search_items(ids[some], 5, oversample=4, expand=0)
         assert [[h.id for h in hits] for hits in got_items] == [w for w, _ in want_items]
         assert all(hits[0].distance == 0 for hits in got_items)
         with pytest.raises(CollectionError, match="no item 99999"):
@@ -245,7 +296,7 @@ def test_stored_reranking_in_a_collection_equals_brute_force_and_survives_reopen
         path = tmp_path / ("restored.hdc" if step == "restored" else "c.hdc")
         col = Collection.restore(tmp_path / "snap", path) if step == "restored" else Collection.open(path)
         with col:
-            got = col.search_codes(q.astype(np.float32), 5, oversample=4)
+            got = col.search_codes(q.astype(np.float32), 5, oversample=4, expand=0)
             assert [[h.id for h in hits] for hits in got] == [w for w, _ in want], step
         if step == "reopened after the removal":  # the table changed since the file was written: written again
             assert vector_file.stat().st_mtime_ns != written
@@ -278,7 +329,7 @@ def test_an_item_table_made_before_vectors_gains_the_column_and_reranks_by_bits(
     con.commit()
     con.close()
     with Collection.open(tmp_path / "c.hdc") as col:
-        by_stored = col.search_codes(q.astype(np.float32), 5, oversample=4)
+        by_stored = col.search_codes(q.astype(np.float32), 5, oversample=4, expand=0)
         by_bits = col.search_codes(q.astype(np.float32), 5, oversample=4, rerank="asymmetric")
         assert [[h.id for h in hits] for hits in by_stored] == [[h.id for h in hits] for hits in by_bits]
         norm = np.linalg.norm(q, axis=1) * np.sqrt(db.shape[1])

@@ -83,6 +83,18 @@ def test_search_by_image_codes_and_item(client, shapes):
     assert [h["id"] for h in by_id_plain] == [h["id"] for h in plain]
     bad = client.post("/search", json={"id": first["id"], "oversample": 0})
     assert bad.status_code == 422 and "oversample" in bad.text
+    col = client.app.state.collection
+    for expand in (0, 2, 5):  # query expansion: passed through as the collection takes it (2: the default)
+        got = client.post(f"/search?k=5&expand={expand}", files={"file": ("q.png", query, "image/png")}).json()
+        want = col.search(str(shapes / "database" / "disc" / "disc-000.png"), k=5, expand=expand)[0]
+        assert [(h["id"], h["score"]) for h in got["results"]] == [(h.id, pytest.approx(h.score, abs=1e-5)) for h in want]
+        by_id_qe = client.post("/search", json={"id": first["id"], "k": 5, "expand": expand}).json()["results"]
+        assert [h["id"] for h in by_id_qe] == [h.id for h in col.search_items([first["id"]], 5, expand=expand)[0]]
+        if expand == 2:
+            assert [h["score"] for h in got["results"]] == [h["score"] for h in body["results"]]
+    for bad in (client.post("/search?expand=11", files={"file": ("q.png", query, "image/png")}),
+                client.post("/search", json={"id": first["id"], "expand": -1})):  # fmt: skip
+        assert bad.status_code == 422 and "expand" in bad.text
     assert client.post("/search?rerank=fancy", files={"file": ("q.png", query, "image/png")}).status_code == 422
     code = client.app.state.collection.codes_of([first["id"]])
     signs = np.where(np.unpackbits(code[0]) == 1, 1, -1).tolist()

@@ -21,6 +21,7 @@ from .data.images import DEFAULT_MAX_PIXELS
 from .data.sources import extract_mnist_wheel
 from .errors import HashdistillError
 from .index import INDEX_METHODS, HammingIndex
+from .index.rerank import EXPAND, MAX_EXPAND
 from .progress import close_progress_bars
 from .shallow import SHALLOW_METHODS, run_shallow
 from .tables import git_commit, results_table
@@ -304,6 +305,9 @@ def search(
         ),
     ] = "stored",
     oversample: Annotated[int, typer.Option(metavar="N", help="candidates re-ranked per result (1-100)")] = 10,
+    expand: Annotated[
+        int, typer.Option(metavar="N", help=f"stored: rescore again by the query plus its N best candidates (0-{MAX_EXPAND})")
+    ] = EXPAND,
 ) -> None:
     """Search a collection by image (or codes), or an index file by codes: the k nearest items."""
     if k <= 0:
@@ -317,10 +321,10 @@ def search(
     if target.is_dir():  # a collection folder; Collection.open names a folder that is not one
         from .collection import RERANKS
 
-        if rerank not in RERANKS or not 1 <= oversample <= 100:
-            raise CLIError(f"--rerank must be {', '.join(RERANKS[:-1])} or {RERANKS[-1]} and --oversample 1-100, "
-                           f"got {rerank} and {oversample}")  # fmt: skip
-        search = {"where": _json_option("--filter", where), "rerank": rerank, "oversample": oversample}
+        if rerank not in RERANKS or not 1 <= oversample <= 100 or not 0 <= expand <= MAX_EXPAND:
+            raise CLIError(f"--rerank must be {', '.join(RERANKS[:-1])} or {RERANKS[-1]}, --oversample 1-100 and "
+                           f"--expand 0-{MAX_EXPAND}, got {rerank}, {oversample} and {expand}")  # fmt: skip
+        search = {"where": _json_option("--filter", where), "rerank": rerank, "oversample": oversample, "expand": expand}
         _search_collection(target, image, codes, k, radius, max_pixels, as_json, search)
         return
     if where is not None:

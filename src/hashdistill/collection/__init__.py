@@ -47,7 +47,7 @@ from ..data.images import DEFAULT_MAX_PIXELS, at_size
 from ..data.lists import ImageList
 from ..errors import CodesError, CollectionError
 from ..index import HammingIndex
-from ..index.rerank import asymmetric_scores, cosine_scores, ranking
+from ..index.rerank import EXPAND, MAX_EXPAND, asymmetric_scores, cosine_scores, expanded_scores, ranking
 from ..progress import progress_bar
 from ..registry import INDEX_BACKENDS
 from . import snapshot
@@ -70,6 +70,7 @@ __all__ = [
 MAX_PAGE = 1000  # items in one page of ``items``
 RERANKS = ("stored", "asymmetric", "features", "none")  # what a collection's search re-ranks by (docs/search.md)
 RERANK, OVERSAMPLE = "stored", 10  # the defaults, chosen by benchmarks/frontier.py (docs/search.md "Defaults")
+# EXPAND: the stored re-ranking's query expansion (index/rerank.py), by benchmarks/rerank_scores.py
 
 
 class Collection:
@@ -412,7 +413,7 @@ class Collection:
     # ------------------------------------------------------------------ search
     def search(
         self, queries: Any = None, k: int = 10, radius: int | None = None, *, codes: Any = None, where: Any = None,
-        rerank: str = RERANK, oversample: int = OVERSAMPLE,
+        rerank: str = RERANK, oversample: int = OVERSAMPLE, expand: int = EXPAND,
     ) -> list[list[Hit]]:  # fmt: skip
         """The nearest items of each query (images as ``add`` takes them, or ``codes``): at most ``k`` per query,
         ranked by Hamming distance (ties by id), with ``radius`` only those within it, and with ``where`` (a
@@ -420,24 +421,26 @@ class Collection:
         it allows: exactly the hits of ranking those items alone. Where the query has a continuous output (an
         image's; real-valued ``codes``), ``rerank`` then rescores the top ``oversample x k``, ties in the Hamming
         order (docs/search.md): ``stored`` (the default) by its cosine with each item's stored output (its bits
-        where none was stored), ``asymmetric`` by its inner product with each item's bits, ``features`` (a search
+        where none was stored), then by the query expanded with its ``expand`` best candidates' outputs (0: not),
+        ``asymmetric`` by its inner product with each item's bits, ``features`` (a search
         by image in a collection that stores them) by the cosine of the backbone features, ``none`` not."""
         _check_k_radius(k, radius)
         if (queries is None) == (codes is None):
             raise CollectionError("search takes query images or codes")
         if codes is not None:
-            return self.search_codes(codes, k, radius, where=where, rerank=rerank, oversample=oversample)
-        return self.search_image(queries, k, radius, where=where, rerank=rerank, oversample=oversample)
+            return self.search_codes(codes, k, radius, where=where, rerank=rerank, oversample=oversample, expand=expand)
+        return self.search_image(queries, k, radius, where=where, rerank=rerank, oversample=oversample, expand=expand)
 
     def search_image(
         self, images: Any, k: int = 10, radius: int | None = None, *, where: Any = None, rerank: str = RERANK,
-        oversample: int = OVERSAMPLE,
+        oversample: int = OVERSAMPLE, expand: int = EXPAND,
     ) -> list[list[Hit]]:  # fmt: skip
         """``search`` by images (anything ``add`` takes: files, a folder, arrays)."""
         _check_k_radius(k, radius)  # before the encoding
-        _check_rerank(rerank, oversample)
+        _check_rerank(rerank, oversample, expand)
         where = Where.parse(where)
-        return self.search_rows(self.query_rows(images), k, radius, where=where, rerank=rerank, oversample=oversample)
+        rows = self.query_rows(images)
+        return self.search_rows(rows, k, radius, where=where, rerank=rerank, oversample=oversample, expand=expand)
 
     def search_rows(self, rows: np.ndarray, k: int = 10, radius: int | None = None, **search: Any) -> list[list[Hit]]:
         """``search_codes`` by rows [h | f] as ``encode_arrays`` gives them (the service's searches by image)."""
@@ -464,7 +467,7 @@ class Collection:
 
     def search_codes(
         self, codes: Any, k: int = 10, radius: int | None = None, *, where: Any = None, strategy: str = "auto",
-        rerank: str = RERANK, oversample: int = OVERSAMPLE, features: Any = None,
+        rerank: str = RERANK, oversample: int = OVERSAMPLE, expand: int = EXPAND, features: Any = None,
     ) -> list[list[Hit]]:  # fmt: skip
         """``search`` by codes: ``PackedCodes`` (n, bits/8), or ±1 signs, bool bits or real values (n, bits):
         real values are continuous outputs, which ``rerank`` uses (binary queries rank by Hamming alone, which
@@ -472,26 +475,26 @@ class Collection:
         are what ``rerank="features"`` scores with. ``strategy`` of a filtered search: ``auto``, ``mask`` or
         ``scan`` (``filtered.py``; the same hits)."""
         _check_k_radius(k, radius)
-        _check_rerank(rerank, oversample)
+        _check_rerank(rerank, oversample, expand)
         q = self._as_codes(codes)
         if rerank == "features":
             self._check_stores_features()
             f = self._check_features(features, len(q))
             if f is None:
                 raise CollectionError("rerank features needs the queries' backbone features: search by image or by item")
-            return self._search(q, f, k, radius, where, strategy, rerank, oversample)
+            return self._search(q, f, k, radius, where, strategy, rerank, oversample, expand)
         h = _continuous(codes) if rerank != "none" else None
-        return self._search(q, h, k, radius, where, strategy, rerank, oversample)
+        return self._search(q, h, k, radius, where, strategy, rerank, oversample, expand)
 
     def search_items(
         self, ids: Any, k: int = 10, radius: int | None = None, *, where: Any = None, rerank: str = RERANK,
-        oversample: int = OVERSAMPLE,
+        oversample: int = OVERSAMPLE, expand: int = EXPAND,
     ) -> list[list[Hit]]:  # fmt: skip
         """``search`` by items already in the collection ("more like this"): by each item's code, re-ranked
         with its stored output (by its bits over sqrt(bits) where it has none), as a search by its image is;
         ``rerank="features"`` with its stored backbone features (each item must have them)."""
         _check_k_radius(k, radius)
-        _check_rerank(rerank, oversample)
+        _check_rerank(rerank, oversample, expand)
         try:
             ids = [int(i) for i in np.asarray(ids, dtype=object).reshape(-1)]
         except (TypeError, ValueError):
@@ -511,11 +514,11 @@ class Collection:
             with self._lock:
                 h, has = self.vectors.lookup(np.array(ids, np.int64))
             h[~has] = _unit_signs(q.array[~has])
-        return self._search(q, h, k, radius, where, "auto", rerank, oversample)
+        return self._search(q, h, k, radius, where, "auto", rerank, oversample, expand)
 
     def _search(
         self, q: PackedCodes, h: np.ndarray | None, k: int, radius: int | None, where: Any, strategy: str, rerank: str,
-        oversample: int,
+        oversample: int, expand: int = EXPAND,
     ) -> list[list[Hit]]:  # fmt: skip
         """The searches of packed queries ``q``, rescored with their continuous outputs ``h`` (their backbone
         features where ``rerank`` is ``features``; None: Hamming)."""
@@ -533,16 +536,19 @@ class Collection:
                 lims, dist, ids = self.index.range_search(q, int(radius))
                 per_query = [list(zip(ids[a:b].tolist(), dist[a:b].tolist()))[:depth] for a, b in zip(lims[:-1], lims[1:])]
             scored = (
-                self._rescored(h, per_query, k, rerank)
+                self._rescored(h, per_query, k, rerank, expand)
                 if h is not None
                 else [[(i, d, None) for i, d in hits] for hits in per_query]
             )
         rows = self.store.rows(sorted({i for hits in scored for i, _, _ in hits}))
         return [[Hit(i, d, *rows[i], s) for i, d, s in hits if i in rows] for hits in scored]
 
-    def _rescored(self, h: np.ndarray, per_query: list, k: int, rerank: str) -> list[list[tuple[int, int, float | None]]]:
+    def _rescored(
+        self, h: np.ndarray, per_query: list, k: int, rerank: str, expand: int = EXPAND
+    ) -> list[list[tuple[int, int, float | None]]]:
         """Each query's Hamming candidates rescored (``asymmetric``: ``<h_q, b>``; ``stored``: the cosine of
-        ``h_q`` and the stored unit output, or ``b / sqrt(bits)`` where none was stored; ``features``: the cosine
+        ``h_q`` and the stored unit output, or ``b / sqrt(bits)`` where none was stored, then of the query expanded
+        with its ``expand`` best candidates; ``features``: the cosine
         of the backbone features, after them the items without, unscored): the ``k`` best, ties in the Hamming
         order."""
         width = max((len(hits) for hits in per_query), default=0)
@@ -559,7 +565,7 @@ class Collection:
             bare = (ids >= 0) & ~has
             if bare.any():  # items added by their bits: scored by their bits
                 vectors[bare] = _unit_signs(self._code_bytes(ids)[bare])
-            scores = cosine_scores(h, vectors)
+            scores = expanded_scores(h, vectors, cosine_scores(h, vectors), ids >= 0, expand)
         order = ranking(ids, scores, k)
         return [
             [(int(hits[j][0]), int(hits[j][1]), _score(scores[r, j])) for j in order[r] if j < len(hits)]
@@ -604,11 +610,13 @@ def _unit_signs(packed: np.ndarray) -> np.ndarray:
     return signs / np.sqrt(signs.shape[-1])
 
 
-def _check_rerank(rerank: Any, oversample: Any) -> None:
+def _check_rerank(rerank: Any, oversample: Any, expand: Any = EXPAND) -> None:
     if rerank not in RERANKS:
         raise CollectionError(f"rerank must be one of {', '.join(RERANKS)}, got {rerank!r}")
     if not isinstance(oversample, int | np.integer) or isinstance(oversample, bool) or not 1 <= oversample <= 100:
         raise CollectionError(f"oversample must be an integer in 1..100, got {oversample!r}")
+    if not isinstance(expand, int | np.integer) or isinstance(expand, bool) or not 0 <= expand <= MAX_EXPAND:
+        raise CollectionError(f"expand must be an integer in 0..{MAX_EXPAND}, got {expand!r}")
 
 
 def _continuous(codes: Any) -> np.ndarray | None:

@@ -7,7 +7,9 @@ insertion order), then rescores them and keeps the ``k`` best:
   (``b`` in {-1, +1}): no memory beyond the codes. Computed with one lookup table per query and code byte
   (the 256 sums of ``h_q`` over a byte's set bits), as product quantization's asymmetric distance is.
 - ``stored``: the cosine of ``h_q`` and a float vector stored per item (``vectors.VectorFile``, float16,
-  memory-mapped), say the model's own continuous output, or the backbone's features.
+  memory-mapped), say the model's own continuous output, or the backbone's features. With ``expand = n``
+  (query expansion, alpha-QE with alpha = 1): the unit query plus its ``n`` best candidates' unit vectors, each
+  weighted by its cosine (negative ones by 0), rescores the candidates once more.
 
 Ties of the finer score keep the Hamming order: (distance, insertion order), so every result is defined.
 Padding (an index holding fewer than R codes) stays last, as id -1.
@@ -24,6 +26,7 @@ from ..codes import pack
 from ..errors import CodesError
 
 RERANK = ("none", "asymmetric", "stored")
+EXPAND, MAX_EXPAND = 2, 10  # query expansion's default (chosen by benchmarks/rerank_scores.py) and its bound
 _BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32)  # (256, 8), MSB first
 
 
@@ -59,6 +62,22 @@ def cosine_scores(h: Any, vectors: np.ndarray) -> np.ndarray:
     return np.einsum("qd,qrd->qr", h, v)
 
 
+def expanded_scores(h: Any, vectors: np.ndarray, scores: np.ndarray, valid: np.ndarray, n: int) -> np.ndarray:
+    """Query expansion: the cosine of each query's expanded vector, ``unit(h) + sum_j max(s_j, 0) unit(v_j)`` over
+    its ``n`` best candidates j by ``scores`` (ties in the given order; ``valid``: False for padding), with every
+    candidate's vector (nq, R, D): (nq, R) float32. ``n = 0`` returns ``scores``."""
+    if n <= 0:
+        return scores
+    v = np.asarray(vectors, np.float32)
+    v = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+    h = _check_h(h, v.shape[-1])
+    best = ranking(np.where(valid, 0, -1), scores, n)  # (nq, n) positions
+    w = np.where(np.take_along_axis(valid, best, 1), np.take_along_axis(scores, best, 1), 0).clip(0)
+    q = h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)
+    q = q + np.einsum("qn,qnd->qd", w, np.take_along_axis(v, best[..., None], 1))
+    return cosine_scores(q, v)
+
+
 def ranking(ids: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
     """Positions of the ``k`` best of each row by ``scores`` (higher first), ties in the rows' given order
     (the Hamming ranking), padding (id -1) last: (nq, k)."""
@@ -73,16 +92,20 @@ def search_reranked(
     oversample: int = 10,
     vectors: Callable[[np.ndarray], np.ndarray] | None = None,
     query_vectors: Any = None,
+    expand: int = EXPAND,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Search ``index`` (a ``HammingIndex``) by continuous query outputs ``h`` (nq, K): the top
     ``oversample * k`` by the Hamming distance of ``sign(h)`` (sign(0) = +1), rescored by ``rerank``.
     ``stored``: ``vectors(ids)`` returns the stored vectors (nq, R, D) of candidate ids (nq, R) (say
-    ``VectorFile.lookup``), scored by their cosine with ``query_vectors`` (nq, D), by default ``h`` itself.
+    ``VectorFile.lookup``), scored by their cosine with ``query_vectors`` (nq, D), by default ``h`` itself, then
+    by the query expanded with its ``expand`` best candidates (``expanded_scores``; 0: not).
     Returns (ids (nq, k), scores (nq, k), Hamming distances (nq, k)); ``none`` scores are minus the distance."""
     if rerank not in RERANK:
         raise CodesError(f"rerank must be one of {', '.join(RERANK)}, got {rerank!r}")
     if not isinstance(oversample, int | np.integer) or oversample < 1:
         raise CodesError(f"oversample must be a positive integer, got {oversample!r}")
+    if not isinstance(expand, int | np.integer) or isinstance(expand, bool) or not 0 <= expand <= MAX_EXPAND:
+        raise CodesError(f"expand must be an integer in 0..{MAX_EXPAND}, got {expand!r}")
     if rerank == "stored" and vectors is None:
         raise CodesError("rerank 'stored' needs the stored vectors")
     h = _check_h(h, index.bits)
@@ -94,10 +117,20 @@ def search_reranked(
     if rerank == "asymmetric":
         scores = asymmetric_scores(h, index.code_bytes(ids))
     else:
-        scores = cosine_scores(h if query_vectors is None else query_vectors, vectors(ids))
+        qv, found = h if query_vectors is None else query_vectors, vectors(ids)
+        scores = expanded_scores(qv, found, cosine_scores(qv, found), ids >= 0, int(expand))
     scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
     order = ranking(ids, scores, k)
     return tuple(np.take_along_axis(a, order, 1) for a in (ids, scores, dist))
 
 
-__all__ = ["RERANK", "asymmetric_scores", "cosine_scores", "ranking", "search_reranked"]
+__all__ = [
+    "EXPAND",
+    "MAX_EXPAND",
+    "RERANK",
+    "asymmetric_scores",
+    "cosine_scores",
+    "expanded_scores",
+    "ranking",
+    "search_reranked",
+]

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..codes import pack
 from ..collection import MAX_PAGE, OVERSAMPLE, RERANK, RERANKS, STORED, Collection, CollectionError, Where
 from ..data.images import ImageError, decode_image
+from ..index.rerank import EXPAND, MAX_EXPAND
 from .batcher import MicroBatcher
 from .metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from .token import Key
@@ -88,7 +89,8 @@ class SearchResponse(BaseModel):
 
 class CodeSearch(BaseModel):
     """Search by a code (``codes``: the K signs of one code, -1 / +1) or by an item already in the collection (``id``:
-    by its code, re-ranked with its stored output as a search by its image is; ``rerank``, ``oversample``)."""
+    by its code, re-ranked with its stored output as a search by its image is; ``rerank``, ``oversample``,
+    ``expand``)."""
 
     model_config = ConfigDict(extra="forbid")
     codes: list[int] | None = None  # K signs, -1 / +1 (checked with numpy: a per-item Literal is slow)
@@ -98,6 +100,7 @@ class CodeSearch(BaseModel):
     filter: dict[str, Any] | None = None  # {"label": "Shirt"}, {"meta.shop": {"in": ["a", "b"]}} (collection/metadata.py)
     rerank: Rerank = RERANK  # (a search by signs ranks by Hamming distance: any score of its bits repeats it)
     oversample: int = Field(OVERSAMPLE, ge=1, le=100)
+    expand: int = Field(EXPAND, ge=0, le=MAX_EXPAND)
 
 
 class BatchSearch(BaseModel):
@@ -333,6 +336,7 @@ def create_app(
         filter: Annotated[str | None, Query(max_length=8192, description="a filter as JSON (with an image)")] = None,
         rerank: Annotated[Rerank, Query(description="rescore the top oversample x k by the image's output")] = RERANK,
         oversample: Annotated[int, Query(ge=1, le=100)] = OVERSAMPLE,
+        expand: Annotated[int, Query(ge=0, le=MAX_EXPAND, description="stored: best candidates added to the query")] = EXPAND,
     ) -> JSONResponse:  # fmt: skip
         """Search by an image (multipart field ``file``; ``k``, ``radius`` and ``filter`` as query parameters), or
         by a code or an item id (JSON ``{"codes": [...], "k": 10}`` or ``{"id": 123, "filter": {...}}``)."""
@@ -353,7 +357,8 @@ def create_app(
                 code = await run_in_threadpool(batcher.encode, image)
             finally:
                 batcher.left()
-            found = collection.search_rows(code[None], k, radius, where=where, rerank=rerank, oversample=oversample)
+            found = collection.search_rows(code[None], k, radius, where=where, rerank=rerank, oversample=oversample,
+                                           expand=expand)  # fmt: skip
             return respond(found[0], t0)
         return by_code(await request.body(), t0)
 
@@ -367,7 +372,7 @@ def create_app(
         codes, where = query_codes(body), where_of(body.filter)
         if body.id is not None:
             return collection.search_items([body.id], body.k, body.radius, where=where, rerank=body.rerank,
-                                           oversample=body.oversample)[0]  # fmt: skip
+                                           oversample=body.oversample, expand=body.expand)[0]  # fmt: skip
         return collection.search_codes(codes, body.k, body.radius, where=where)[0]
 
     search_route = next(r for r in app.routes if getattr(r, "path", None) == "/search")
@@ -395,6 +400,7 @@ def create_app(
         filter: Annotated[str | None, Query(max_length=8192, description="a filter as JSON (with images)")] = None,
         rerank: Annotated[Rerank, Query(description="rescore the top oversample x k by each image's output")] = RERANK,
         oversample: Annotated[int, Query(ge=1, le=100)] = OVERSAMPLE,
+        expand: Annotated[int, Query(ge=0, le=MAX_EXPAND, description="stored: best candidates added to the query")] = EXPAND,
     ) -> JSONResponse:  # fmt: skip
         """Several searches in one request, one result list per query, in order: images (multipart fields
         ``files``, encoded as one batch; ``k``, ``radius``, ``filter`` as query parameters, for all), or JSON
@@ -409,7 +415,8 @@ def create_app(
                 raise HTTPException(422, "files: one or more image uploads are required (multipart fields 'files')")
             images = [collection.prepare_image(decode(await read_upload(f), f.filename or "file")) for f in uploads]
             rows = await run_in_threadpool(collection.query_rows, images)
-            found = collection.search_rows(rows, k, radius, where=where, rerank=rerank, oversample=oversample)
+            found = collection.search_rows(rows, k, radius, where=where, rerank=rerank, oversample=oversample,
+                                           expand=expand)  # fmt: skip
         else:
             body = await json_body(request, BatchSearch, 'a JSON object {"searches": [{"codes": [...]}, ...]}')
             if not 0 < len(body.searches) <= limits.max_batch:
