@@ -10,8 +10,9 @@ Rows, all on the protocol's query and database splits (training splits for whate
   probed lists rank last).
 - ``itq`` / ``pcarr`` at 64 and 128 bits on the features; ``dhd`` at 64 and 128 bits (Hamming), and with
   re-ranking (``index/rerank.py``) of the top R: ``asymmetric`` (<h_q, b>: no memory beyond the codes),
-  ``stored-h`` (cosine with the items' h, float16 on disk), ``stored-features`` (cosine with the items'
-  backbone features, float16 on disk).
+  ``stored-h`` (cosine with the items' h, float16 on disk; ``+ expansion n``: then the query expanded with its
+  n best candidates, a collection's default), ``stored-features`` (cosine with the items' backbone features,
+  float16 on disk).
 
 Per row: bytes per item in memory (codes and ids as held; faiss's serialised index) and on disk, mAP@K and
 mAP@all (class level), the instance mAP where the protocol has families, queries per second (k = 100, all
@@ -43,7 +44,7 @@ from hashdistill.config import load_config
 from hashdistill.data import load_protocol
 from hashdistill.features import feature_name
 from hashdistill.index import HammingIndex, VectorFile, search_reranked, write_vectors
-from hashdistill.index.rerank import asymmetric_scores, cosine_scores
+from hashdistill.index.rerank import EXPAND, asymmetric_scores, cosine_scores, expanded_scores
 from hashdistill.metrics import ranking_scores
 from hashdistill.run import Run
 from hashdistill.shallow import create_hasher, split_features
@@ -253,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
                 "stored-features": VectorFile(write_vectors(Path(tmp) / "f.hdv", np.arange(len(hdb)), F["database"])),
             }
             queries = {"stored-h": hq, "stored-features": F["query"]}
+            big_h = None
+            if big is not None:  # the stored h of the 1M items: the database's, replicated with a little noise
+                rep_h = replicate(hdb, big_n, np.random.default_rng(1), 0.01)
+                big_h = VectorFile(write_vectors(Path(tmp) / "big-h.hdv", np.arange(big_n), rep_h))
             for depth in [int(x) for x in args.depths.split(",")]:
                 over = max(1, depth // K_SPEED)
                 asym = reranked_order(qp, dbp, depth, lambda rows, top: asymmetric_scores(hq[rows], db_bytes[top]))
@@ -263,10 +268,17 @@ def main(argv: list[str] | None = None) -> int:
                 for name, store in stores.items():
                     qv = queries[name]
                     look = store.vectors
-                    order = reranked_order(qp, dbp, depth, lambda rows, top: cosine_scores(qv[rows], look[top]))
-                    add({"method": f"{method} + {name} R={depth}", "on": on, "bits": bits, "bytes": held,
-                         "code_bytes": bits // 8, "disk_bytes": 2 * store.dim + 8, **prob.scores(order), "build_s": build},
-                        lambda: search_reranked(index, hq, K_SPEED, "stored", over, store.lookup, qv))  # fmt: skip
+                    for n in (0, EXPAND) if name == "stored-h" else (0,):  # (a collection expands h only)
+                        rescore = lambda rows, top: expanded_scores(
+                            qv[rows], look[top], cosine_scores(qv[rows], look[top]), top >= 0, n
+                        )
+                        label = f"{method} + {name}" + (f" + expansion {n}" if n else "") + f" R={depth}"
+                        add({"method": label, "on": on, "bits": bits, "bytes": held, "code_bytes": bits // 8,
+                             "disk_bytes": 2 * store.dim + 8, **prob.scores(reranked_order(qp, dbp, depth, rescore)),
+                             "build_s": build},
+                            lambda: search_reranked(index, hq, K_SPEED, "stored", over, store.lookup, qv, n),
+                            big_h is not None and name == "stored-h"
+                            and (lambda: search_reranked(big, hq, K_SPEED, "stored", over, big_h.lookup, qv, n)))  # fmt: skip
 
     for method in ("itq", "pcarr"):
         for bits in (64, 128):
