@@ -44,7 +44,7 @@ from hashdistill.config import load_config
 from hashdistill.data import load_protocol
 from hashdistill.features import feature_name
 from hashdistill.index import HammingIndex, VectorFile, search_reranked, write_vectors
-from hashdistill.index.rerank import EXPAND, asymmetric_scores, cosine_scores, expanded_scores
+from hashdistill.index.rerank import EXPAND, asymmetric_scores, expanded_scores
 from hashdistill.metrics import ranking_scores
 from hashdistill.run import Run
 from hashdistill.shallow import create_hasher, split_features
@@ -269,9 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                     qv = queries[name]
                     look = store.vectors
                     for n in (0, EXPAND) if name == "stored-h" else (0,):  # (a collection expands h only)
-                        rescore = lambda rows, top: expanded_scores(
-                            qv[rows], look[top], cosine_scores(qv[rows], look[top]), top >= 0, n
-                        )
+                        rescore = lambda rows, top: expanded_scores(qv[rows], look[top], top >= 0, n)
                         label = f"{method} + {name}" + (f" + expansion {n}" if n else "") + f" R={depth}"
                         add({"method": label, "on": on, "bits": bits, "bytes": held, "code_bytes": bits // 8,
                              "disk_bytes": 2 * store.dim + 8, **prob.scores(reranked_order(qp, dbp, depth, rescore)),

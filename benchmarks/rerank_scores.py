@@ -27,7 +27,7 @@ from hashdistill import _io
 from hashdistill.codes import pack
 from hashdistill.data import load_protocol
 from hashdistill.features import feature_name
-from hashdistill.index.rerank import cosine_scores, expanded_scores
+from hashdistill.index.rerank import expanded_scores
 from hashdistill.run import Run
 from hashdistill.shallow import split_features
 from hashdistill.tables import provenance, results_table
@@ -80,7 +80,7 @@ def rows_of(path: Path) -> list[dict]:
     v = unit(hdb).astype(np.float16).astype(np.float32)
     for n in EXPANSIONS:
         for depth in DEPTHS:
-            rescore = lambda r, t, n=n: expanded_scores(qu[r], v[t], cosine_scores(qu[r], v[t]), t >= 0, n)
+            rescore = lambda r, t, n=n: expanded_scores(qu[r], v[t], t >= 0, n)
             order = reranked_order(qp, dbp, depth or len(hdb), rescore)
             out.append({**base, "score": f"cosine + expansion {n}", "R": depth or "all", **prob.scores(order)})
     for row in out:

@@ -565,7 +565,7 @@ class Collection:
             bare = (ids >= 0) & ~has
             if bare.any():  # items added by their bits: scored by their bits
                 vectors[bare] = _unit_signs(self._code_bytes(ids)[bare])
-            scores = expanded_scores(h, vectors, cosine_scores(h, vectors), ids >= 0, expand)
+            scores = expanded_scores(h, vectors, ids >= 0, expand)
         order = ranking(ids, scores, k)
         return [
             [(int(hits[j][0]), int(hits[j][1]), _score(scores[r, j])) for j in order[r] if j < len(hits)]

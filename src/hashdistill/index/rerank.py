@@ -62,20 +62,23 @@ def cosine_scores(h: Any, vectors: np.ndarray) -> np.ndarray:
     return np.einsum("qd,qrd->qr", h, v)
 
 
-def expanded_scores(h: Any, vectors: np.ndarray, scores: np.ndarray, valid: np.ndarray, n: int) -> np.ndarray:
-    """Query expansion: the cosine of each query's expanded vector, ``unit(h) + sum_j max(s_j, 0) unit(v_j)`` over
-    its ``n`` best candidates j by ``scores`` (ties in the given order; ``valid``: False for padding), with every
-    candidate's vector (nq, R, D): (nq, R) float32. ``n = 0`` returns ``scores``."""
+def expanded_scores(h: Any, vectors: np.ndarray, valid: np.ndarray, n: int) -> np.ndarray:
+    """``stored``'s score: the cosine of each query ``h`` (nq, D) and its candidates' vectors (nq, R, D), then, for
+    ``n`` > 0 (query expansion), the cosine of ``unit(h) + sum_j max(s_j, 0) unit(v_j)`` over its ``n`` best
+    candidates j by that first cosine s (ties in the given order; ``valid``: False for padding): (nq, R) float32.
+    Each vector is normalised once."""
+    v = np.asarray(vectors, np.float32)
+    h = _check_h(h, v.shape[-1])
+    v = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+    q = h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)
+    scores = np.einsum("qd,qrd->qr", q, v)
     if n <= 0:
         return scores
-    v = np.asarray(vectors, np.float32)
-    v = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
-    h = _check_h(h, v.shape[-1])
     best = ranking(np.where(valid, 0, -1), scores, n)  # (nq, n) positions
     w = np.where(np.take_along_axis(valid, best, 1), np.take_along_axis(scores, best, 1), 0).clip(0)
-    q = h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)
     q = q + np.einsum("qn,qnd->qd", w, np.take_along_axis(v, best[..., None], 1))
-    return cosine_scores(q, v)
+    q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    return np.einsum("qd,qrd->qr", q, v)
 
 
 def ranking(ids: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
@@ -117,8 +120,8 @@ def search_reranked(
     if rerank == "asymmetric":
         scores = asymmetric_scores(h, index.code_bytes(ids))
     else:
-        qv, found = h if query_vectors is None else query_vectors, vectors(ids)
-        scores = expanded_scores(qv, found, cosine_scores(qv, found), ids >= 0, int(expand))
+        qv = h if query_vectors is None else query_vectors
+        scores = expanded_scores(qv, vectors(ids), ids >= 0, int(expand))
     scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
     order = ranking(ids, scores, k)
     return tuple(np.take_along_axis(a, order, 1) for a in (ids, scores, dist))
