@@ -6,7 +6,7 @@ A DHD run (``runs/frontier-l2/openmoji/dhd-64``, what ``benchmarks/frontier.py -
 trains) goes into a new collection with ``Collection.create(..., features=True)``; its database split is added
 (``add_split``: encoded, h and the backbone features stored). Each query image is encoded once
 (``query_rows``), then searched with ``search_rows`` at R = k x oversample for ``rerank`` none / asymmetric /
-stored / features: the R hits, then the rest of the database in Hamming order (as ``frontier.py`` ranks), give
+stored (with ``expand`` 0 and the default 2) / features: the R hits, then the rest of the database in Hamming order (as ``frontier.py`` ranks), give
 class mAP@all and the instance mAP (``map_siblings``). Timed: the search of one query at k = 10 (the default
 oversample 10, and 50), every query in turn, and the encoding of the queries. Writes
 ``benchmarks/results/collection-features.{json,md}``.
@@ -28,13 +28,14 @@ from hashdistill import _io
 from hashdistill.codes import hamming, pack
 from hashdistill.collection import Collection
 from hashdistill.data import load_protocol
+from hashdistill.index.rerank import EXPAND
 from hashdistill.metrics import ranking_scores
 from hashdistill.run import Run
 from hashdistill.tables import provenance, results_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEPTHS = (100, 500, 1000)
-RERANKS = ("none", "asymmetric", "stored", "features")
+RERANKS = (("none", 0), ("asymmetric", 0), ("stored", 0), ("stored", EXPAND), ("features", 0))  # (rerank, expand)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,24 +61,25 @@ def main(argv: list[str] | None = None) -> None:
         hamming_order = np.argsort(hamming(qc, dc), axis=1, kind="stable")
         fam = {"query_family": family[q.ids], "db_family": family[db.ids]} if family is not None else {}
         out = []
-        for rerank in RERANKS:
+        for rerank, expand in RERANKS:
+            search = {"rerank": rerank, "expand": expand}
             for depth in DEPTHS if rerank != "none" else (1,):
-                hits = col.search_rows(rows, depth if rerank != "none" else len(db), rerank=rerank, oversample=1)
+                hits = col.search_rows(rows, depth if rerank != "none" else len(db), oversample=1, **search)
                 order = np.empty((len(rows), len(db)), np.int64)
                 for r, found in enumerate(hits):
                     top = [position[h.source] for h in found]
                     rest = hamming_order[r][~np.isin(hamming_order[r], top)]
                     order[r] = np.concatenate([top, rest])
                 s = ranking_scores(lambda rs, order=order: order[rs], q.labels, db.labels, **fam)
-                row = {"rerank": rerank, "R": depth if rerank != "none" else None, "map_all": round(s["map_all"], 4),
+                row = {"rerank": rerank, "expand": expand, "R": depth if rerank != "none" else None, "map_all": round(s["map_all"], 4),
                        "map_siblings": None if s.get("map_siblings") is None else round(s["map_siblings"], 4)}  # fmt: skip
                 for oversample in (10, 50):
                     if rerank == "none" and oversample != 10:
                         continue
-                    col.search_rows(rows[:1], 10, rerank=rerank, oversample=oversample)
+                    col.search_rows(rows[:1], 10, oversample=oversample, **search)
                     t0 = time.perf_counter()
                     for r in range(len(rows)):
-                        col.search_rows(rows[r : r + 1], 10, rerank=rerank, oversample=oversample)
+                        col.search_rows(rows[r : r + 1], 10, oversample=oversample, **search)
                     row[f"ms_k10_x{oversample}"] = round((time.perf_counter() - t0) * 1000 / len(rows), 3)
                 out.append(row)
                 print(row, flush=True)
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Engine {result['engine']}; built (create + add_split with features) in {result['build_s']} s; encoding "
         f"{result['encode_ms_per_query']} ms per query image; on disk per item: h {disk['vectors.hdv']:.0f} B, "
         f"features {disk['features.hdv']:.0f} B (memory-mapped). `R`: the hits re-ranked (k = R, oversample 1), the "
-        f"rest in Hamming order; `map_siblings`: the instance level; `ms_k10_xN`: one search of k = 10 at oversample "
+        f"rest in Hamming order; `expand`: stored's query expansion; `map_siblings`: the instance level; `ms_k10_xN`: one search of k = 10 at oversample "
         f"N, without the encoding.\n\n" + results_table(out, list(dict.fromkeys(k for r in out for k in r))) + "\n"
     )
     _io.write_text(args.out_dir / "collection-features.md", text)
