@@ -61,7 +61,8 @@ def rows_of(path: Path) -> list[dict]:
     )
     # the same expansion on PQ: the query plus its 2 best by PQ's score, each reconstruction weighted by its cosine
     top = np.argsort(-(2 * qu @ rec.T - norms), axis=1, kind="stable")[:, :2]
-    qe = unit(qu + np.einsum("qn,qnd->qd", np.einsum("qd,qnd->qn", qu, unit(rec)[top]).clip(0), unit(rec)[top]))
+    near = unit(rec)[top]
+    qe = unit(qu + np.einsum("qn,qnd->qd", np.einsum("qd,qnd->qn", qu, near).clip(0), near))
     out.append(
         {**base, "score": "faiss pq 8x8 of unit h + expansion 2", "R": None,
          **prob.scores(score_order(lambda r: 2 * qe[r] @ rec.T - norms))}

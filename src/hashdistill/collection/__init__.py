@@ -47,7 +47,7 @@ from ..data.images import DEFAULT_MAX_PIXELS, at_size
 from ..data.lists import ImageList
 from ..errors import CodesError, CollectionError
 from ..index import HammingIndex
-from ..index.rerank import EXPAND, MAX_EXPAND, asymmetric_scores, cosine_scores, expanded_scores, ranking
+from ..index.rerank import EXPAND, asymmetric_scores, check_expand, cosine_scores, expanded_scores, ranking
 from ..progress import progress_bar
 from ..registry import INDEX_BACKENDS
 from . import snapshot
@@ -70,7 +70,6 @@ __all__ = [
 MAX_PAGE = 1000  # items in one page of ``items``
 RERANKS = ("stored", "asymmetric", "features", "none")  # what a collection's search re-ranks by (docs/search.md)
 RERANK, OVERSAMPLE = "stored", 10  # the defaults, chosen by benchmarks/frontier.py (docs/search.md "Defaults")
-# EXPAND: the stored re-ranking's query expansion (index/rerank.py), by benchmarks/rerank_scores.py
 
 
 class Collection:
@@ -518,7 +517,7 @@ class Collection:
 
     def _search(
         self, q: PackedCodes, h: np.ndarray | None, k: int, radius: int | None, where: Any, strategy: str, rerank: str,
-        oversample: int, expand: int = EXPAND,
+        oversample: int, expand: int,
     ) -> list[list[Hit]]:  # fmt: skip
         """The searches of packed queries ``q``, rescored with their continuous outputs ``h`` (their backbone
         features where ``rerank`` is ``features``; None: Hamming)."""
@@ -544,7 +543,7 @@ class Collection:
         return [[Hit(i, d, *rows[i], s) for i, d, s in hits if i in rows] for hits in scored]
 
     def _rescored(
-        self, h: np.ndarray, per_query: list, k: int, rerank: str, expand: int = EXPAND
+        self, h: np.ndarray, per_query: list, k: int, rerank: str, expand: int
     ) -> list[list[tuple[int, int, float | None]]]:
         """Each query's Hamming candidates rescored (``asymmetric``: ``<h_q, b>``; ``stored``: the cosine of
         ``h_q`` and the stored unit output, or ``b / sqrt(bits)`` where none was stored, then of the query expanded
@@ -610,13 +609,12 @@ def _unit_signs(packed: np.ndarray) -> np.ndarray:
     return signs / np.sqrt(signs.shape[-1])
 
 
-def _check_rerank(rerank: Any, oversample: Any, expand: Any = EXPAND) -> None:
+def _check_rerank(rerank: Any, oversample: Any, expand: Any) -> None:
     if rerank not in RERANKS:
         raise CollectionError(f"rerank must be one of {', '.join(RERANKS)}, got {rerank!r}")
     if not isinstance(oversample, int | np.integer) or isinstance(oversample, bool) or not 1 <= oversample <= 100:
         raise CollectionError(f"oversample must be an integer in 1..100, got {oversample!r}")
-    if not isinstance(expand, int | np.integer) or isinstance(expand, bool) or not 0 <= expand <= MAX_EXPAND:
-        raise CollectionError(f"expand must be an integer in 0..{MAX_EXPAND}, got {expand!r}")
+    check_expand(expand, CollectionError)
 
 
 def _continuous(codes: Any) -> np.ndarray | None:

@@ -30,6 +30,12 @@ EXPAND, MAX_EXPAND = 2, 10  # query expansion's default (chosen by benchmarks/re
 _BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32)  # (256, 8), MSB first
 
 
+def check_expand(expand: Any, error: type[Exception] = CodesError) -> None:
+    """``expand`` must be an integer in 0..``MAX_EXPAND``: else ``error``, one line."""
+    if not isinstance(expand, int | np.integer) or isinstance(expand, bool) or not 0 <= expand <= MAX_EXPAND:
+        raise error(f"expand must be an integer in 0..{MAX_EXPAND}, got {expand!r}")
+
+
 def _check_h(h: Any, bits: int) -> np.ndarray:
     h = np.asarray(h, np.float32)
     if h.ndim == 1:
@@ -107,8 +113,7 @@ def search_reranked(
         raise CodesError(f"rerank must be one of {', '.join(RERANK)}, got {rerank!r}")
     if not isinstance(oversample, int | np.integer) or oversample < 1:
         raise CodesError(f"oversample must be a positive integer, got {oversample!r}")
-    if not isinstance(expand, int | np.integer) or isinstance(expand, bool) or not 0 <= expand <= MAX_EXPAND:
-        raise CodesError(f"expand must be an integer in 0..{MAX_EXPAND}, got {expand!r}")
+    check_expand(expand)
     if rerank == "stored" and vectors is None:
         raise CodesError("rerank 'stored' needs the stored vectors")
     h = _check_h(h, index.bits)
@@ -132,6 +137,7 @@ __all__ = [
     "MAX_EXPAND",
     "RERANK",
     "asymmetric_scores",
+    "check_expand",
     "cosine_scores",
     "expanded_scores",
     "ranking",
