@@ -9,6 +9,7 @@ import torch
 from pydantic import Field
 
 from hashdistill.config import ConfigError, load_config
+from hashdistill.errors import ModelError
 from hashdistill.methods import METHODS, HashingMethod, MethodParams, create_method
 from hashdistill.methods.targets import similarity
 from hashdistill.train import Trainer, train
@@ -126,3 +127,32 @@ def test_an_unsupervised_method_gets_no_labels_in_its_context(tmp_path):
                       "method.pairs.input_size=32", "method.pairs.k=10", "method.pairs.noise_neighbours=5"])  # fmt: skip
     ctx = Trainer(cfg, tmp_path / "u", progress=False).context()
     assert ctx.labels is None and len(ctx.report_labels) == ctx.n == 600
+
+
+@pytest.mark.parametrize(
+    ("sets", "mult"),
+    [(["method=dhd", "method.proxy_lr_mult=10"], 10), (["method=dhd-hp", "method.self_distill=true", "method.proxy_lr_mult=4"], 4),
+     (["method=greedyhash"], 1)],
+)  # fmt: skip
+def test_proxies_learn_at_the_methods_multiple_of_the_heads_rate(tmp_path, sets, mult):
+    """One Adam step (a first step moves every weight by lr, whatever its gradient's size) on 100 images in one
+    batch: the proxies move by proxy_lr_mult x the head's step, through the self-distillation wrapper too; a
+    method without the hook keeps one rate."""
+    cfg = load_config(None, CACHED + sets + ["name=p", "schedule.epochs=1", "data.limit_train=100"])
+    t = Trainer(cfg, tmp_path / "p", progress=False).setup()
+    before = {k: v.clone() for k, v in t.opt.model.state_dict().items()}
+    t.fit()
+    after = torch.load(tmp_path / "p" / "checkpoint.pt", weights_only=True)["model"]
+    step = {k: float((after[k] - before[k]).abs().max()) for k in ("proxies", "head.fc.weight")}
+    assert step["head.fc.weight"] == pytest.approx(1e-3, rel=1e-3)
+    assert step["proxies"] == pytest.approx(mult * 1e-3, rel=1e-3)
+
+
+def test_resume_refuses_a_checkpoint_whose_optimiser_was_split_otherwise(tmp_path):
+    sets = CACHED + ["method=dhd", "schedule.epochs=1", "data.limit_train=100"]
+    train(load_config(None, sets + ["method.proxy_lr_mult=10"]), tmp_path / "r", progress=False)
+    with pytest.raises(
+        ModelError,
+        match=r"checkpoint.pt: written with 2 optimiser parameter groups, this run's config makes 1: .*proxy_lr_mult=1\)$",
+    ):
+        train(load_config(None, sets + ["method.proxy_lr_mult=1"]), tmp_path / "r", resume=True, progress=False)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from . import _io
+from .errors import ModelError
 
 
 @dataclass
@@ -51,6 +52,13 @@ def load_checkpoint(path: str | os.PathLike, device: str, opt: Optimisation, met
     """Restore ``opt`` and ``method`` from a checkpoint in place; returns where the run stood."""
     state = _io.load_tensors(path, device)
     opt.model.load_state_dict(state["model"])
+    saved, built = len(state["optimizer"]["param_groups"]), len(opt.optimizer.param_groups)
+    if saved != built:  # a setting that splits the parameters differently (method.proxy_lr_mult) has changed
+        raise ModelError(
+            f"{path}: written with {saved} optimiser parameter groups, this run's config makes {built}: resume with "
+            "the settings it was written with (written before method.proxy_lr_mult existed: --set "
+            "method.proxy_lr_mult=1)"
+        )
     opt.optimizer.load_state_dict(state["optimizer"])
     opt.scheduler.load_state_dict(state["scheduler"])
     opt.scaler.load_state_dict(state.get("scaler", {}))

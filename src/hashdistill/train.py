@@ -159,17 +159,22 @@ class Trainer:
         return f
 
     def _optimisation(self, model: torch.nn.Module, steps_per_epoch: int, wrap: bool = False) -> Optimisation:
-        """``model``'s optimiser (Adam, the backbone at ``backbone_lr_mult`` x lr), per-step schedule (over
+        """``model``'s optimiser (Adam, the backbone at ``backbone_lr_mult`` x lr, the proxies at the method's
+        ``proxy_lr_mult()`` x lr), per-step schedule (over
         the run's epochs, ``schedule.epochs`` or more for ``min_steps``) and AMP scaler; ``wrap``: in
         ``DistributedDataParallel`` under torchrun."""
         o, sched = self.cfg.optim, self.cfg.schedule
         total = steps_per_epoch * self.epochs
         warmup = min(total, steps_per_epoch * sched.warmup_epochs)
         backbone = [p for p in (model.backbone.parameters() if model.backbone is not None else []) if p.requires_grad]
-        ids = {id(p) for p in backbone}
+        mult = self.method.proxy_lr_mult()
+        proxies = [model.proxies] if model.proxies is not None and mult != 1 else []  # at 1: in the head's group
+        ids = {id(p) for p in backbone + proxies}
         groups = [{"params": [p for p in model.parameters() if id(p) not in ids], "lr": o.lr}]
         if backbone:
             groups.append({"params": backbone, "lr": o.lr * o.backbone_lr_mult})
+        if proxies:
+            groups.append({"params": proxies, "lr": o.lr * mult})
         optimizer = torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
         ddp = model

@@ -104,6 +104,11 @@ class HashingMethod(nn.Module):
     def on_step(self, step: int) -> None:
         """Before each optimisation step, with the global step (schedules inside a loss)."""
 
+    def proxy_lr_mult(self) -> float:
+        """The learning rate of the model's proxies (``uses_proxies``) as a multiple of the head's: 1, one rate for
+        both. A method whose proxies are directions scored by cosine may want them faster (DHD)."""
+        return 1.0
+
     def shared_state(self) -> dict[str, Any]:
         """The whole-set state named by ``shared`` (sent from rank 0 to the others under torchrun)."""
         return {k: getattr(self, k) for k in self.shared}

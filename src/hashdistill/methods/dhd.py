@@ -70,6 +70,9 @@ class DHDParams(MethodParams):
     """sigma of the Gaussian likelihoods of the BCE quantization (Eq. 5)"""
     quantize_proxies: bool = False
     """also quantize the proxies with L_bce-Q (the paper's text; not the official code)"""
+    proxy_lr_mult: float = Field(10.0, gt=0, le=1000)
+    """the proxies' learning rate as a multiple of the head's (the official code: 1; docs/algorithms/dhd.md
+    "Proxy learning rate": 10, chosen by measurement)"""
 
 
 @METHODS.register("dhd")
@@ -90,6 +93,9 @@ class DHD(HashingMethod):
         self.hp = HashProxyLoss(p.temperature)
         self.sdh_loss = SelfDistillationLoss()
         self.bceq = BCEQuantizationLoss(p.sigma)
+
+    def proxy_lr_mult(self) -> float:
+        return self.params.proxy_lr_mult
 
     def forward(
         self, h_teacher: torch.Tensor, h_student: torch.Tensor | None, y: torch.Tensor, proxies: torch.Tensor | None = None

@@ -48,6 +48,9 @@ class SelfDistilled(HashingMethod):
     def on_step(self, step: int) -> None:
         self.method.on_step(step)
 
+    def proxy_lr_mult(self) -> float:
+        return self.method.proxy_lr_mult()
+
     def shared_state(self) -> dict[str, Any]:
         return self.method.shared_state()
 
