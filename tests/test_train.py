@@ -166,6 +166,11 @@ def test_validation_split_never_uses_queries(tmp_path):
         (["augment.crop_scale=[0.9,0.5]"], "augment.crop_scale: must be [low, high] with 0 < low <= high <= 1, got [0.9, 0.5]"),
         (["optim.lr=fast"], "optim.lr: Input should be a valid number, unable to parse string as a number, got 'fast'"),
         (["optim.momentum=0.9"], "unknown key optim.momentum; known: lr, backbone_lr_mult, weight_decay, batch_size"),
+        (["method.proxy_lr_mult=0"], "method.proxy_lr_mult: Input should be greater than 0, got 0"),
+        (
+            ["method=greedyhash", "method.proxy_lr_mult=10"],
+            "unknown key method.proxy_lr_mult; known: name, self_distill, self_distill_weight, train_view, alpha",
+        ),
         (["schedule.select=best"], "schedule.select: best needs data.val_fraction > 0 (selection never looks at the queries)"),
         (["schedule.epoch=3"], "unknown key schedule.epoch; known: epochs, min_steps, warmup_epochs, select"),
         (["runtime.device=gpu"], "runtime.device: must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),

@@ -72,7 +72,8 @@ def expanded_scores(h: Any, vectors: np.ndarray, valid: np.ndarray, n: int) -> n
     """``stored``'s score: the cosine of each query ``h`` (nq, D) and its candidates' vectors (nq, R, D), then, for
     ``n`` > 0 (query expansion), the cosine of ``unit(h) + sum_j max(s_j, 0) unit(v_j)`` over its ``n`` best
     candidates j by that first cosine s (ties in the given order; ``valid``: False for padding): (nq, R) float32.
-    Each vector is normalised once."""
+    Each vector is normalised once. Ties are equal float32 cosines: distinct vectors whose cosines tie only in exact
+    arithmetic go by their rounded values."""
     v = np.asarray(vectors, np.float32)
     h = _check_h(h, v.shape[-1])
     v = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)

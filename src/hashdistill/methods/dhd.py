@@ -72,7 +72,7 @@ class DHDParams(MethodParams):
     """also quantize the proxies with L_bce-Q (the paper's text; not the official code)"""
     proxy_lr_mult: float = Field(10.0, gt=0, le=1000)
     """the proxies' learning rate as a multiple of the head's (the official code: 1; docs/algorithms/dhd.md
-    "Proxy learning rate": 10, chosen by measurement)"""
+    "The proxies' learning rate": 10, chosen by measurement)"""
 
 
 @METHODS.register("dhd")
