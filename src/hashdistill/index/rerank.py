@@ -59,13 +59,15 @@ def asymmetric_scores(h: Any, candidates: np.ndarray) -> np.ndarray:
     return 2 * picked.sum(-1) - h.sum(1, keepdims=True)
 
 
+def _unit(x: np.ndarray) -> np.ndarray:
+    """``x`` scaled to unit length along its last axis (a zero vector stays zero)."""
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
 def cosine_scores(h: Any, vectors: np.ndarray) -> np.ndarray:
     """Cosine of each query ``h`` (nq, D) and its candidates' stored vectors (nq, R, D): (nq, R) float32."""
     v = np.asarray(vectors, np.float32)
-    h = _check_h(h, v.shape[-1])
-    h = h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)
-    v = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
-    return np.einsum("qd,qrd->qr", h, v)
+    return np.einsum("qd,qrd->qr", _unit(_check_h(h, v.shape[-1])), _unit(v))
 
 
 def expanded_scores(h: Any, vectors: np.ndarray, valid: np.ndarray, n: int) -> np.ndarray:
@@ -75,16 +77,13 @@ def expanded_scores(h: Any, vectors: np.ndarray, valid: np.ndarray, n: int) -> n
     Each vector is normalised once. Ties are equal float32 cosines: distinct vectors whose cosines tie only in exact
     arithmetic go by their rounded values."""
     v = np.asarray(vectors, np.float32)
-    h = _check_h(h, v.shape[-1])
-    v = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
-    q = h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)
+    q, v = _unit(_check_h(h, v.shape[-1])), _unit(v)
     scores = np.einsum("qd,qrd->qr", q, v)
     if n <= 0:
         return scores
     best = ranking(np.where(valid, 0, -1), scores, n)  # (nq, n) positions
     w = np.where(np.take_along_axis(valid, best, 1), np.take_along_axis(scores, best, 1), 0).clip(0)
-    q = q + np.einsum("qn,qnd->qd", w, np.take_along_axis(v, best[..., None], 1))
-    q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    q = _unit(q + np.einsum("qn,qnd->qd", w, np.take_along_axis(v, best[..., None], 1)))
     return np.einsum("qd,qrd->qr", q, v)
 
 
