@@ -5,8 +5,9 @@ Trains (or, with ``--reuse``, reads) three runs from one config per seed, same b
 ``dhd`` (L_HP + L_bce-Q on T_T, + L_SdH pulling T_S to it), ``dhd-hp-bceq`` (the same loss on T_T, no
 student) and ``dhd-hp-bceq-ts`` (on T_S, no SdH), under ``<runs-dir>/seed<s>/<variant>``. Table 4 is the mean
 over ``--seeds`` of mAP@all and of mAP@K, the deformations' own randomness fixed by ``--seed``; the
-deformations are the paper's seven (geometric, dropout, noise) and four colour ones (``deform.COLOUR``, which
-change nothing on grey images). Fig. 6 and the report are on the first seed's runs. Writes
+deformations are the paper's seven (geometric, dropout, noise) and, on colour images, four colour ones
+(``deform.COLOUR``; on grey images they would change nothing, so they are left out). Fig. 6 and the report are
+on the first seed's runs. Writes
 ``benchmarks/results/robustness-<protocol>[-<label>].{json,md}`` (with ``benchmarks/notes/`` of the same name
 appended) and the report (HTML, Markdown, figures) under ``benchmarks/results/robustness-<protocol>[-<label>]/``.
 
@@ -26,9 +27,9 @@ import numpy as np
 
 from hashdistill import _io
 from hashdistill.config import load_config
-from hashdistill.deform import COLOUR, DEFORMATIONS, GEOMETRIC
+from hashdistill.deform import COLOUR, GEOMETRIC, acting
 from hashdistill.report import write_report
-from hashdistill.robustness import SENSITIVITY_GRID, robustness, sensitivity
+from hashdistill.robustness import SENSITIVITY_GRID, query_images, robustness, sensitivity
 from hashdistill.run import Run
 from hashdistill.tables import provenance, result_label, results_table
 from hashdistill.train import train
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(x) for x in args.seeds.split(",")]
     names = list(VARIANTS)
 
-    per_seed, first = [], None
+    per_seed, first, deformations = [], None, []
     for seed in seeds:
         runs = []
         for label, sets in VARIANTS.items():
@@ -67,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
                 train(cfg, run_dir, progress=False)
             runs.append(run_dir)
         loaded = [Run.load(r) for r in runs]
+        deformations = deformations or acting(query_images(loaded[0]))  # no colour ones on grey images
         print(f"seed {seed}: deformations ...", flush=True)
-        per_seed += [{**r, "seed": seed} for r in robustness(loaded, list(DEFORMATIONS), args.seed)]
+        per_seed += [{**r, "seed": seed} for r in robustness(loaded, deformations, args.seed)]
         first = first or loaded
     protocol = cfg.data.protocol
     print("sensitivity ...", flush=True)
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def table(metric: str) -> list[dict]:
         rows = []
-        for d in DEFORMATIONS:
+        for d in deformations:
             mine = [r for r in per_seed if r["deformation"] == d]
             row = {"deformation": d, **{n: float(np.mean([r[metric] for r in mine if r["run"] == n])) for n in names}}
             sdh, tt = ({r["seed"]: r[metric] for r in mine if r["run"] == n} for n in ("dhd", "dhd-hp-bceq"))
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     table_all, table_k = table("map_all"), table("map")
     fig6 = [{"s": s, **{r["run"]: r["mean_hamming"] for r in sens if r["s"] == s}} for s in SENSITIVITY_GRID]
     stem = f"robustness-{protocol}" + (f"-{args.label}" if args.label else "")
-    report = write_report(first, args.out_dir / stem, list(DEFORMATIONS), SENSITIVITY_GRID, args.seed,
+    report = write_report(first, args.out_dir / stem, deformations, SENSITIVITY_GRID, args.seed,
                           title=f"DHD with and without SdH on {protocol}, {args.bits} bits")  # fmt: skip
     result = {
         "protocol": protocol, "bits": args.bits, "config": str(args.config), "overrides": args.overrides,
@@ -103,9 +105,7 @@ def main(argv: list[str] | None = None) -> int:
           f"Runs from `{args.config}` ({' '.join(args.overrides) or 'no overrides'}), training seeds "
           f"{', '.join(map(str, seeds))}; `dhd` trains with SdH, `dhd-hp-bceq` the same loss without it on T_T, "
           f"`dhd-hp-bceq-ts` without it on T_S. Produced by `{result['command']}` at commit `{result['commit']}`.", "",
-          f"SdH ahead of plain T_T training (mean mAP@all): {wins(table_all, GEOMETRIC)} of the {len(GEOMETRIC)} "
-          f"deformations of the paper's Table 4, {wins(table_all, COLOUR)} of the {len(COLOUR)} colour ones; "
-          f"ahead of T_S-only: {wins(table_all, GEOMETRIC, 'SdH - T_S')} and {wins(table_all, COLOUR, 'SdH - T_S')}.", "",
+          summary(table_all, colour=set(COLOUR) <= set(deformations)), "",
           f"## Table 4 analogue: mAP@all with each deformation applied to the queries only (mean of {len(seeds)} "
           f"seed(s); deformation seed {args.seed})", "", results_table(table_all, cols), "",
           f"## The same at mAP@{k if k else 'all'}", "", results_table(table_k, cols), "",
@@ -123,6 +123,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def wins(rows: list[dict], among: tuple[str, ...], column: str = "SdH - T_T") -> int:
     return sum(r[column] > 0 for r in rows if r["deformation"] in among)
+
+
+def summary(rows: list[dict], colour: bool) -> str:
+    """The counts: SdH ahead of T_T and of T_S-only, on the paper's deformations (and the colour ones)."""
+    g = len(GEOMETRIC)
+    if not colour:
+        return (f"SdH ahead of plain T_T training (mean mAP@all): {wins(rows, GEOMETRIC)} of the {g} deformations of "
+                f"the paper's Table 4; ahead of T_S-only: {wins(rows, GEOMETRIC, 'SdH - T_S')}. The {len(COLOUR)} "
+                "colour deformations are left out: they change nothing on one-channel images.")  # fmt: skip
+    return (f"SdH ahead of plain T_T training (mean mAP@all): {wins(rows, GEOMETRIC)} of the {g} deformations of the "
+            f"paper's Table 4, {wins(rows, COLOUR)} of the {len(COLOUR)} colour ones; ahead of T_S-only: "
+            f"{wins(rows, GEOMETRIC, 'SdH - T_S')} and {wins(rows, COLOUR, 'SdH - T_S')}.")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from hashdistill import plots
 from hashdistill.cli import app
 from hashdistill.config import load_config
 from hashdistill.data import load_protocol
-from hashdistill.deform import COLOUR, DEFORMATIONS, deform, parse_deformations
+from hashdistill.deform import COLOUR, DEFORMATIONS, GEOMETRIC, acting, deform, parse_deformations
 from hashdistill.report import write_report
 from hashdistill.robustness import robustness, sensitivity
 from hashdistill.train import train
@@ -86,6 +86,16 @@ def test_colour_deformations_on_colour_images(emoji, name):
         assert all((c - c[0]).abs().max() < 1e-6 for c in per_image)
         assert len({tuple(c[0].round(decimals=4).tolist()) for c in per_image}) == len(out)
         assert all(c[0].min() >= 0.7 - 1e-6 for c in per_image)  # 70 % of white plus 30 % of a colour
+
+
+def test_only_the_deformations_that_act_are_kept(fmnist, emoji):
+    """Grey images: the colour deformations are dropped, whatever the layout; colour images keep all."""
+    grey = fmnist.images[fmnist.query[:4]]  # uint8 (N, 28, 28)
+    for batch in (grey, grey[:, None], grey[..., None], torch.as_tensor(grey[:, None]).float() / 255):
+        assert acting(batch) == ["none", *GEOMETRIC]
+    hwc = (emoji.permute(0, 2, 3, 1) * 255).to(torch.uint8)
+    assert acting(emoji) == acting(hwc) == list(DEFORMATIONS)
+    assert acting(grey, ["grey", "rotation"]) == ["rotation"] and acting(emoji, ["grey"]) == ["grey"]
 
 
 def test_zoom_and_parse():

@@ -118,6 +118,13 @@ def _colour(x: torch.Tensor, name: str, rng: np.random.Generator) -> torch.Tenso
     return torch.einsum("nij,njhw->nihw", m, x).clamp(0, 1)
 
 
+def acting(images: np.ndarray | torch.Tensor, names: tuple[str, ...] | list[str] = DEFORMATIONS) -> list[str]:
+    """The deformations of ``names`` that can change ``images`` (a batch as ``deform`` takes it): all of them on
+    three channels, all but the colour ones (``COLOUR``) on one."""
+    colour = _as_float(images[:1]).shape[1] == 3
+    return [n for n in names if colour or n not in COLOUR]
+
+
 def parse_deformations(text: str) -> list[str]:
     """``all`` or a comma list -> deformation names (unknown names fail naming them)."""
     names = list(DEFORMATIONS) if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
@@ -128,4 +135,4 @@ def parse_deformations(text: str) -> list[str]:
     return names
 
 
-__all__ = ["COLOUR", "DEFORMATIONS", "GEOMETRIC", "deform", "parse_deformations"]
+__all__ = ["COLOUR", "DEFORMATIONS", "GEOMETRIC", "acting", "deform", "parse_deformations"]
