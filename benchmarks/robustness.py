@@ -27,9 +27,9 @@ import numpy as np
 
 from hashdistill import _io
 from hashdistill.config import load_config
-from hashdistill.deform import COLOUR, GEOMETRIC, acting
+from hashdistill.deform import COLOUR, DEFORMATIONS, GEOMETRIC
 from hashdistill.report import write_report
-from hashdistill.robustness import SENSITIVITY_GRID, query_images, robustness, sensitivity
+from hashdistill.robustness import SENSITIVITY_GRID, robustness, sensitivity
 from hashdistill.run import Run
 from hashdistill.tables import provenance, result_label, results_table
 from hashdistill.train import train
@@ -68,9 +68,10 @@ def main(argv: list[str] | None = None) -> int:
                 train(cfg, run_dir, progress=False)
             runs.append(run_dir)
         loaded = [Run.load(r) for r in runs]
-        deformations = deformations or acting(query_images(loaded[0]))  # no colour ones on grey images
         print(f"seed {seed}: deformations ...", flush=True)
-        per_seed += [{**r, "seed": seed} for r in robustness(loaded, deformations, args.seed)]
+        rows = robustness(loaded, list(DEFORMATIONS), args.seed)  # no rows for the colour ones on grey images
+        per_seed += [{**r, "seed": seed} for r in rows]
+        deformations = deformations or list(dict.fromkeys(r["deformation"] for r in rows))
         first = first or loaded
     protocol = cfg.data.protocol
     print("sensitivity ...", flush=True)

@@ -1,6 +1,7 @@
 """Deformations, robustness and sensitivity on a trained run, the plots' files, and the report rendered
 in headless Chromium."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from hashdistill.config import load_config
 from hashdistill.data import load_protocol
 from hashdistill.deform import COLOUR, DEFORMATIONS, GEOMETRIC, acting, deform, parse_deformations
 from hashdistill.report import write_report
-from hashdistill.robustness import robustness, sensitivity
+from hashdistill.robustness import left_out, robustness, sensitivity
 from hashdistill.train import train
 
 TINY = ["data.limit_train=600", "data.limit_query=100", "data.limit_database=1500", "optim.batch_size=100",
@@ -108,8 +109,9 @@ def test_zoom_and_parse():
 
 
 def test_robustness_and_sensitivity_on_trained_runs(runs):
-    rows = robustness(runs, ["none", "noise", "rotation"], seed=0)
+    rows = robustness(runs, ["none", "hue", "noise", "grey", "rotation"], seed=0)  # grey runs: no colour rows
     assert [(r["run"], r["deformation"]) for r in rows][:3] == [("dhd", "none"), ("dhd", "noise"), ("dhd", "rotation")]
+    assert len(rows) == 6 and left_out(["none", "hue", "noise", "grey", "rotation"], rows) == ["hue", "grey"]
     clean = {r["run"]: r["map"] for r in rows if r["deformation"] == "none"}
     assert all(0.3 < v <= 1 for v in clean.values())  # chance is about 0.1
     assert robustness(runs[:1], ["rotation"], seed=0)[0]["map"] == rows[2]["map"]  # seeded
@@ -183,6 +185,15 @@ def test_cli_evaluate_deformations_and_report(runs, tmp_path):
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [bad.stderr.strip()]
     assert "unknown deformation(s) blur" in bad.stderr
-    r = runner.invoke(app, ["report", str(runs[0]), "--out", str(tmp_path / "rep")])
+    assert "left out" not in r.output
+    r = runner.invoke(app, ["evaluate", str(runs[0]), "--deformations", "all", "--json"])
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "rep" / "report.html").is_file()
+    assert {row["deformation"] for row in json.loads(r.output)["robustness"]} == {"none", *GEOMETRIC}
+    colour_only = subprocess.run([sys.executable, "-m", "hashdistill", "evaluate", str(runs[0]), "--deformations", "hue,grey"],
+                                 capture_output=True, text=True)  # fmt: skip
+    assert colour_only.returncode == 1 and "none of them can change" in colour_only.stderr
+    r = runner.invoke(app, ["report", str(runs[0]), "--out", str(tmp_path / "rep")])  # --deformations all
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Left out, as they cannot change one-channel (grey) queries: hue, saturation, grey, colour_cast." in md
+    assert "| rotation |" in md and "| hue |" not in md and (tmp_path / "rep" / "report.html").is_file()

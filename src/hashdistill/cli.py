@@ -730,7 +730,8 @@ def evaluate(
     deformations: Annotated[
         Optional[str],
         typer.Option(
-            help="all, or a comma list of: none, cutout, dropout, zoom_in, zoom_out, rotation, shear, noise (queries only)"
+            help="all, or a comma list of: none, cutout, dropout, zoom_in, zoom_out, rotation, shear, noise, hue, "
+            "saturation, grey, colour_cast (queries only; the last four are left out on grey images)"
         ),
     ] = None,
     sensitivity: Annotated[
@@ -757,10 +758,14 @@ def evaluate(
         result["metrics"] = [evaluate_run(r, protocol) for r in runs]
     if deformations is not None:
         from .deform import parse_deformations
-        from .robustness import robustness
+        from .robustness import left_out, robustness
 
-        rows = robustness(runs, parse_deformations(deformations), seed)
+        asked = parse_deformations(deformations)
+        rows = robustness(runs, asked, seed)
+        if not rows:
+            raise CLIError(f"--deformations {deformations}: none of them can change these runs' grey queries (colour only)")
         result["robustness"] = rows
+        result["robustness_left_out"] = left_out(asked, rows)
         result["robustness_table"] = [{"deformation": d, **{r["run"]: r["map"] for r in rows if r["deformation"] == d}}
                                       for d in dict.fromkeys(r["deformation"] for r in rows)]  # fmt: skip
     if sensitivity is not None:
@@ -783,6 +788,8 @@ def evaluate(
         )
     if "robustness_table" in result:
         typer.echo(f"mAP@K per deformation of the queries (seed {seed}):")
+        if result["robustness_left_out"]:
+            typer.echo(f"left out (they cannot change grey queries): {', '.join(result['robustness_left_out'])}")
         typer.echo(results_table(result["robustness_table"], ["deformation", *names]), nl=False)
     if "sensitivity_table" in result:
         typer.echo("mean Hamming distance between clean and transformed query codes:")

@@ -19,7 +19,7 @@ from .errors import HashdistillError
 from .labels import shares_label
 from .methods import method_class
 from .metrics import precision_at_k, precision_recall_curve
-from .robustness import as_run, robustness, sensitivity
+from .robustness import as_run, left_out, robustness, sensitivity
 from .run import Run
 from .tables import results_table
 
@@ -95,9 +95,12 @@ def write_report(
     if deformations:
         rows = robustness(loaded, deformations, seed)
         table = [
-            {"deformation": d, **{row["run"]: row["map"] for row in rows if row["deformation"] == d}} for d in deformations
+            {"deformation": d, **{row["run"]: row["map"] for row in rows if row["deformation"] == d}}
+            for d in dict.fromkeys(row["deformation"] for row in rows)
         ]
         text = f"mAP@{loaded[0].data.topk} with each deformation applied to the queries only (seed {seed}).\n\n"
+        if skipped := left_out(deformations, rows):
+            text += f"Left out, as they cannot change one-channel (grey) queries: {', '.join(skipped)}.\n\n"
         sections.append(("Robustness to unseen deformations", text + results_table(table, ["deformation", *names]), []))
     pr, topm = {}, {}
     for r in loaded:

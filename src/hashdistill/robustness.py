@@ -13,7 +13,7 @@ import torch
 from .augment import view_transforms
 from .codes import pack
 from .data.splits import take
-from .deform import deform
+from .deform import acting, deform
 from .metrics import mean_average_precision
 from .model import encode_batch
 from .run import Run
@@ -41,14 +41,22 @@ def query_map(run: Run, images: torch.Tensor) -> tuple[float, float]:
 
 
 def robustness(runs: list[str | os.PathLike | Run], deformations: list[str], seed: int = 0) -> list[dict[str, Any]]:
-    """One row per (run, deformation): mAP@K and mAP@all with that deformation applied to the queries only."""
+    """One row per (run, deformation): mAP@K and mAP@all with that deformation applied to the queries only.
+    A deformation that cannot change a run's queries (a colour one on grey images: ``deform.acting``) gets no
+    row for that run, rather than a copy of the clean row; ``left_out`` names them."""
     rows = []
     for run in map(as_run, runs):
         queries = query_images(run)
-        for name in deformations:
+        for name in acting(queries, deformations):
             at_k, at_all = query_map(run, deform(queries, name, seed))
             rows.append({"run": run.name, "deformation": name, "topk": run.data.topk, "map": at_k, "map_all": at_all})
     return rows
+
+
+def left_out(deformations: list[str], rows: list[dict[str, Any]]) -> list[str]:
+    """The deformations of ``deformations`` that ``robustness`` gave no row (they act on no run's queries)."""
+    measured = {r["deformation"] for r in rows}
+    return [d for d in deformations if d not in measured]
 
 
 @torch.inference_mode()
