@@ -197,3 +197,5 @@ def test_cli_evaluate_deformations_and_report(runs, tmp_path):
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "Left out, as they cannot change one-channel (grey) queries: hue, saturation, grey, colour_cast." in md
     assert "| rotation |" in md and "| hue |" not in md and (tmp_path / "rep" / "report.html").is_file()
+    md = write_report(runs[:1], tmp_path / "rep-hue", deformations=["hue"])["md"].read_text()  # nothing left to measure
+    assert "Left out, as they cannot change one-channel (grey) queries: hue." in md and "| deformation |" not in md

@@ -101,7 +101,8 @@ def write_report(
         text = f"mAP@{loaded[0].data.topk} with each deformation applied to the queries only (seed {seed}).\n\n"
         if skipped := left_out(deformations, rows):
             text += f"Left out, as they cannot change one-channel (grey) queries: {', '.join(skipped)}.\n\n"
-        sections.append(("Robustness to unseen deformations", text + results_table(table, ["deformation", *names]), []))
+        text += results_table(table, ["deformation", *names]) if table else ""
+        sections.append(("Robustness to unseen deformations", text, []))
     pr, topm = {}, {}
     for r in loaded:
         pr[r.name], topm[r.name] = _curves(r)
