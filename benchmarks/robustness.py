@@ -31,7 +31,7 @@ from hashdistill.deform import COLOUR, DEFORMATIONS, GEOMETRIC
 from hashdistill.report import write_report
 from hashdistill.robustness import SENSITIVITY_GRID, robustness, sensitivity
 from hashdistill.run import Run
-from hashdistill.tables import provenance, result_label, results_table
+from hashdistill.tables import by_run, provenance, result_label, results_table
 from hashdistill.train import train
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(x) for x in args.seeds.split(",")]
     names = list(VARIANTS)
 
-    per_seed, first, deformations = [], None, []
+    per_seed, first = [], None
     for seed in seeds:
         runs = []
         for label, sets in VARIANTS.items():
@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seed {seed}: deformations ...", flush=True)
         rows = robustness(loaded, list(DEFORMATIONS), args.seed)  # no rows for the colour ones on grey images
         per_seed += [{**r, "seed": seed} for r in rows]
-        deformations = deformations or list(dict.fromkeys(r["deformation"] for r in rows))
         first = first or loaded
+    deformations = list(dict.fromkeys(r["deformation"] for r in per_seed))
     protocol = cfg.data.protocol
     print("sensitivity ...", flush=True)
     sens = sensitivity(first, SENSITIVITY_GRID, args.seed)
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return rows
 
     table_all, table_k = table("map_all"), table("map")
-    fig6 = [{"s": s, **{r["run"]: r["mean_hamming"] for r in sens if r["s"] == s}} for s in SENSITIVITY_GRID]
+    fig6 = by_run(sens, "s", "mean_hamming")
     stem = f"robustness-{protocol}" + (f"-{args.label}" if args.label else "")
     report = write_report(first, args.out_dir / stem, deformations, SENSITIVITY_GRID, args.seed,
                           title=f"DHD with and without SdH on {protocol}, {args.bits} bits")  # fmt: skip

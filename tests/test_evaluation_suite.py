@@ -18,6 +18,7 @@ from hashdistill.data import load_protocol
 from hashdistill.deform import COLOUR, DEFORMATIONS, GEOMETRIC, acting, deform, parse_deformations
 from hashdistill.report import write_report
 from hashdistill.robustness import left_out, robustness, sensitivity
+from hashdistill.tables import by_run
 from hashdistill.train import train
 
 TINY = ["data.limit_train=600", "data.limit_query=100", "data.limit_database=1500", "optim.batch_size=100",
@@ -97,6 +98,12 @@ def test_only_the_deformations_that_act_are_kept(fmnist, emoji):
     hwc = (emoji.permute(0, 2, 3, 1) * 255).to(torch.uint8)
     assert acting(emoji) == acting(hwc) == list(DEFORMATIONS)
     assert acting(grey, ["grey", "rotation"]) == ["rotation"] and acting(emoji, ["grey"]) == ["grey"]
+
+
+def test_long_rows_become_one_row_per_deformation_with_a_column_per_run():
+    rows = [{"run": "a", "deformation": "none", "map": 0.9}, {"run": "a", "deformation": "hue", "map": 0.7},
+            {"run": "b", "deformation": "none", "map": 0.8}]  # fmt: skip
+    assert by_run(rows, "deformation", "map") == [{"deformation": "none", "a": 0.9, "b": 0.8}, {"deformation": "hue", "a": 0.7}]
 
 
 def test_zoom_and_parse():

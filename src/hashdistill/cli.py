@@ -24,7 +24,7 @@ from .index import INDEX_METHODS, HammingIndex
 from .index.rerank import EXPAND, MAX_EXPAND
 from .progress import close_progress_bars
 from .shallow import SHALLOW_METHODS, run_shallow
-from .tables import git_commit, results_table
+from .tables import by_run, git_commit, results_table
 
 try:  # typer vendors click from 0.2x on; its exceptions are click's before that
     from typer._click import exceptions as click_errors
@@ -766,8 +766,7 @@ def evaluate(
             raise CLIError(f"--deformations {deformations}: none of them can change these runs' grey queries (colour only)")
         result["robustness"] = rows
         result["robustness_left_out"] = left_out(asked, rows)
-        result["robustness_table"] = [{"deformation": d, **{r["run"]: r["map"] for r in rows if r["deformation"] == d}}
-                                      for d in dict.fromkeys(r["deformation"] for r in rows)]  # fmt: skip
+        result["robustness_table"] = by_run(rows, "deformation", "map")
     if sensitivity is not None:
         from .robustness import SENSITIVITY_GRID
         from .robustness import sensitivity as shift
@@ -775,7 +774,7 @@ def evaluate(
         grid = SENSITIVITY_GRID if sensitivity == "default" else _s_grid(sensitivity)
         rows = shift(runs, grid, seed)
         result["sensitivity"] = rows
-        result["sensitivity_table"] = [{"s": s, **{r["run"]: r["mean_hamming"] for r in rows if r["s"] == s}} for s in grid]
+        result["sensitivity_table"] = by_run(rows, "s", "mean_hamming")
     if out is not None:
         _io.write_json(out, result)
     if as_json:

@@ -21,7 +21,7 @@ from .methods import method_class
 from .metrics import precision_at_k, precision_recall_curve
 from .robustness import as_run, left_out, robustness, sensitivity
 from .run import Run
-from .tables import results_table
+from .tables import by_run, results_table
 
 TOP_M = (1, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000)
 
@@ -94,10 +94,7 @@ def write_report(
 
     if deformations:
         rows = robustness(loaded, deformations, seed)
-        table = [
-            {"deformation": d, **{row["run"]: row["map"] for row in rows if row["deformation"] == d}}
-            for d in dict.fromkeys(row["deformation"] for row in rows)
-        ]
+        table = by_run(rows, "deformation", "map")
         text = f"mAP@{loaded[0].data.topk} with each deformation applied to the queries only (seed {seed}).\n\n"
         if skipped := left_out(deformations, rows):
             text += f"Left out, as they cannot change one-channel (grey) queries: {', '.join(skipped)}.\n\n"

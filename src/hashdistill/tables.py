@@ -41,6 +41,12 @@ def results_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return head + "".join("| " + " | ".join(fmt(c, r.get(c)) for c in columns) + " |\n" for r in rows)
 
 
+def by_run(rows: list[dict[str, Any]], key: str, value: str) -> list[dict[str, Any]]:
+    """Long rows (one per run and ``key``) as wide ones: one per distinct ``key``, in first-seen order, holding
+    ``key`` and each run's ``value`` under the run's name (a run without that key has no column)."""
+    return [{key: k, **{r["run"]: r[value] for r in rows if r[key] == k}} for k in dict.fromkeys(r[key] for r in rows)]
+
+
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=,-]{0,99}")
 
 
