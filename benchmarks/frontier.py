@@ -8,11 +8,12 @@ Rows, all on the protocol's query and database splits (training splits for whate
 - ``pq MxB``: faiss ``IndexPQ`` (M sub-quantizers of 8 bits = M bytes, L2 on normalised vectors), on the
   features and on h, trained on the database and training vectors (a collection's own); ``opq``: ``OPQM,PQM``; ``ivf-pq``: ``IVFn,PQ8`` with nprobe swept (items outside the
   probed lists rank last).
-- ``itq`` / ``pcarr`` at 64 and 128 bits on the features; ``dhd`` at 64 and 128 bits (Hamming), and with
-  re-ranking (``index/rerank.py``) of the top R: ``asymmetric`` (<h_q, b>: no memory beyond the codes),
-  ``stored-h`` (cosine with the items' h, float16 on disk; ``+ expansion n``: then the query expanded with its
-  n best candidates, a collection's default), ``stored-features`` (cosine with the items' backbone features,
-  float16 on disk).
+- ``itq`` / ``pcarr`` at 64 and 128 bits on the features; ``dhd`` at 64 and 128 bits (Hamming); ``dhd +
+  asymmetric``: ranked by <h_q, b>, the query's h against the items' bits (``index/asymmetric.py``: exact, no
+  memory beyond the codes); and that ranking's top R re-ranked (``index/rerank.py``) by ``stored-h`` (cosine with
+  the items' h, float16 on disk; ``+ expansion n``: then the query expanded with its n best candidates, a
+  collection's default) or ``stored-features`` (cosine with the items' backbone features, float16 on disk), the
+  rest in the asymmetric order.
 
 Per row: bytes per item in memory (codes and ids as held; faiss's serialised index) and on disk, mAP@K and
 mAP@all (class level), the instance mAP where the protocol has families, queries per second (k = 100, all
@@ -44,7 +45,7 @@ from hashdistill.config import load_config
 from hashdistill.data import load_protocol
 from hashdistill.features import feature_name
 from hashdistill.index import HammingIndex, VectorFile, search_reranked, write_vectors
-from hashdistill.index.rerank import EXPAND, asymmetric_scores, expanded_scores
+from hashdistill.index.rerank import EXPAND, expanded_scores
 from hashdistill.metrics import ranking_scores
 from hashdistill.run import Run
 from hashdistill.shallow import create_hasher, split_features
@@ -78,12 +79,24 @@ def hamming_order(q, db):
     return lambda rows: np.argsort(hamming(q[rows], db), axis=1, kind="stable")
 
 
-def reranked_order(q, db, depth: int, rescore):
-    """Top ``depth`` by Hamming rescored by ``rescore(rows, candidates)`` (higher first, ties in Hamming
-    order), then the rest in Hamming order."""
+def asymmetric_order(h, q, db):
+    """Every item ranked as a search by continuous outputs ``h`` ranks them (``index/asymmetric.py``): by <h_q, b>
+    (higher first), then the Hamming distance of the packed signs ``q`` to the packed codes ``db``, then position."""
+    signs = np.unpackbits(db.array, axis=1).astype(np.float64) * 2 - 1
 
     def order_of(rows):
-        order = np.argsort(hamming(q[rows], db), axis=1, kind="stable")
+        s, d = h[rows].astype(np.float64) @ signs.T, hamming(q[rows], db)
+        return np.lexsort((np.broadcast_to(np.arange(len(signs)), s.shape), d, -s), axis=-1)
+
+    return order_of
+
+
+def reranked_order(first, depth: int, rescore):
+    """Top ``depth`` of the ranking ``first`` rescored by ``rescore(rows, candidates)`` (higher first, ties in
+    that ranking), then the rest in that ranking."""
+
+    def order_of(rows):
+        order = first(rows)
         top = order[:, :depth]
         again = np.argsort(-rescore(rows, top), axis=1, kind="stable")
         return np.concatenate([np.take_along_axis(top, again, 1), order[:, depth:]], axis=1)
@@ -247,7 +260,6 @@ def main(argv: list[str] | None = None) -> int:
         if h is None:
             return
         hq, hdb = h["query"], h["database"]
-        db_bytes = dbp.array
         with tempfile.TemporaryDirectory() as tmp:
             stores = {
                 "stored-h": VectorFile(write_vectors(Path(tmp) / "h.hdv", np.arange(len(hdb)), hdb)),
@@ -258,13 +270,13 @@ def main(argv: list[str] | None = None) -> int:
             if big is not None:  # the stored h of the 1M items: the database's, replicated with a little noise
                 rep_h = replicate(hdb, big_n, np.random.default_rng(1), 0.01)
                 big_h = VectorFile(write_vectors(Path(tmp) / "big-h.hdv", np.arange(big_n), rep_h))
+            first = asymmetric_order(hq, qp, dbp)
+            add({"method": f"{method} + asymmetric", "on": on, "bits": bits, "bytes": held, "code_bytes": bits // 8,
+                 "disk_bytes": 0, **prob.scores(first), "build_s": build},
+                lambda: search_reranked(index, hq, K_SPEED, "asymmetric"),
+                big and (lambda: search_reranked(big, hq, K_SPEED, "asymmetric")))  # fmt: skip
             for depth in [int(x) for x in args.depths.split(",")]:
                 over = max(1, depth // K_SPEED)
-                asym = reranked_order(qp, dbp, depth, lambda rows, top: asymmetric_scores(hq[rows], db_bytes[top]))
-                add({"method": f"{method} + asymmetric R={depth}", "on": on, "bits": bits, "bytes": held,
-                     "code_bytes": bits // 8, "disk_bytes": 0, **prob.scores(asym), "build_s": build},
-                    lambda: search_reranked(index, hq, K_SPEED, "asymmetric", over),
-                    big and (lambda: search_reranked(big, hq, K_SPEED, "asymmetric", over)))  # fmt: skip
                 for name, store in stores.items():
                     qv = queries[name]
                     look = store.vectors
@@ -272,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                         rescore = lambda rows, top: expanded_scores(qv[rows], look[top], top >= 0, n)
                         label = f"{method} + {name}" + (f" + expansion {n}" if n else "") + f" R={depth}"
                         add({"method": label, "on": on, "bits": bits, "bytes": held, "code_bytes": bits // 8,
-                             "disk_bytes": 2 * store.dim + 8, **prob.scores(reranked_order(qp, dbp, depth, rescore)),
+                             "disk_bytes": 2 * store.dim + 8, **prob.scores(reranked_order(first, depth, rescore)),
                              "build_s": build},
                             lambda: search_reranked(index, hq, K_SPEED, "stored", over, store.lookup, qv, n),
                             big_h is not None and name == "stored-h"

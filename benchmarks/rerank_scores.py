@@ -3,12 +3,13 @@ product with the item's h kept at its length (its confidence: tanh outputs near 
 centred outputs (h minus the mean h of the run's training images), and the cosine with query expansion
 (``index/rerank.py``'s ``expanded_scores``: the query plus its n best candidates, n = 1, 2, 3; the collection's
 ``expand``), beside faiss PQ 8x8 of the unit h (``frontier.py``'s strongest rival at 8 bytes), with and without
-the same expansion, on DHD runs of ``frontier.py``.
+the same expansion, and OPQ 8x8, on DHD runs of ``frontier.py``.
 
-For each run (a cached-mode DHD run: its head over the protocol's frozen features gives h): the top R by Hamming
-distance rescored by cos(h_q, h), <h_q / |h_q|, h> or cos(h_q - m, h - m) (h as float16), the rest in Hamming
-order, at R = 100, 1000 and every item (``all``: the ranking a search for the whole database returns). Class
-mAP@K, mAP@all and the instance mAP where the protocol has families. Writes
+For each run (a cached-mode DHD run: its head over the protocol's frozen features gives h): the items ranked by
+Hamming distance and by the asymmetric score <h_q, b> (``index/asymmetric.py``: the order a search by continuous
+outputs ranks by), and that order's top R rescored by cos(h_q, h), <h_q / |h_q|, h> or cos(h_q - m, h - m) (h as
+float16), the rest in the asymmetric order, at R = 100, 1000 and every item (``all``: the ranking a search for
+the whole database returns). Class mAP@K, mAP@all and the instance mAP where the protocol has families. Writes
 ``benchmarks/results/rerank-scores.{json,md}``, with the means over the runs of each protocol.
 
     python benchmarks/rerank_scores.py runs/frontier-l2/openmoji/dhd-64 runs/frontier-seed1/openmoji/dhd-64 ...
@@ -33,7 +34,7 @@ from hashdistill.shallow import split_features
 from hashdistill.tables import provenance, results_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from frontier import Problem, hamming_order, head_outputs, reranked_order, score_order, unit
+from frontier import Problem, asymmetric_order, hamming_order, head_outputs, reranked_order, score_order, unit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEPTHS = (100, 1000, None)  # None: every item
@@ -49,7 +50,9 @@ def rows_of(path: Path) -> list[dict]:
     hq, hdb = H["query"], H["database"]
     qp, dbp = pack(np.where(hq >= 0, 1, -1)), pack(np.where(hdb >= 0, 1, -1))
     base = {"run": str(path), "protocol": p.name, "seed": run.config.runtime.seed, "lambda2": run.config.method.lambda2}
-    out = [{**base, "score": "hamming", "R": None, **prob.scores(hamming_order(qp, dbp))}]
+    first = asymmetric_order(hq, qp, dbp)
+    out = [{**base, "score": "hamming", "R": None, **prob.scores(hamming_order(qp, dbp))},
+           {**base, "score": "asymmetric", "R": None, **prob.scores(first)}]  # fmt: skip
     fit = np.unique(np.concatenate([unit(H["train"]), unit(hdb)]), axis=0)  # as frontier.py trains its PQ
     pq = faiss.index_factory(hq.shape[1], "PQ8")
     pq.train(fit)
@@ -67,6 +70,19 @@ def rows_of(path: Path) -> list[dict]:
         {**base, "score": "faiss pq 8x8 of unit h + expansion 2", "R": None,
          **prob.scores(score_order(lambda r: 2 * qe[r] @ rec.T - norms))}
     )  # fmt: skip
+    opq = faiss.index_factory(hq.shape[1], "OPQ8,PQ8")
+    opq.train(fit)
+    opq.add(unit(hdb))
+    orec = opq.sa_decode(opq.sa_encode(unit(hdb)))
+    onorms = (orec**2).sum(1)
+    out.append(
+        {
+            **base,
+            "score": "faiss opq 8x8 of unit h",
+            "R": None,
+            **prob.scores(score_order(lambda r: 2 * qu[r] @ orec.T - onorms)),
+        }
+    )
     mean = H["train"].mean(0)
     stored = {  # score name: (the query's vector, the stored one)
         "cosine": (qu, unit(hdb)),
@@ -76,13 +92,13 @@ def rows_of(path: Path) -> list[dict]:
     for name, (vq, v) in stored.items():
         v = v.astype(np.float16).astype(np.float32)
         for depth in DEPTHS:
-            order = reranked_order(qp, dbp, depth or len(hdb), lambda r, t, vq=vq, v=v: np.einsum("qd,qrd->qr", vq[r], v[t]))
+            order = reranked_order(first, depth or len(hdb), lambda r, t, vq=vq, v=v: np.einsum("qd,qrd->qr", vq[r], v[t]))
             out.append({**base, "score": name, "R": depth or "all", **prob.scores(order)})
     v = unit(hdb).astype(np.float16).astype(np.float32)
     for n in EXPANSIONS:
         for depth in DEPTHS:
             rescore = lambda r, t, n=n: expanded_scores(qu[r], v[t], t >= 0, n)
-            order = reranked_order(qp, dbp, depth or len(hdb), rescore)
+            order = reranked_order(first, depth or len(hdb), rescore)
             out.append({**base, "score": f"cosine + expansion {n}", "R": depth or "all", **prob.scores(order)})
     for row in out:
         print({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items() if k != "run"}, flush=True)
@@ -116,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     cols = ["protocol", "seed", "lambda2", "score", "R", "map_at_k", "map_all", "map_siblings"]
     _io.write_text(args.out_dir / "rerank-scores.md", (
         "# Re-ranking by stored h: cosine, inner product, centred cosine, query expansion\n\n"
-        f"`{result['command']}` at commit `{result['commit']}` on {result['machine']}. `R`: the Hamming top R "
-        "rescored, the rest in Hamming order (`all`: every item); `map_at_k`: the protocol's mAP@K; "
+        f"`{result['command']}` at commit `{result['commit']}` on {result['machine']}. `R`: the top R by the "
+        "asymmetric score <h_q, b> rescored, the rest in that order (`all`: every item); `map_at_k`: the protocol's mAP@K; "
         "`map_siblings`: the instance level.\n\n## Means over the runs of each protocol\n\n"
         + results_table(means(rows), ["protocol", "runs", *cols[3:]]) + "\n## Each run\n\n" + results_table(rows, cols)
     ))  # fmt: skip

@@ -1,5 +1,6 @@
-"""Re-ranking a Hamming search's candidates (index/rerank.py) against a brute-force rescoring, on a trained run's
-real continuous outputs; the stored-vector file (index/vectors.py): round trip, damage, bad input."""
+"""Searching by continuous outputs (index/rerank.py, index/asymmetric.py): the asymmetric ranking and its re-ranking
+against a brute-force computation from the formulas, on a trained run's real continuous outputs; the stored-vector
+file (index/vectors.py): round trip, damage, bad input."""
 
 import itertools
 
@@ -22,13 +23,20 @@ def outputs(shapes_run):
     return q, db
 
 
+def candidates(q, db, i):
+    """Every database position, ranked for query ``i`` as a search ranks them: by the asymmetric score <q_i, sign(b)>
+    (higher first), then the Hamming distance of the signs, then insertion order."""
+    signs = np.where(db >= 0, 1.0, -1.0)
+    d = hamming(pack(np.where(q[i : i + 1] >= 0, 1, -1)), pack(signs))[0]
+    return sorted(range(len(db)), key=lambda j: (-float(q[i] @ signs[j]), d[j], j))
+
+
 def brute(q, db, db_ids, k, depth, score):
-    """Top ``depth`` by (Hamming distance of the signs, insertion order), then the ``k`` best by ``score(query,
-    item)`` (higher first), ties in that Hamming order: computed here, from the formulas."""
-    d = hamming(pack(np.where(q >= 0, 1, -1)), pack(np.where(db >= 0, 1, -1)))
+    """Top ``depth`` by ``candidates``, then the ``k`` best by ``score(query, item)`` (higher first), ties in that
+    order: computed here, from the formulas."""
     out = []
     for i in range(len(q)):
-        cand = sorted(range(len(db)), key=lambda j: (d[i, j], j))[:depth]
+        cand = candidates(q, db, i)[:depth]
         s = [score(i, j) for j in cand]
         ranked = sorted(range(len(cand)), key=lambda r: (-s[r], r))[:k]
         out.append(([int(db_ids[cand[r]]) for r in ranked], [s[r] for r in ranked]))
@@ -36,16 +44,15 @@ def brute(q, db, db_ids, k, depth, score):
 
 
 def brute_expanded(q, db, db_ids, k, depth, vectors, n):
-    """``brute`` for query expansion, from its formula: each query's Hamming candidates scored by cosine, its ``n``
-    best (ties in the Hamming order) added to the unit query, each times max(its cosine, 0), and the candidates
-    scored again by the cosine of that sum; the ``k`` best, ties in the Hamming order. Per query, every admissible
-    answer: where distinct vectors tie for the n-th place in exact arithmetic (their cosines within 1e-6), float32
-    rounding may pick any of them, so each pick gives one answer (the first: the Hamming order's)."""
-    d = hamming(pack(np.where(q >= 0, 1, -1)), pack(np.where(db >= 0, 1, -1)))
+    """``brute`` for query expansion, from its formula: each query's candidates scored by cosine, its ``n`` best
+    (ties in the candidates' order) added to the unit query, each times max(its cosine, 0), and the candidates
+    scored again by the cosine of that sum; the ``k`` best, ties in the candidates' order. Per query, every
+    admissible answer: where distinct vectors tie for the n-th place in exact arithmetic (their cosines within 1e-6),
+    float32 rounding may pick any of them, so each pick gives one answer (the first: the candidates' order's)."""
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     out = []
     for i in range(len(q)):
-        cand = sorted(range(len(db)), key=lambda j: (d[i, j], j))[:depth]
+        cand = candidates(q, db, i)[:depth]
         qn = q[i] / np.linalg.norm(q[i])
         first = [float(qn @ unit[j]) for j in cand]
         order = sorted(range(len(cand)), key=lambda r: (-first[r], r))
@@ -93,13 +100,13 @@ def test_asymmetric_reranking_equals_brute_force_ties_included(outputs, k, overs
         d = hamming(pack(np.where(q[i : i + 1] >= 0, 1, -1)), pack(signs[(np.array(w_ids) // 3) - 100]))[0]
         assert got_dist[i, :n].tolist() == d.tolist()  # each hit's own Hamming distance
     if k * oversample >= 20:
-        assert n_ties > 0  # the case was worth testing: ties were broken by the Hamming order
+        assert n_ties > 0  # the case was worth testing: ties of the score were broken by Hamming distance, then insertion order
 
 
 @pytest.mark.parametrize("own", [True, False])
 def test_stored_vector_reranking_equals_brute_force(outputs, tmp_path, own):
     """Stored vectors: the model's own outputs (``own``), or other features with the query's own (the
-    backbone's, say); cosine by the formula, ties (two items with one vector) in the Hamming order."""
+    backbone's, say); cosine by the formula, ties (two items with one vector) in the candidates' order."""
     q, db = outputs
     ids = np.arange(len(db)) * 2 + 1
     rng = np.random.default_rng(0)
@@ -118,7 +125,7 @@ def test_stored_vector_reranking_equals_brute_force(outputs, tmp_path, own):
         same = got_ids[i].tolist() == w_ids
         assert same or np.allclose(np.sort(got_scores[i]), np.sort(w_scores), atol=2e-5)  # a near-tie swapped
         tied += same and 7 in w_ids and 15 in w_ids
-    assert tied > 0  # the shared vector was in some query's results, its tie broken by the Hamming order
+    assert tied > 0  # the shared vector was in some query's results, its tie broken by the candidates' order
 
 
 @pytest.mark.parametrize(("n", "k", "over"), [(1, 6, 5), (2, 5, 4), (10, 3, 2)])
@@ -214,8 +221,8 @@ def test_vector_file_round_trip_damage_and_bad_input(tmp_path):
 
 
 def test_a_collection_reranks_continuous_queries_as_brute_force_does(shapes_run, outputs, tmp_path):
-    """``Collection.search_codes`` with continuous outputs (what ``search_image`` passes): the top
-    ``oversample x k`` by Hamming distance (ties by id), filtered or not, rescored; binary queries and
+    """``Collection.search_codes`` with continuous outputs (what ``search_image`` passes): ranked by the asymmetric
+    score (ties by Hamming distance, then id), filtered or not, within a radius or not; binary queries and
     ``rerank="none"`` keep the Hamming order; bad settings are one line."""
     from hashdistill.collection import Collection, CollectionError
 
@@ -231,6 +238,15 @@ def test_a_collection_reranks_continuous_queries_as_brute_force_does(shapes_run,
             want = brute(q, db[sub], ids[sub], 4, 12, lambda i, j, kept=kept: float(q[i] @ kept[j]))
             assert [[h.id for h in hits] for hits in got] == [w for w, _ in want]
             assert [[h.score for h in hits] for hits in got] == [[pytest.approx(x) for x in s] for _, s in want]
+            d = hamming(pack(np.where(q >= 0, 1, -1)), pack(kept))
+            for radius, strategy in itertools.product((None, 6), ("mask", "scan")):
+                got = col.search_codes(q.astype(np.float32), 40, radius, where=where, strategy=strategy, rerank="asymmetric")
+                reordered = 0
+                for i, hits in enumerate(got):
+                    within = [j for j in candidates(q, db[sub], i) if radius is None or d[i, j] <= radius][:40]
+                    assert [h.id for h in hits] == [int(ids[sub][j]) for j in within], (radius, strategy, i)
+                    reordered += [d[i, j] for j in within] != sorted(d[i, j] for j in within)
+                assert reordered > 0  # some query's asymmetric order is not its Hamming order
         plain = col.search_codes(np.where(q >= 0, 1, -1), 4)
         assert all(h.score is None for hits in plain for h in hits)
         assert [[h.id for h in hits] for hits in col.search_codes(q.astype(np.float32), 4, rerank="none")] == [
@@ -247,7 +263,7 @@ def test_a_collection_reranks_continuous_queries_as_brute_force_does(shapes_run,
 def test_stored_reranking_in_a_collection_equals_brute_force_and_survives_reopen_and_removal(shapes_run, outputs, tmp_path):
     """The default ``stored`` re-ranking: the cosine of the query's output and each candidate's stored output
     (unit length, float16), or its bits over sqrt(bits) where it was added by its bits (a run's saved codes);
-    ties in the Hamming order. The vectors are rows of the item table: kept through a reopen, gone with their
+    ties in the candidates' order. The vectors are rows of the item table: kept through a reopen, gone with their
     item, carried by a snapshot."""
     from hashdistill.collection import Collection, CollectionError
 
@@ -279,7 +295,7 @@ def test_stored_reranking_in_a_collection_equals_brute_force_and_survives_reopen
         # the default expansion (2): the query plus its two best candidates' stored outputs
         want_qe = brute_expanded(q, db[order], ids[order], 5, 20, kept[order], 2)
         got_qe = col.search_codes(q.astype(np.float32), 5, oversample=4)
-        picked = []  # per query, the admissible answer its scores match (the Hamming order's where several do)
+        picked = []  # per query, the admissible answer its scores match (the candidates' order's where several do)
         for hits, answers in zip(got_qe, want_qe):
             fits = [a for a in answers if [h.score for h in hits] == [pytest.approx(x, abs=2e-3) for x in a[1]]]
             assert fits

@@ -50,7 +50,7 @@ LAYERS = [
     ["_io", "progress", "labels", "hub", "tables", "plots", "_torchvision", "distributed", "registry"],
     ["codes"],
     ["metrics"],
-    ["index.prefix", "index.storage", "index.kernels", "index.vectors"],
+    ["index.prefix", "index.storage", "index.kernels", "index.vectors", "index.asymmetric"],
     ["index.mih"],
     ["index.hamming", "index.milvus", "index.rerank"],
     ["index"],

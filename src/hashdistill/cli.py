@@ -299,9 +299,9 @@ def search(
         str,
         typer.Option(
             metavar="HOW",
-            help="rescore the top oversample x k by the query image's output: stored (its cosine with each item's "
-            "stored output), asymmetric (with each item's bits), features (the backbone features' cosine, a "
-            "collection made with --features: by look rather than class) or none",
+            help="rank by the query image's output against each item's bits (asymmetric), then rescore the top "
+            "oversample x k: stored (its cosine with each item's stored output), features (the backbone features' "
+            "cosine, a collection made with --features: by look rather than class); none: by Hamming distance",
         ),
     ] = "stored",
     oversample: Annotated[int, typer.Option(metavar="N", help="candidates re-ranked per result (1-100)")] = 10,

@@ -47,6 +47,7 @@ from ..data.images import DEFAULT_MAX_PIXELS, at_size
 from ..data.lists import ImageList
 from ..errors import CodesError, CollectionError
 from ..index import HammingIndex
+from ..index.asymmetric import ByScore
 from ..index.rerank import EXPAND, asymmetric_scores, check_expand, cosine_scores, expanded_scores, ranking
 from ..progress import progress_bar
 from ..registry import INDEX_BACKENDS
@@ -418,11 +419,13 @@ class Collection:
         ranked by Hamming distance (ties by id), with ``radius`` only those within it, and with ``where`` (a
         filter, ``metadata.py``: ``{"label": "Shirt"}``, ``{"meta.shop": {"in": ["a", "b"]}}``) only the items
         it allows: exactly the hits of ranking those items alone. Where the query has a continuous output (an
-        image's; real-valued ``codes``), ``rerank`` then rescores the top ``oversample x k``, ties in the Hamming
-        order (docs/search.md): ``stored`` (the default) by its cosine with each item's stored output (its bits
-        where none was stored), then by the query expanded with its ``expand`` best candidates' outputs (0: not),
-        ``asymmetric`` by its inner product with each item's bits, ``features`` (a search
-        by image in a collection that stores them) by the cosine of the backbone features, ``none`` not."""
+        image's; real-valued ``codes``), the items rank instead by its inner product with their bits (the
+        asymmetric score, exact; ties by Hamming distance, then id), and ``rerank`` says what is kept
+        (docs/search.md): ``stored`` (the default) rescores the top ``oversample x k`` by the output's cosine with
+        each item's stored output (its bits where none was stored), then by the query expanded with its ``expand``
+        best candidates' outputs (0: not); ``asymmetric`` keeps that ranking; ``features`` (a search by image in
+        a collection that stores them) rescores by the cosine of the backbone features; ``none`` ranks by Hamming
+        distance."""
         _check_k_radius(k, radius)
         if (queries is None) == (codes is None):
             raise CollectionError("search takes query images or codes")
@@ -481,7 +484,7 @@ class Collection:
             f = self._check_features(features, len(q))
             if f is None:
                 raise CollectionError("rerank features needs the queries' backbone features: search by image or by item")
-            return self._search(q, f, k, radius, where, strategy, rerank, oversample, expand)
+            return self._search(q, _continuous(codes), k, radius, where, strategy, rerank, oversample, expand, f)
         h = _continuous(codes) if rerank != "none" else None
         return self._search(q, h, k, radius, where, strategy, rerank, oversample, expand)
 
@@ -502,54 +505,58 @@ class Collection:
         if absent:
             raise CollectionError(f"no item {absent[0]}")
         q = self.codes_of(ids)
-        h = None
+        h = f = None
         if rerank == "features":
             self._check_stores_features()
             with self._lock:
-                h, has = self.feature_vectors.lookup(np.array(ids, np.int64))
+                f, has = self.feature_vectors.lookup(np.array(ids, np.int64))
             if not has.all():
                 raise CollectionError(f"item {ids[int(np.argmin(has))]} has no stored features (added by its codes)")
-        elif rerank != "none":
+        if rerank != "none":
             with self._lock:
                 h, has = self.vectors.lookup(np.array(ids, np.int64))
             h[~has] = _unit_signs(q.array[~has])
-        return self._search(q, h, k, radius, where, "auto", rerank, oversample, expand)
+        return self._search(q, h, k, radius, where, "auto", rerank, oversample, expand, f)
 
     def _search(
         self, q: PackedCodes, h: np.ndarray | None, k: int, radius: int | None, where: Any, strategy: str, rerank: str,
-        oversample: int, expand: int,
+        oversample: int, expand: int, features: np.ndarray | None = None,
     ) -> list[list[Hit]]:  # fmt: skip
-        """The searches of packed queries ``q``, rescored with their continuous outputs ``h`` (their backbone
-        features where ``rerank`` is ``features``; None: Hamming)."""
+        """The searches of packed queries ``q``: ranked by the asymmetric score of their continuous outputs ``h``
+        (None: by Hamming distance), the top ``oversample x k`` then rescored by ``rerank`` (``features``: with the
+        queries' backbone ``features``)."""
         if strategy not in STRATEGIES:
             raise CollectionError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         where = Where.parse(where)
-        depth = k * int(oversample) if h is not None else k
+        by = None if h is None or rerank == "none" else ByScore(h, self.bits, self._code_bytes)
+        rescore = by is not None or (rerank == "features" and features is not None)
+        depth = k * int(oversample) if rescore and rerank != "asymmetric" else k
         with self._lock:
             if where is not None:
-                per_query = search_filtered(q, depth, radius, where, self._filters, self.store, self.index, strategy)
+                per_query = search_filtered(q, depth, radius, where, self._filters, self.store, self.index, strategy, by)
             elif radius is None:
-                dist, ids = self.index.search(q, int(min(depth, max(1, len(self.index)))))
+                kk = int(min(depth, max(1, len(self.index))))
+                dist, ids = by.top(self.index, kk) if by else self.index.search(q, kk)
                 per_query = [[(int(i), int(d)) for i, d in zip(row_i, row_d) if i >= 0] for row_i, row_d in zip(ids, dist)]
             else:
                 lims, dist, ids = self.index.range_search(q, int(radius))
-                per_query = [list(zip(ids[a:b].tolist(), dist[a:b].tolist()))[:depth] for a, b in zip(lims[:-1], lims[1:])]
+                per_query = [list(zip(ids[a:b].tolist(), dist[a:b].tolist())) for a, b in zip(lims[:-1], lims[1:])]
+                per_query = [hits[:depth] for hits in (by.order(per_query) if by else per_query)]
             scored = (
-                self._rescored(h, per_query, k, rerank, expand)
-                if h is not None
+                self._rescored(h, features, per_query, k, rerank, expand)
+                if rescore
                 else [[(i, d, None) for i, d in hits] for hits in per_query]
             )
         rows = self.store.rows(sorted({i for hits in scored for i, _, _ in hits}))
         return [[Hit(i, d, *rows[i], s) for i, d, s in hits if i in rows] for hits in scored]
 
     def _rescored(
-        self, h: np.ndarray, per_query: list, k: int, rerank: str, expand: int
+        self, h: np.ndarray, features: np.ndarray | None, per_query: list, k: int, rerank: str, expand: int
     ) -> list[list[tuple[int, int, float | None]]]:
-        """Each query's Hamming candidates rescored (``asymmetric``: ``<h_q, b>``; ``stored``: the cosine of
-        ``h_q`` and the stored unit output, or ``b / sqrt(bits)`` where none was stored, then of the query expanded
-        with its ``expand`` best candidates; ``features``: the cosine
-        of the backbone features, after them the items without, unscored): the ``k`` best, ties in the Hamming
-        order."""
+        """Each query's candidates, in the order of their asymmetric score, rescored (``asymmetric``: that score,
+        ``<h_q, b>``; ``stored``: the cosine of ``h_q`` and the stored unit output, or ``b / sqrt(bits)`` where none
+        was stored, then of the query expanded with its ``expand`` best candidates; ``features``: the cosine of the
+        backbone ``features``, after them the items without, unscored): the ``k`` best, ties in the given order."""
         width = max((len(hits) for hits in per_query), default=0)
         ids = np.full((len(per_query), max(width, 1)), -1, np.int64)
         for r, hits in enumerate(per_query):
@@ -558,7 +565,7 @@ class Collection:
             scores = asymmetric_scores(h, self._code_bytes(ids))
         elif rerank == "features":
             vectors, has = self.feature_vectors.lookup(ids)
-            scores = np.where(has, cosine_scores(h, vectors), -np.inf)  # (items added by their codes: last)
+            scores = np.where(has, cosine_scores(features, vectors), -np.inf)  # (items added by their codes: last)
         else:
             vectors, has = self.vectors.lookup(ids)
             bare = (ids >= 0) & ~has

@@ -1,5 +1,6 @@
-"""Filtered search, exact: the hits are those of ranking only the items a filter allows by (distance, id), the
-order the unfiltered index ranks by (docs/service.md, "Metadata and filters").
+"""Filtered search, exact: the hits are those of ranking only the items a filter allows as the unfiltered index
+ranks: by (distance, id), or for continuous queries by their asymmetric score, then (distance, id)
+(docs/service.md, "Metadata and filters").
 
 Two ways, the same results (``tests/test_collection_filters.py`` checks both against brute force):
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from ..codes import PackedCodes
 from ..index import HammingIndex
+from ..index.asymmetric import ByScore
 from .metadata import Where
 from .store import ItemStore
 
@@ -91,9 +93,10 @@ class FilterCache:
 
 def search_filtered(
     q: PackedCodes, k: int, radius: int | None, where: Where, cache: FilterCache, store: ItemStore, index: Any,
-    strategy: str = "auto",
+    strategy: str = "auto", by: ByScore | None = None,
 ) -> PerQuery:  # fmt: skip
-    """The k nearest allowed items of each query (within ``radius`` if given), by ``strategy``."""
+    """The k nearest allowed items of each query (within ``radius`` if given), by ``strategy``; ranked by
+    ``by`` (the asymmetric score of continuous queries) where given, else by Hamming distance."""
     e = cache.entry(where, store)
     allowed, n = e.ids, len(index)
     if not len(allowed) or not n:
@@ -101,17 +104,16 @@ def search_filtered(
     if strategy == "auto":
         strategy = "scan" if len(allowed) >= SCAN_ABOVE * n else "mask"
     if strategy == "mask":
-        return _ranked(cache.mask(e, store, index), q, k, radius)
+        return _ranked(cache.mask(e, store, index), q, k, radius, by)
     if radius is not None:
         lims, dist, ids = index.range_search(q, int(radius))
         keep = np.isin(ids, allowed)
-        return [
-            list(zip(ids[a:b][keep[a:b]][:k].tolist(), dist[a:b][keep[a:b]][:k].tolist())) for a, b in zip(lims[:-1], lims[1:])
-        ]
+        hits = [list(zip(ids[a:b][keep[a:b]].tolist(), dist[a:b][keep[a:b]].tolist())) for a, b in zip(lims[:-1], lims[1:])]
+        return [h[:k] for h in (by.order(hits) if by else hits)]
     want = min(k, len(allowed))
     depth = min(n, max(2 * k, int(1.2 * k * n / len(allowed)) + 1))
     while True:
-        dist, ids = index.search(q, depth)
+        dist, ids = by.top(index, depth) if by else index.search(q, depth)
         keep = np.isin(ids, allowed) & (ids >= 0)
         if depth >= n or (keep.sum(axis=1) >= want).all():
             break
@@ -119,10 +121,12 @@ def search_filtered(
     return [list(zip(i[m][:k].tolist(), d[m][:k].tolist())) for i, d, m in zip(ids, dist, keep)]
 
 
-def _ranked(index: HammingIndex, q: PackedCodes, k: int, radius: int | None) -> PerQuery:
-    """An index's k nearest (within ``radius`` if given) as (id, distance) per query."""
+def _ranked(index: HammingIndex, q: PackedCodes, k: int, radius: int | None, by: ByScore | None) -> PerQuery:
+    """An index's k nearest (within ``radius`` if given) as (id, distance) per query, ranked as ``search_filtered``."""
     if radius is None:
-        dist, ids = index.search(q, int(min(k, len(index))))
+        kk = int(min(k, len(index)))
+        dist, ids = by.top(index, kk) if by else index.search(q, kk)
         return [[(int(i), int(d)) for i, d in zip(ri, rd) if i >= 0] for ri, rd in zip(ids, dist)]
     lims, dist, ids = index.range_search(q, int(radius))
-    return [list(zip(ids[a:b].tolist(), dist[a:b].tolist()))[:k] for a, b in zip(lims[:-1], lims[1:])]
+    hits = [list(zip(ids[a:b].tolist(), dist[a:b].tolist())) for a, b in zip(lims[:-1], lims[1:])]
+    return [h[:k] for h in (by.order(hits) if by else hits)]

@@ -229,6 +229,42 @@ class HammingIndex:
             ids = np.concatenate([ids, np.full((nq, k - kk), -1, np.int64)], axis=1)
         return d, ids
 
+    def search_asymmetric(self, h: Any, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The k best codes by the asymmetric score ``<h_q, b>`` of continuous queries ``h`` (nq, bits), exact over
+        every code (``asymmetric.py``): (scores float32, Hamming distances int32, ids int64), each (nq, k), best
+        first, ties by distance, then insertion order; -inf / -1 / -1 fill rows where the index holds fewer than k.
+        """
+        from .asymmetric import check_outputs, tables, weights
+
+        if not isinstance(k, (int, np.integer)) or k <= 0:
+            raise CodesError(f"k must be a positive integer, got {k!r}")
+        h = check_outputs(h, self.bits)
+        nq, kk = len(h), int(min(k, self._n))
+        scores = np.full((nq, k), -np.inf, np.float32)
+        dist, ids = np.full((nq, k), -1, np.int32), np.full((nq, k), -1, np.int64)
+        if kk == 0 or nq == 0:
+            return scores, dist, ids
+        qp = pack(np.where(h >= 0, 1, -1).astype(np.int8), self.bits)
+        if nq * self._n < NUMPY_WORK_BELOW and not self._kernels_ready:  # small work: numpy, no kernels to load
+            t, _, s = tables(h)
+            x = np.bitwise_xor(self.codes().array[None], qp.array[:, None])
+            w = weights(t, x)
+            d = hamming(qp, self.codes())
+            p = np.lexsort((np.broadcast_to(np.arange(self._n), w.shape), d, w), axis=-1)[:, :kk]
+            sc, dd = (s[:, None] - 2 * np.take_along_axis(w, p, 1)), np.take_along_axis(d, p, 1)
+        else:
+            from . import kernels
+
+            t, low, s = tables(h)
+            scratch, lanes = self._scratch(nq)
+            with self._threads():
+                w, dd, p = kernels.asymmetric_topk(words(qp, self._words), t, low, self._planes, self._n, kk, self.bits,
+                                                   scratch, lanes)  # fmt: skip
+            sc = s[:, None] - 2 * w
+            self._kernels_ready = True
+        scores[:, :kk], dist[:, :kk], ids[:, :kk] = sc, dd, self._ids[p]
+        return scores, dist, ids
+
     def _search(self, qp: PackedCodes, kk: int, method: str, force_kernels: bool = False) -> tuple[np.ndarray, np.ndarray]:
         small = len(qp) * self._n < NUMPY_WORK_BELOW and not (force_kernels or self._kernels_ready)
         if method == "flat" and small:

@@ -218,3 +218,101 @@ def flat_range(queries, planes, n, radius, bits, scratch, lane_scratch):
             _range_one(queries[qi], planes, n, radius, words, lanes, out_d[a:b], out_p[a:b], False)
             _sort_by_distance(out_d[a:b], out_p[a:b], bits)
     return lims, out_d, out_p
+
+
+# ---------------------------------------------------------------- asymmetric score (asymmetric.py)
+@njit(inline="always")
+def _worse(w1, d1, p1, w2, d2, p2):
+    return w1 > w2 or (w1 == w2 and (d1 > d2 or (d1 == d2 and p1 > p2)))
+
+
+@njit(inline="always")
+def _swap(hw, hd, hp, i, j):
+    hw[i], hw[j] = hw[j], hw[i]
+    hd[i], hd[j] = hd[j], hd[i]
+    hp[i], hp[j] = hp[j], hp[i]
+
+
+@njit(inline="always")
+def _sift_down(hw, hd, hp, i, size):
+    while True:
+        c = 2 * i + 1
+        if c >= size:
+            return
+        if c + 1 < size and _worse(hw[c + 1], hd[c + 1], hp[c + 1], hw[c], hd[c], hp[c]):
+            c += 1
+        if not _worse(hw[c], hd[c], hp[c], hw[i], hd[i], hp[i]):
+            return
+        _swap(hw, hd, hp, i, c)
+        i = c
+
+
+@njit(inline="always")
+def _sift_up(hw, hd, hp, i):
+    while i > 0:
+        parent = (i - 1) // 2
+        if not _worse(hw[i], hd[i], hp[i], hw[parent], hd[parent], hp[parent]):
+            return
+        _swap(hw, hd, hp, i, parent)
+        i = parent
+
+
+@njit(cache=True, boundscheck=False)
+def _asymmetric_one(q, t, low, planes, n, k, bits, words, lanes, hw, hd, hp):
+    """The k best codes of one query in a max-heap of (w, distance, position), then sorted best first."""
+    per_word = lanes.shape[0] // words.shape[0]
+    lane_max = 255 if per_word == 8 else 65535
+    ones = np.uint64(0x0101010101010101) if per_word == 8 else np.uint64(0x0001000100010001)
+    highs = ones * np.uint64(0x80 if per_word == 8 else 0x8000)
+    gate = 128 if per_word == 8 else 32768
+    n_words, n_bytes = planes.shape[0], t.shape[0]
+    size, far = 0, bits  # far: the largest distance at which a code can still enter
+    for c0 in range(0, n, BLOCK):
+        m = min(BLOCK, n - c0)
+        block_distances(q, planes, c0, lanes[:m])
+        lanes[m:] = lane_max
+        for u in range((m + per_word - 1) // per_word):
+            if far + 1 <= gate and not _has_less(words[u], far + 1, ones, highs):
+                continue
+            for i in range(u * per_word, min((u + 1) * per_word, m)):
+                d = lanes[i]
+                if d > far:
+                    continue
+                p = c0 + i
+                w = 0.0
+                for j in range(n_words):
+                    x = q[j] ^ planes[j, p]
+                    for b in range(min(8, n_bytes - 8 * j)):
+                        w += t[8 * j + b, (x >> np.uint64(8 * b)) & np.uint64(255)]
+                if size < k:
+                    hw[size], hd[size], hp[size] = w, d, p
+                    _sift_up(hw, hd, hp, size)
+                    size += 1
+                elif _worse(hw[0], hd[0], hp[0], w, d, p):
+                    hw[0], hd[0], hp[0] = w, d, p
+                    _sift_down(hw, hd, hp, 0, size)
+                else:
+                    continue
+                if size == k:
+                    while far >= 0 and low[far] > hw[0]:
+                        far -= 1
+    for end in range(size - 1, 0, -1):  # heap sort: best first
+        _swap(hw, hd, hp, 0, end)
+        _sift_down(hw, hd, hp, 0, end)
+
+
+@njit(parallel=True, cache=True)
+def asymmetric_topk(queries, t, low, planes, n, k, bits, scratch, lane_scratch):
+    """Exact top k by ``<h_q, b>`` (``asymmetric.py``) of every query (sign words ``queries``, its tables ``t`` and
+    bounds ``low`` from ``asymmetric.tables``): (w float64, distances, positions), each (nq, k), best first."""
+    nq = queries.shape[0]
+    n_chunks = scratch.shape[0]
+    out_w = np.full((nq, k), np.inf)
+    out_d = np.full((nq, k), -1, np.int32)
+    out_p = np.full((nq, k), -1, np.int64)
+    per = (nq + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        for qi in range(c * per, min((c + 1) * per, nq)):
+            _asymmetric_one(queries[qi], t[qi], low[qi], planes, n, k, bits, scratch[c], lane_scratch[c], out_w[qi],
+                      out_d[qi], out_p[qi])  # fmt: skip
+    return out_w, out_d, out_p

@@ -1,18 +1,21 @@
-"""Re-ranking a Hamming search's candidates by a finer score (docs/search.md "Re-ranking").
+"""Searching by a query's continuous output: the asymmetric score, then re-ranking (docs/search.md, "Searching by
+a continuous output").
 
-A search takes the top ``R = oversample x k`` candidates by Hamming distance (ranked by distance, ties by
-insertion order), then rescores them and keeps the ``k`` best:
+A query with a continuous output ``h_q`` (an image's) ranks the items by the asymmetric score ``<h_q, b>``, its
+output against each item's stored bits (``b`` in {-1, +1}; ``asymmetric.py``): exact over every item, no memory
+beyond the codes, product quantization's asymmetric distance for binary codes. ``rerank`` then says what the
+``k`` results are:
 
-- ``asymmetric``: ``<h_q, b>``, the query's continuous output against each candidate's stored bits
-  (``b`` in {-1, +1}): no memory beyond the codes. Computed with one lookup table per query and code byte
-  (the 256 sums of ``h_q`` over a byte's set bits), as product quantization's asymmetric distance is.
-- ``stored``: the cosine of ``h_q`` and a float vector stored per item (``vectors.VectorFile``, float16,
-  memory-mapped), say the model's own continuous output, or the backbone's features. With ``expand = n``
-  (query expansion, alpha-QE with alpha = 1): the unit query plus its ``n`` best candidates' unit vectors, each
-  weighted by its cosine (negative ones by 0), rescores the candidates once more.
+- ``asymmetric``: the top ``k`` by that score.
+- ``stored``: its top ``R = oversample x k`` rescored by the cosine of ``h_q`` and a float vector stored per item
+  (``vectors.VectorFile``, float16, memory-mapped), say the model's own continuous output, or the backbone's
+  features. With ``expand = n`` (query expansion, alpha-QE with alpha = 1): the unit query plus its ``n`` best
+  candidates' unit vectors, each weighted by its cosine (negative ones by 0), rescores the candidates once more.
+- ``none``: the top ``k`` by the Hamming distance of sign(h_q), as a query of bits ranks.
 
-Ties of the finer score keep the Hamming order: (distance, insertion order), so every result is defined.
-Padding (an index holding fewer than R codes) stays last, as id -1.
+Ties keep the order before them: the asymmetric score's ties go by Hamming distance, then insertion order, and a
+rescoring's ties by the asymmetric order, so every result is defined. Padding (an index holding fewer than R
+codes) stays last, as id -1.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ import numpy as np
 
 from ..codes import pack
 from ..errors import CodesError
+from .asymmetric import asymmetric_search, check_outputs, tables, weights
 
 RERANK = ("none", "asymmetric", "stored")
 EXPAND, MAX_EXPAND = 2, 10  # query expansion's default (chosen by benchmarks/rerank_scores.py) and its bound
-_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32)  # (256, 8), MSB first
 
 
 def check_expand(expand: Any, error: type[Exception] = CodesError) -> None:
@@ -36,27 +39,14 @@ def check_expand(expand: Any, error: type[Exception] = CodesError) -> None:
         raise error(f"expand must be an integer in 0..{MAX_EXPAND}, got {expand!r}")
 
 
-def _check_h(h: Any, bits: int) -> np.ndarray:
-    h = np.asarray(h, np.float32)
-    if h.ndim == 1:
-        h = h[None]
-    if h.ndim != 2 or h.shape[1] != bits:
-        raise CodesError(f"query outputs: expected (n, {bits}) continuous values, got shape {h.shape}")
-    if not np.isfinite(h).all():
-        raise CodesError("query outputs: NaN or infinite values")
-    return h
-
-
 def asymmetric_scores(h: Any, candidates: np.ndarray) -> np.ndarray:
     """``<h_q, b>`` of each query ``h`` (nq, K) and its candidates' packed codes ``candidates`` (nq, R, K/8):
-    (nq, R) float32, with b = +1 for a set bit, -1 otherwise."""
+    (nq, R) float64, with b = +1 for a set bit, -1 otherwise; the same floats as ``asymmetric_search`` gives."""
     cand = np.asarray(candidates, np.uint8)
-    h = _check_h(h, cand.shape[-1] * 8)
-    nq, n_bytes = h.shape[0], cand.shape[-1]
-    # table[q, p, v] = sum of h over the bits set in byte value v at byte p: <h, b> = 2 * sum(table) - sum(h)
-    table = np.einsum("vj,qpj->qpv", _BITS, h.reshape(nq, n_bytes, 8))
-    picked = table[np.arange(nq)[:, None, None], np.arange(n_bytes)[None, None, :], cand]  # (nq, R, K/8)
-    return 2 * picked.sum(-1) - h.sum(1, keepdims=True)
+    h = check_outputs(h, cand.shape[-1] * 8)
+    t, _, s = tables(h)
+    signs = pack(np.where(h >= 0, 1, -1).astype(np.int8)).array
+    return s[:, None] - 2 * weights(t, np.bitwise_xor(cand, signs[:, None, :]))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -67,7 +57,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 def cosine_scores(h: Any, vectors: np.ndarray) -> np.ndarray:
     """Cosine of each query ``h`` (nq, D) and its candidates' stored vectors (nq, R, D): (nq, R) float32."""
     v = np.asarray(vectors, np.float32)
-    return np.einsum("qd,qrd->qr", _unit(_check_h(h, v.shape[-1])), _unit(v))
+    return np.einsum("qd,qrd->qr", _unit(check_outputs(h, v.shape[-1])), _unit(v))
 
 
 def expanded_scores(h: Any, vectors: np.ndarray, valid: np.ndarray, n: int) -> np.ndarray:
@@ -77,7 +67,7 @@ def expanded_scores(h: Any, vectors: np.ndarray, valid: np.ndarray, n: int) -> n
     Each vector is normalised once. Ties are equal float32 cosines: distinct vectors whose cosines tie only in exact
     arithmetic go by their rounded values."""
     v = np.asarray(vectors, np.float32)
-    q, v = _unit(_check_h(h, v.shape[-1])), _unit(v)
+    q, v = _unit(check_outputs(h, v.shape[-1])), _unit(v)
     scores = np.einsum("qd,qrd->qr", q, v)
     if n <= 0:
         return scores
@@ -103,11 +93,12 @@ def search_reranked(
     query_vectors: Any = None,
     expand: int = EXPAND,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Search ``index`` (a ``HammingIndex``) by continuous query outputs ``h`` (nq, K): the top
-    ``oversample * k`` by the Hamming distance of ``sign(h)`` (sign(0) = +1), rescored by ``rerank``.
-    ``stored``: ``vectors(ids)`` returns the stored vectors (nq, R, D) of candidate ids (nq, R) (say
-    ``VectorFile.lookup``), scored by their cosine with ``query_vectors`` (nq, D), by default ``h`` itself, then
-    by the query expanded with its ``expand`` best candidates (``expanded_scores``; 0: not).
+    """Search ``index`` (a ``HammingIndex``, or any index ``asymmetric_search`` takes) by continuous query outputs
+    ``h`` (nq, K): the top ``k`` by ``<h_q, b>`` (``asymmetric``), its top ``oversample * k`` rescored
+    (``stored``: ``vectors(ids)`` returns the stored vectors (nq, R, D) of candidate ids (nq, R), say
+    ``VectorFile.lookup``, scored by their cosine with ``query_vectors`` (nq, D), by default ``h`` itself, then by
+    the query expanded with its ``expand`` best candidates, ``expanded_scores``; 0: not), or the top ``k`` by the
+    Hamming distance of sign(h) (``none``).
     Returns (ids (nq, k), scores (nq, k), Hamming distances (nq, k)); ``none`` scores are minus the distance."""
     if rerank not in RERANK:
         raise CodesError(f"rerank must be one of {', '.join(RERANK)}, got {rerank!r}")
@@ -116,18 +107,15 @@ def search_reranked(
     check_expand(expand)
     if rerank == "stored" and vectors is None:
         raise CodesError("rerank 'stored' needs the stored vectors")
-    h = _check_h(h, index.bits)
-    q = pack((h >= 0).astype(np.int8) * 2 - 1)
-    depth = k if rerank == "none" else k * int(oversample)
-    dist, ids = index.search(q, depth)
+    h = check_outputs(h, index.bits)
     if rerank == "none":
+        dist, ids = index.search(pack((h >= 0).astype(np.int8) * 2 - 1), k)
         return ids, np.where(ids >= 0, -dist, -np.inf).astype(np.float32), dist
+    scores, dist, ids = asymmetric_search(index, h, k if rerank == "asymmetric" else k * int(oversample))
     if rerank == "asymmetric":
-        scores = asymmetric_scores(h, index.code_bytes(ids))
-    else:
-        qv = h if query_vectors is None else query_vectors
-        scores = expanded_scores(qv, vectors(ids), ids >= 0, int(expand))
-    scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
+        return ids, scores, dist
+    qv = h if query_vectors is None else query_vectors
+    scores = np.where(ids >= 0, expanded_scores(qv, vectors(ids), ids >= 0, int(expand)), -np.inf).astype(np.float32)
     order = ranking(ids, scores, k)
     return tuple(np.take_along_axis(a, order, 1) for a in (ids, scores, dist))
 

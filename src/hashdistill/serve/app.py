@@ -334,7 +334,7 @@ def create_app(
     async def search(
         request: Request, k: Annotated[int, Query()] = 10, radius: Annotated[int | None, Query()] = None,
         filter: Annotated[str | None, Query(max_length=8192, description="a filter as JSON (with an image)")] = None,
-        rerank: Annotated[Rerank, Query(description="rescore the top oversample x k by the image's output")] = RERANK,
+        rerank: Annotated[Rerank, Query(description="rank by the image's output against the items' bits, then rescore the top oversample x k")] = RERANK,
         oversample: Annotated[int, Query(ge=1, le=100)] = OVERSAMPLE,
         expand: Annotated[int, Query(ge=0, le=MAX_EXPAND, description="stored: best candidates added to the query")] = EXPAND,
     ) -> JSONResponse:  # fmt: skip
@@ -398,7 +398,7 @@ def create_app(
     async def search_batch(
         request: Request, k: Annotated[int, Query()] = 10, radius: Annotated[int | None, Query()] = None,
         filter: Annotated[str | None, Query(max_length=8192, description="a filter as JSON (with images)")] = None,
-        rerank: Annotated[Rerank, Query(description="rescore the top oversample x k by each image's output")] = RERANK,
+        rerank: Annotated[Rerank, Query(description="rank by each image's output against the items' bits, then rescore the top oversample x k")] = RERANK,
         oversample: Annotated[int, Query(ge=1, le=100)] = OVERSAMPLE,
         expand: Annotated[int, Query(ge=0, le=MAX_EXPAND, description="stored: best candidates added to the query")] = EXPAND,
     ) -> JSONResponse:  # fmt: skip
