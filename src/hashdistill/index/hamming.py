@@ -247,11 +247,15 @@ class HammingIndex:
         qp = pack(np.where(h >= 0, 1, -1).astype(np.int8), self.bits)
         if nq * self._n < NUMPY_WORK_BELOW and not self._kernels_ready:  # small work: numpy, no kernels to load
             t, _, s = tables(h)
-            x = np.bitwise_xor(self.codes().array[None], qp.array[:, None])
-            w = weights(t, x)
-            d = hamming(qp, self.codes())
-            p = np.lexsort((np.broadcast_to(np.arange(self._n), w.shape), d, w), axis=-1)[:, :kk]
-            sc, dd = (s[:, None] - 2 * np.take_along_axis(w, p, 1)), np.take_along_axis(d, p, 1)
+            codes, step = self.codes(), max(1, (1 << 18) // self._n)  # queries per pass: bounded scratch memory
+            p, dd = np.empty((nq, kk), np.int64), np.empty((nq, kk), np.int32)
+            sc = np.empty((nq, kk))
+            for a in range(0, nq, step):
+                w = weights(t[a : a + step], np.bitwise_xor(codes.array[None], qp.array[a : a + step, None]))
+                d = hamming(qp[a : a + step], codes)
+                p[a : a + step] = np.lexsort((np.broadcast_to(np.arange(self._n), w.shape), d, w), axis=-1)[:, :kk]
+                sc[a : a + step] = s[a : a + step, None] - 2 * np.take_along_axis(w, p[a : a + step], 1)
+                dd[a : a + step] = np.take_along_axis(d, p[a : a + step], 1)
         else:
             from . import kernels
 
