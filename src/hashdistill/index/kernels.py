@@ -60,6 +60,17 @@ def _has_less(word, t, ones, highs):
     return ((word - ones * np.uint64(t)) & ~word & highs) != 0
 
 
+@njit(inline="always")
+def _lanes(per_word):
+    """Constants of distance lanes, 8 (uint8) or 4 (uint16) to a word: the all-ones value (never below a threshold),
+    the SWAR test's ``ones`` and ``highs``, and the largest threshold the test is exact for."""
+    if per_word == 8:
+        ones = np.uint64(0x0101010101010101)
+        return 255, ones, ones * np.uint64(0x80), 128
+    ones = np.uint64(0x0001000100010001)
+    return 65535, ones, ones * np.uint64(0x8000), 32768
+
+
 @njit(cache=True)
 def _kth(hist: np.ndarray, k: int, limit: int) -> int:
     """Smallest t with hist[0..t] summing to >= k, or ``limit`` if none below it."""
@@ -105,10 +116,7 @@ def scan_topk_one(q, planes, n, k, bits, words, lanes, hist, cand_d, cand_p, out
     T = bits + 1
     nc = 0
     per_word = lanes.shape[0] // words.shape[0]
-    lane_max = 255 if per_word == 8 else 65535  # all ones: never below a threshold
-    ones = np.uint64(0x0101010101010101) if per_word == 8 else np.uint64(0x0001000100010001)
-    highs = ones * np.uint64(0x80 if per_word == 8 else 0x8000)
-    gate = 128 if per_word == 8 else 32768  # SWAR test exact for t <= gate
+    lane_max, ones, highs, gate = _lanes(per_word)
     for c0 in range(0, n, BLOCK):
         m = min(BLOCK, n - c0)
         block_distances(q, planes, c0, lanes[:m])
@@ -156,10 +164,7 @@ def _range_one(q, planes, n, radius, words, lanes, out_d, out_p, count_only):
     """Codes within ``radius`` of one query, in position order; returns how many."""
     nc = 0
     per_word = lanes.shape[0] // words.shape[0]
-    lane_max = 255 if per_word == 8 else 65535
-    ones = np.uint64(0x0101010101010101) if per_word == 8 else np.uint64(0x0001000100010001)
-    highs = ones * np.uint64(0x80 if per_word == 8 else 0x8000)
-    gate = 128 if per_word == 8 else 32768
+    lane_max, ones, highs, gate = _lanes(per_word)
     for c0 in range(0, n, BLOCK):
         m = min(BLOCK, n - c0)
         block_distances(q, planes, c0, lanes[:m])
@@ -261,10 +266,7 @@ def _sift_up(hw, hd, hp, i):
 def _asymmetric_one(q, t, low, planes, n, k, bits, words, lanes, hw, hd, hp):
     """The k best codes of one query in a max-heap of (w, distance, position), then sorted best first."""
     per_word = lanes.shape[0] // words.shape[0]
-    lane_max = 255 if per_word == 8 else 65535
-    ones = np.uint64(0x0101010101010101) if per_word == 8 else np.uint64(0x0001000100010001)
-    highs = ones * np.uint64(0x80 if per_word == 8 else 0x8000)
-    gate = 128 if per_word == 8 else 32768
+    lane_max, ones, highs, gate = _lanes(per_word)
     n_words, n_bytes = planes.shape[0], t.shape[0]
     size, far = 0, bits  # far: the largest distance at which a code can still enter
     for c0 in range(0, n, BLOCK):
