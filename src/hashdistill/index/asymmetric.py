@@ -54,10 +54,12 @@ def tables(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return t, np.ascontiguousarray(low - _SLACK * (low[:, -1:] + 1)), a.sum(1)
 
 
-def weights(t: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """w of packed (sign(h) XOR b) bytes ``x`` (nq, R, K/8) from the tables ``t`` (nq, K/8, 256): (nq, R), summed
-    byte by byte in the order the scan sums them (so both give the same floats)."""
-    w = np.zeros(x.shape[:2])
+def weights(t: np.ndarray, signs: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """w of packed codes ``codes`` ((nq or 1), R, K/8) for the queries of tables ``t`` (nq, K/8, 256) and packed
+    signs ``signs`` (nq, K/8): (nq, R), summed byte by byte in the order the scan sums them (so both give the same
+    floats)."""
+    x = np.bitwise_xor(codes, signs[:, None, :])
+    w = np.zeros((len(t), x.shape[1]))
     rows = np.arange(len(t))[:, None]
     for p in range(x.shape[2]):
         w += t[rows, p, x[:, :, p]]
@@ -76,8 +78,7 @@ def by_hamming(
     depth = min(max(k, 1), n)
     while True:
         dist, ids = search(depth)
-        x = np.bitwise_xor(code_bytes(ids), sign_bytes[:, None, :])
-        w = np.where(ids >= 0, weights(t, x), np.inf)
+        w = np.where(ids >= 0, weights(t, sign_bytes, code_bytes(ids)), np.inf)
         order = np.lexsort((np.broadcast_to(np.arange(depth), w.shape), dist, w), axis=-1)[:, :k]
         kth = np.take_along_axis(w, order[:, -1:], 1)[:, 0]
         last = np.take_along_axis(low, dist[:, -1:].clip(0), 1)[:, 0]
@@ -100,7 +101,7 @@ def asymmetric_search(index: Any, h: Any, k: int, code_bytes: Callable[[np.ndarr
     h = check_outputs(h, index.bits)
     if hasattr(index, "search_asymmetric"):
         return index.search_asymmetric(h, k)
-    signs = pack(np.where(h >= 0, 1, -1).astype(np.int8), index.bits)
+    signs = pack(h, index.bits)  # real values: packed by sign, sign(0) = +1
     return by_hamming(h, k, len(index), lambda r: index.search(signs, r), code_bytes or index.code_bytes, signs.array)
 
 
@@ -112,22 +113,20 @@ class ByScore:
     indexes without ``search_asymmetric`` and for ``order``."""
 
     def __init__(self, h: Any, bits: int, code_bytes: Callable[[np.ndarray], np.ndarray]) -> None:
-        self.h, self.code_bytes = check_outputs(h, bits), code_bytes
-        self.t, _, self.s = tables(self.h)
-        self.signs = pack(np.where(self.h >= 0, 1, -1).astype(np.int8), bits).array
+        self.h, self.bits, self.code_bytes = check_outputs(h, bits), bits, code_bytes
 
     def top(self, index: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         _, dist, ids = asymmetric_search(index, self.h, k, self.code_bytes)
         return dist, ids
 
     def order(self, per_query: list[list[tuple[int, int]]]) -> list[list[tuple[int, int]]]:
-        out = []
+        t, signs, out = tables(self.h)[0], pack(self.h, self.bits).array, []
         for r, hits in enumerate(per_query):
             if len(hits) < 2:
                 out.append(list(hits))
                 continue
-            x = np.bitwise_xor(self.code_bytes(np.array([i for i, _ in hits], np.int64)), self.signs[r])
-            w = weights(self.t[r : r + 1], x[None])[0]
+            codes = self.code_bytes(np.array([i for i, _ in hits], np.int64))
+            w = weights(t[r : r + 1], signs[r : r + 1], codes[None])[0]
             out.append([hits[j] for j in np.argsort(w, kind="stable")])
         return out
 

@@ -244,14 +244,14 @@ class HammingIndex:
         dist, ids = np.full((nq, k), -1, np.int32), np.full((nq, k), -1, np.int64)
         if kk == 0 or nq == 0:
             return scores, dist, ids
-        qp = pack(np.where(h >= 0, 1, -1).astype(np.int8), self.bits)
+        qp = pack(h, self.bits)  # real values: packed by sign, sign(0) = +1
         if nq * self._n < NUMPY_WORK_BELOW and not self._kernels_ready:  # small work: numpy, no kernels to load
             t, _, s = tables(h)
             codes, step = self.codes(), max(1, (1 << 18) // self._n)  # queries per pass: bounded scratch memory
             p, dd = np.empty((nq, kk), np.int64), np.empty((nq, kk), np.int32)
             sc = np.empty((nq, kk))
             for a in range(0, nq, step):
-                w = weights(t[a : a + step], np.bitwise_xor(codes.array[None], qp.array[a : a + step, None]))
+                w = weights(t[a : a + step], qp.array[a : a + step], codes.array[None])
                 d = hamming(qp[a : a + step], codes)
                 p[a : a + step] = np.lexsort((np.broadcast_to(np.arange(self._n), w.shape), d, w), axis=-1)[:, :kk]
                 sc[a : a + step] = s[a : a + step, None] - 2 * np.take_along_axis(w, p[a : a + step], 1)

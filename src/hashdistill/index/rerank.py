@@ -45,8 +45,7 @@ def asymmetric_scores(h: Any, candidates: np.ndarray) -> np.ndarray:
     cand = np.asarray(candidates, np.uint8)
     h = check_outputs(h, cand.shape[-1] * 8)
     t, _, s = tables(h)
-    signs = pack(np.where(h >= 0, 1, -1).astype(np.int8)).array
-    return s[:, None] - 2 * weights(t, np.bitwise_xor(cand, signs[:, None, :]))
+    return s[:, None] - 2 * weights(t, pack(h).array, cand)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -109,7 +108,7 @@ def search_reranked(
         raise CodesError("rerank 'stored' needs the stored vectors")
     h = check_outputs(h, index.bits)
     if rerank == "none":
-        dist, ids = index.search(pack((h >= 0).astype(np.int8) * 2 - 1), k)
+        dist, ids = index.search(pack(h), k)  # real values: packed by sign, sign(0) = +1
         return ids, np.where(ids >= 0, -dist, -np.inf).astype(np.float32), dist
     scores, dist, ids = asymmetric_search(index, h, k if rerank == "asymmetric" else k * int(oversample))
     if rerank == "asymmetric":
