@@ -54,7 +54,7 @@ from ..registry import INDEX_BACKENDS
 from . import snapshot
 from .engine import ENGINES, open_encoder, write_model
 from .files import THUMB_SIDE, ImageFiles, inside, read_source
-from .filtered import STRATEGIES, FilterCache, search_filtered
+from .filtered import STRATEGIES, FilterCache, ranked, search_filtered
 from .inputs import gather, label_names
 from .metadata import Where, check_metadata, merge_metadata
 from .store import STORED, Hit, ItemStore, unit_float16
@@ -534,14 +534,8 @@ class Collection:
         with self._lock:
             if where is not None:
                 per_query = search_filtered(q, depth, radius, where, self._filters, self.store, self.index, strategy, by)
-            elif radius is None:
-                kk = int(min(depth, max(1, len(self.index))))
-                dist, ids = by.top(self.index, kk) if by else self.index.search(q, kk)
-                per_query = [[(int(i), int(d)) for i, d in zip(row_i, row_d) if i >= 0] for row_i, row_d in zip(ids, dist)]
             else:
-                lims, dist, ids = self.index.range_search(q, int(radius))
-                per_query = [list(zip(ids[a:b].tolist(), dist[a:b].tolist())) for a, b in zip(lims[:-1], lims[1:])]
-                per_query = [hits[:depth] for hits in (by.order(per_query) if by else per_query)]
+                per_query = ranked(self.index, q, depth, radius, by)
             scored = (
                 self._rescored(h, features, per_query, k, rerank, expand)
                 if rescore

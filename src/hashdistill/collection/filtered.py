@@ -104,7 +104,7 @@ def search_filtered(
     if strategy == "auto":
         strategy = "scan" if len(allowed) >= SCAN_ABOVE * n else "mask"
     if strategy == "mask":
-        return _ranked(cache.mask(e, store, index), q, k, radius, by)
+        return ranked(cache.mask(e, store, index), q, k, radius, by)
     if radius is not None:
         lims, dist, ids = index.range_search(q, int(radius))
         keep = np.isin(ids, allowed)
@@ -121,10 +121,12 @@ def search_filtered(
     return [list(zip(i[m][:k].tolist(), d[m][:k].tolist())) for i, d, m in zip(ids, dist, keep)]
 
 
-def _ranked(index: HammingIndex, q: PackedCodes, k: int, radius: int | None, by: ByScore | None) -> PerQuery:
-    """An index's k nearest (within ``radius`` if given) as (id, distance) per query, ranked as ``search_filtered``."""
+def ranked(index: Any, q: PackedCodes, k: int, radius: int | None, by: ByScore | None = None) -> PerQuery:
+    """An index's k nearest (within ``radius`` if given) as (id, distance) per query, ranked by ``by`` (the
+    asymmetric score of continuous queries) where given, else by Hamming distance: a collection's unfiltered
+    search, and the mask strategy's over its masked index."""
     if radius is None:
-        kk = int(min(k, len(index)))
+        kk = int(min(k, max(1, len(index))))  # (an empty index: one padded column, no hit)
         dist, ids = by.top(index, kk) if by else index.search(q, kk)
         return [[(int(i), int(d)) for i, d in zip(ri, rd) if i >= 0] for ri, rd in zip(ids, dist)]
     lims, dist, ids = index.range_search(q, int(radius))
