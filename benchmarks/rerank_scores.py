@@ -41,6 +41,13 @@ DEPTHS = (100, 1000, None)  # None: every item
 EXPANSIONS = (1, 2, 3)  # query expansion's n
 
 
+def reconstructed(factory: str, fit: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``x`` as a faiss index ``factory`` trained on ``fit`` codes it: encoded, then decoded (what its L2 ranks)."""
+    index = faiss.index_factory(x.shape[1], factory)
+    index.train(fit)
+    return index.sa_decode(index.sa_encode(x))
+
+
 def rows_of(path: Path) -> list[dict]:
     run = Run.load(path)
     m, p = run.config.model, load_protocol(run.config.data.protocol)
@@ -54,35 +61,20 @@ def rows_of(path: Path) -> list[dict]:
     out = [{**base, "score": "hamming", "R": None, **prob.scores(hamming_order(qp, dbp))},
            {**base, "score": "asymmetric", "R": None, **prob.scores(first)}]  # fmt: skip
     fit = np.unique(np.concatenate([unit(H["train"]), unit(hdb)]), axis=0)  # as frontier.py trains its PQ
-    pq = faiss.index_factory(hq.shape[1], "PQ8")
-    pq.train(fit)
-    pq.add(unit(hdb))
-    rec = pq.sa_decode(pq.sa_encode(unit(hdb)))
-    norms, qu = (rec**2).sum(1), unit(hq)
-    out.append(
-        {**base, "score": "faiss pq 8x8 of unit h", "R": None, **prob.scores(score_order(lambda r: 2 * qu[r] @ rec.T - norms))}
-    )
+    qu = unit(hq)
+
+    def by_reconstruction(rec: np.ndarray, label: str, q: np.ndarray) -> dict:  # faiss's L2 ranking of unit q
+        norms = (rec**2).sum(1)
+        return {**base, "score": label, "R": None, **prob.scores(score_order(lambda r: 2 * q[r] @ rec.T - norms))}
+
+    rec = reconstructed("PQ8", fit, unit(hdb))
+    out.append(by_reconstruction(rec, "faiss pq 8x8 of unit h", qu))
     # the same expansion on PQ: the query plus its 2 best by PQ's score, each reconstruction weighted by its cosine
-    top = np.argsort(-(2 * qu @ rec.T - norms), axis=1, kind="stable")[:, :2]
+    top = np.argsort(-(2 * qu @ rec.T - (rec**2).sum(1)), axis=1, kind="stable")[:, :2]
     near = unit(rec)[top]
     qe = unit(qu + np.einsum("qn,qnd->qd", np.einsum("qd,qnd->qn", qu, near).clip(0), near))
-    out.append(
-        {**base, "score": "faiss pq 8x8 of unit h + expansion 2", "R": None,
-         **prob.scores(score_order(lambda r: 2 * qe[r] @ rec.T - norms))}
-    )  # fmt: skip
-    opq = faiss.index_factory(hq.shape[1], "OPQ8,PQ8")
-    opq.train(fit)
-    opq.add(unit(hdb))
-    orec = opq.sa_decode(opq.sa_encode(unit(hdb)))
-    onorms = (orec**2).sum(1)
-    out.append(
-        {
-            **base,
-            "score": "faiss opq 8x8 of unit h",
-            "R": None,
-            **prob.scores(score_order(lambda r: 2 * qu[r] @ orec.T - onorms)),
-        }
-    )
+    out.append(by_reconstruction(rec, "faiss pq 8x8 of unit h + expansion 2", qe))
+    out.append(by_reconstruction(reconstructed("OPQ8,PQ8", fit, unit(hdb)), "faiss opq 8x8 of unit h", qu))
     mean = H["train"].mean(0)
     stored = {  # score name: (the query's vector, the stored one)
         "cosine": (qu, unit(hdb)),
