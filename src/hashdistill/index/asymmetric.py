@@ -43,15 +43,22 @@ def check_outputs(h: Any, bits: int) -> np.ndarray:
     return h
 
 
-def tables(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def tables(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per query (rows of ``h``, (nq, K)): the byte tables ``t[q, p, v]`` = sum of ``|h|`` over the bits that
-    differ where byte p of (sign(h) XOR b) is v, so ``w = sum_p t[q, p, x_p]`` (nq, K/8, 256); the bounds
-    ``L[q, d]`` <= any w at Hamming distance d (nq, K + 1); and S = sum |h| (nq,). float64."""
+    differ where byte p of (sign(h) XOR b) is v, so ``w = sum_p t[q, p, x_p]`` (nq, K/8, 256); and S = sum |h|
+    (nq,). float64."""
     a = np.abs(np.asarray(h, np.float64))
     nq, bits = a.shape
     t = np.ascontiguousarray(np.einsum("vj,qpj->qpv", _BITS, a.reshape(nq, bits // 8, 8)))
-    low = np.concatenate([np.zeros((nq, 1)), np.cumsum(np.sort(a, axis=1), axis=1)], axis=1)
-    return t, np.ascontiguousarray(low - _SLACK * (low[:, -1:] + 1)), a.sum(1)
+    return t, a.sum(1)
+
+
+def lower_bounds(h: np.ndarray) -> np.ndarray:
+    """``L[q, d]`` <= any w at Hamming distance d: the sum of the d smallest ``|h|`` of each query, less a relative
+    slack so that rounding never prunes a code that could enter (nq, K + 1), float64; what the pruning scans read."""
+    a = np.abs(np.asarray(h, np.float64))
+    low = np.concatenate([np.zeros((len(a), 1)), np.cumsum(np.sort(a, axis=1), axis=1)], axis=1)
+    return np.ascontiguousarray(low - _SLACK * (low[:, -1:] + 1))
 
 
 def weights(t: np.ndarray, signs: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -74,7 +81,7 @@ def by_hamming(
     its top R (distances, ids; -1 padding) for every query, ``code_bytes(ids)`` their packed codes, ``sign_bytes``
     the queries' packed signs (nq, K/8); ``n`` codes are held. R starts at k and doubles until exact.
     (scores float32, distances int32, ids int64), each (nq, k), -1 / -inf padding where fewer than k are held."""
-    t, low, s = tables(h)
+    (t, s), low = tables(h), lower_bounds(h)
     depth = min(max(k, 1), n)
     while True:
         dist, ids = search(depth)
@@ -131,4 +138,4 @@ class ByScore:
         return out
 
 
-__all__ = ["ByScore", "asymmetric_search", "by_hamming", "check_outputs", "tables", "weights"]
+__all__ = ["ByScore", "asymmetric_search", "by_hamming", "check_outputs", "lower_bounds", "tables", "weights"]

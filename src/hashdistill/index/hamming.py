@@ -234,7 +234,7 @@ class HammingIndex:
         every code (``asymmetric.py``): (scores float32, Hamming distances int32, ids int64), each (nq, k), best
         first, ties by distance, then insertion order; -inf / -1 / -1 fill rows where the index holds fewer than k.
         """
-        from .asymmetric import check_outputs, tables, weights
+        from .asymmetric import check_outputs, lower_bounds, tables, weights
 
         if not isinstance(k, (int, np.integer)) or k <= 0:
             raise CodesError(f"k must be a positive integer, got {k!r}")
@@ -246,7 +246,7 @@ class HammingIndex:
             return scores, dist, ids
         qp = pack(h, self.bits)  # real values: packed by sign, sign(0) = +1
         if nq * self._n < NUMPY_WORK_BELOW and not self._kernels_ready:  # small work: numpy, no kernels to load
-            t, _, s = tables(h)
+            t, s = tables(h)
             codes, step = self.codes(), max(1, (1 << 18) // self._n)  # queries per pass: bounded scratch memory
             p, dd = np.empty((nq, kk), np.int64), np.empty((nq, kk), np.int32)
             sc = np.empty((nq, kk))
@@ -259,7 +259,7 @@ class HammingIndex:
         else:
             from . import kernels
 
-            t, low, s = tables(h)
+            (t, s), low = tables(h), lower_bounds(h)
             scratch, lanes = self._scratch(nq)
             with self._threads():
                 w, dd, p = kernels.asymmetric_topk(words(qp, self._words), t, low, self._planes, self._n, kk, self.bits,

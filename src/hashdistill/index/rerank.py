@@ -44,7 +44,7 @@ def asymmetric_scores(h: Any, candidates: np.ndarray) -> np.ndarray:
     (nq, R) float64, with b = +1 for a set bit, -1 otherwise; the same floats as ``asymmetric_search`` gives."""
     cand = np.asarray(candidates, np.uint8)
     h = check_outputs(h, cand.shape[-1] * 8)
-    t, _, s = tables(h)
+    t, s = tables(h)
     return s[:, None] - 2 * weights(t, pack(h).array, cand)
 
 
