@@ -306,7 +306,7 @@ def _asymmetric_one(q, t, low, planes, n, k, bits, words, lanes, hw, hd, hp):
 @njit(parallel=True, cache=True)
 def asymmetric_topk(queries, t, low, planes, n, k, bits, scratch, lane_scratch):
     """Exact top k by ``<h_q, b>`` (``asymmetric.py``) of every query (sign words ``queries``, its tables ``t`` and
-    bounds ``low`` from ``asymmetric.tables``): (w float64, distances, positions), each (nq, k), best first."""
+    bounds ``low`` from ``asymmetric.lower_bounds``): (w float64, distances, positions), each (nq, k), best first."""
     nq = queries.shape[0]
     n_chunks = scratch.shape[0]
     out_w = np.full((nq, k), np.inf)
